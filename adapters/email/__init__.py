@@ -1,0 +1,17 @@
+"""The email provider interface: one `send` that returns the provider's message id or raises a Herald error."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from schemas.notifications import EmailNotification
+
+
+class EmailSender(Protocol):
+    name: str
+
+    async def send(self, message: EmailNotification) -> str | None:
+        """Deliver one email; return the provider's message id if it gives one.
+
+        Raises `PermanentDeliveryError` or `RetriableDeliveryError` (streams.errors), never SDK errors."""
+        ...

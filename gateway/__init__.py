@@ -1,0 +1,1 @@
+"""The in-app WebSocket gateway: authenticates sockets and forwards in-app notifications to them."""

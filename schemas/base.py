@@ -1,0 +1,23 @@
+"""The model base shared by every wire format: strict, immutable, and closed to unknown fields."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class WireModel(BaseModel):
+    # Strict: "1" is not 1 and a missing field is an error, so producers learn of mistakes at the DLQ
+    # rather than through a notification with odd content. Unknown fields are refused for the same reason.
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The fields at fault, without echoing the input values (they may be personal data)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(document)"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems[:10])

@@ -1,0 +1,140 @@
+"""The Faust app and `main()`: the `herald` command (`herald worker -l info`, `herald dev`, `herald publish` …)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
+
+import faust
+from faust.app.base import BootStrategy
+from prometheus_client import CollectorRegistry
+
+from adapters.email import EmailSender
+from adapters.email.smtp import SmtpEmailSender
+from streams.context import WorkerContext
+from streams.directory import declare_users_table, register_directory
+from streams.email_delivery import register_email
+from streams.metrics import WorkerMetrics
+from streams.ops import OpsServer
+from streams.rendering import TemplateStore
+from streams.router import register_router
+from streams.routing import RuleBook
+from streams.provisioning import provision_topics
+from streams.settings import ConfigurationError, Settings, load_settings
+from streams.topics import declare_topics
+
+
+def herald_version() -> str:
+    try:
+        return version("herald")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class _NoWebBoot(BootStrategy):  # type: ignore[misc]
+    # Faust's web server serves table contents (personal data) at /table. `web_enabled=False` is not enough:
+    # `herald worker` defaults to `--with-web` and turns it back on, so the boot strategy refuses it instead.
+    enable_web = False
+
+
+class HeraldApp(faust.App):  # type: ignore[misc]
+    BootStrategy = _NoWebBoot
+
+
+def create_app(settings: Settings) -> faust.App:
+    return HeraldApp(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="memory://",
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        # Herald decodes payloads itself with pydantic; Faust's codecs stay raw, so pickle is never used.
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        # The worker's health and metrics are served by OpsServer, never by Faust's web server.
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_rebalance_timeout=settings.rebalance_timeout_seconds,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=settings.heartbeat_interval_seconds,
+    )
+
+
+def load_rules(settings: Settings, templates: TemplateStore) -> RuleBook:
+    try:
+        rules = RuleBook.from_file(settings.rules_file)
+    except OSError as exc:
+        raise ConfigurationError(f"HERALD_RULES_FILE: cannot read {settings.rules_file}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"HERALD_RULES_FILE: {settings.rules_file}: {exc}") from None
+    for rule in rules.rules:
+        for channel, route in rule.channels.items():
+            missing = templates.missing_parts(route.template, channel)
+            if missing:
+                raise ConfigurationError(
+                    f"HERALD_TEMPLATES_DIR: rule {rule.match!r} needs template {route.template!r} for "
+                    f"{channel.value}, but {settings.templates_dir} has no "
+                    + ", ".join(f"{route.template}/{channel.value}/{part}.j2" for part in missing)
+                )
+    return rules
+
+
+def build_email_sender(settings: Settings) -> EmailSender | None:
+    if settings.smtp_host is None:
+        return None
+    return SmtpEmailSender.from_settings(settings)
+
+
+def create_worker(settings: Settings, *, registry: CollectorRegistry | None = None) -> WorkerContext:
+    """Wire the worker: the app, its topics, table and agents, with real or given dependencies."""
+    if not settings.templates_dir.is_dir():
+        raise ConfigurationError(f"HERALD_TEMPLATES_DIR: {settings.templates_dir} is not a directory")
+    templates = TemplateStore(settings.templates_dir)
+    rules = load_rules(settings, templates)
+    app = create_app(settings)
+    registry = registry if registry is not None else CollectorRegistry()
+    ctx = WorkerContext(
+        settings=settings,
+        app=app,
+        topics=declare_topics(app, settings),
+        metrics=WorkerMetrics(registry, herald_version()),
+        rules=rules,
+        templates=templates,
+        users=declare_users_table(app, settings),
+        email_sender=build_email_sender(settings),
+    )
+    register_directory(ctx)
+    register_router(ctx)
+    register_email(ctx)
+    app.add_dependency(OpsServer(app, registry, settings.worker_host, settings.worker_port))
+    return ctx
+
+
+def _subcommand(argv: list[str]) -> str | None:
+    return next((arg for arg in argv[1:] if not arg.startswith("-")), None)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    from streams.commands import register_commands
+
+    argv = sys.argv if argv is None else argv
+    try:
+        settings = load_settings()
+        app: Any
+        if _subcommand(argv) == "worker":
+            app = create_worker(settings).app
+            asyncio.run(provision_topics(settings))
+        else:
+            # Other commands need the CLI and the settings, not the rules and templates of a worker.
+            app = create_app(settings)
+    except ConfigurationError as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    register_commands(settings)
+    app.main()
+    raise SystemExit(0)  # app.main() exits by itself; this only tells the type checker

@@ -1,0 +1,94 @@
+"""Herald's own commands, joined to Faust's CLI: `dev`, `gateway`, `publish`, `users upsert`, `token`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from streams.provisioning import provision_topics
+from streams.publishing import InvalidInput, event_records, parse_events, parse_profiles, produce, profile_records
+from streams.settings import ConfigurationError, Settings
+
+
+def _read(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {source}: {exc.strerror}") from None
+
+
+async def _provision_then(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> int:
+    # Create the topics first, or the broker's auto-creation would pick its own partition count.
+    await provision_topics(settings)
+    return await produce(settings.bootstrap_servers, topic, records)
+
+
+def register_commands(settings: Settings) -> None:
+    from faust.cli.faust import cli
+
+    @cli.command(name="publish")
+    @click.argument("source", metavar="FILE|-")
+    def publish(source: str) -> None:
+        """Validate domain events (JSON, a JSON array or JSON lines) and publish them to the events topic."""
+        try:
+            events = parse_events(_read(source))
+        except InvalidInput as exc:
+            raise click.ClickException(f"nothing sent: {exc}") from None
+        count = asyncio.run(_provision_then(settings, settings.topic_events, event_records(events)))
+        click.echo(f"published {count} event(s) to {settings.topic_events}")
+
+    @cli.group(name="users")
+    def users() -> None:
+        """The user directory."""
+
+    @users.command(name="upsert")
+    @click.argument("source", metavar="FILE|-")
+    def upsert(source: str) -> None:
+        """Validate user profiles and publish them to the users topic."""
+        try:
+            profiles = parse_profiles(_read(source))
+        except InvalidInput as exc:
+            raise click.ClickException(f"nothing sent: {exc}") from None
+        count = asyncio.run(_provision_then(settings, settings.topic_users, profile_records(profiles)))
+        click.echo(f"published {count} profile(s) to {settings.topic_users}")
+
+    @cli.command(name="token")
+    @click.argument("user_id")
+    @click.option("--ttl", default=3600, show_default=True, help="Lifetime in seconds.")
+    def token(user_id: str, ttl: int) -> None:
+        """Mint a WebSocket token for USER_ID, signed with HERALD_JWT_SECRET (for development and tests)."""
+        from gateway.auth import issue_token
+
+        if settings.jwt_secret is None:
+            raise click.ClickException("HERALD_JWT_SECRET is not set")
+        click.echo(issue_token(settings.jwt_secret.get_secret_value(), user_id, ttl))
+
+    @cli.command(name="gateway")
+    def gateway() -> None:
+        """Run the in-app WebSocket gateway."""
+        from gateway.app import serve
+
+        try:
+            asyncio.run(serve(settings))
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    @cli.command(name="dev")
+    @click.option(
+        "--users", "users_file", type=click.Path(dir_okay=False, path_type=Path), default=Path("examples/users.json"),
+        show_default=True, help="Profiles to load at start (skipped if the file does not exist).",
+    )
+    def dev(users_file: Path) -> None:
+        """Run everything on this machine: embedded broker, worker, gateway, and a local SMTP sink."""
+        from streams.dev import run_dev
+
+        try:
+            code = run_dev(settings, users_file=users_file)
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+        raise SystemExit(code)

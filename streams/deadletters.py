@@ -1,0 +1,38 @@
+"""Building dead-letter records from a consumed message and the error that stopped it."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+from schemas.deadletter import DeadLetter
+from streams.errors import HeraldError
+
+
+def dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    error: BaseException,
+    stage: str,
+) -> DeadLetter:
+    if isinstance(error, HeraldError):
+        reason, detail = error.reason, error.detail
+    else:
+        # An unexpected error is still dead-lettered, never lost: its class tells the operator where to look.
+        reason, detail = "internal_error", f"{type(error).__name__}: {error}"
+    return DeadLetter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key_b64=base64.b64encode(key).decode() if key is not None else None,
+        original_b64=base64.b64encode(value or b"").decode(),
+        reason=reason,
+        detail=detail[:2000],
+        error_class=type(error).__name__,
+        stage=stage,
+        at=datetime.now(UTC),
+    )

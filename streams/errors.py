@@ -1,0 +1,78 @@
+"""Herald's errors. Each carries a short `reason` (a bounded metric label) and whether a retry may help.
+
+    HeraldError
+    ├── RejectedInput            the input itself is wrong; retrying never helps  → DLQ
+    │   ├── InvalidEvent         not JSON, or not a valid envelope
+    │   ├── InvalidProfile       a user profile that fails validation
+    │   ├── NoRule               no routing rule matches the event type
+    │   ├── UnknownUser          the recipient has no profile
+    │   └── TemplateFailure      a template is missing or cannot render with this data
+    └── DeliveryError            a provider refused or failed
+        ├── PermanentDeliveryError   the provider will never accept it  → DLQ
+        └── RetriableDeliveryError   may succeed later (timeouts, 4xx throttling, 5xx)
+"""
+
+from __future__ import annotations
+
+
+class HeraldError(Exception):
+    reason: str = "error"
+    retriable: bool = False
+
+    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if reason is not None:
+            self.reason = reason
+
+
+class RejectedInput(HeraldError):
+    reason = "rejected_input"
+
+
+class InvalidEvent(RejectedInput):
+    reason = "invalid_event"
+
+
+class InvalidProfile(RejectedInput):
+    reason = "invalid_profile"
+
+
+class NoRule(RejectedInput):
+    reason = "no_rule"
+
+
+class UnknownUser(RejectedInput):
+    reason = "unknown_user"
+
+
+class TemplateFailure(RejectedInput):
+    reason = "template_error"
+
+
+class DeliveryError(HeraldError):
+    reason = "delivery_error"
+
+    def __init__(self, detail: str, *, reason: str | None = None, provider_code: str | None = None) -> None:
+        super().__init__(detail, reason=reason)
+        self.provider_code = provider_code
+
+
+class PermanentDeliveryError(DeliveryError):
+    reason = "provider_refused"
+
+
+class RetriableDeliveryError(DeliveryError):
+    reason = "provider_unavailable"
+    retriable = True
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        reason: str | None = None,
+        provider_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, reason=reason, provider_code=provider_code)
+        self.retry_after = retry_after

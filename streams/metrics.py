@@ -1,0 +1,62 @@
+"""The worker's Prometheus metrics, built against a registry that is passed in (a fresh one per test)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+
+# Notification latencies run from milliseconds (in-app) to minutes (a provider backing off).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry, version: str) -> None:
+        self.registry = registry
+        self.build_info = Info("herald_build", "Herald build information", registry=registry)
+        self.build_info.info({"version": version, "component": "worker"})
+        self.events_consumed = Counter(
+            "herald_events_consumed_total", "Domain events read from the events topic", registry=registry
+        )
+        self.events_rejected = Counter(
+            "herald_events_rejected_total",
+            "Domain events that could not be routed, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.notifications_routed = Counter(
+            "herald_notifications_routed_total",
+            "Notifications produced to a delivery topic, by channel",
+            ["channel"],
+            registry=registry,
+        )
+        self.notifications_skipped = Counter(
+            "herald_notifications_skipped_total",
+            "Notifications not produced, by channel and reason",
+            ["channel", "reason"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "herald_provider_attempts_total",
+            "Provider calls, by channel, provider and outcome",
+            ["channel", "provider", "outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "herald_dead_letters_total",
+            "Records written to the dead-letter topic, by stage and reason",
+            ["stage", "reason"],
+            registry=registry,
+        )
+        self.provider_latency = Histogram(
+            "herald_provider_call_seconds",
+            "Provider call latency",
+            ["channel", "provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.end_to_end_latency = Histogram(
+            "herald_end_to_end_seconds",
+            "From the event's occurred_at to the provider accepting the notification",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )

@@ -1,0 +1,103 @@
+"""Template rendering: Jinja2 in a sandbox with StrictUndefined, one template set per channel and locale.
+
+Layout: `<templates_dir>/<template>/<channel>/<part>[.<locale>].j2`, e.g. `order_shipped/email/subject.fr.j2`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from schemas.channels import Channel
+from streams.errors import TemplateFailure
+
+# Which parts each channel's template set holds; the optional ones may be absent.
+REQUIRED_PARTS: dict[Channel, tuple[str, ...]] = {
+    Channel.INAPP: ("title", "body"),
+    Channel.EMAIL: ("subject", "text"),
+    Channel.PUSH: ("title", "body"),
+    Channel.SMS: ("text",),
+}
+OPTIONAL_PARTS: dict[Channel, tuple[str, ...]] = {
+    Channel.INAPP: ("action_url",),
+    Channel.EMAIL: ("html",),
+    Channel.PUSH: (),
+    Channel.SMS: (),
+}
+
+
+def locale_chain(locale: str) -> list[str]:
+    """`fr-CA` → [`fr-CA`, `fr`, ``]: the most specific template first, the default last."""
+    normalized = locale.replace("_", "-")
+    chain: list[str] = []
+    parts = normalized.split("-")
+    for i in range(len(parts), 0, -1):
+        chain.append("-".join(parts[:i]))
+    chain.append("")
+    return chain
+
+
+@dataclass(frozen=True)
+class RenderedParts:
+    parts: Mapping[str, str]
+
+    def __getitem__(self, name: str) -> str:
+        return self.parts[name]
+
+    def get(self, name: str) -> str | None:
+        return self.parts.get(name)
+
+
+def _is_html_part(name: str | None) -> bool:
+    # Only HTML parts are escaped: a subject or SMS text with "&amp;" in it would be wrong.
+    return name is not None and name.rsplit("/", 1)[-1].startswith("html")
+
+
+class TemplateStore:
+    """Loads and renders template sets. Data from events reaches templates only as values, never as
+    template source, and the sandbox refuses attribute access to internals, so event data cannot run code."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(root)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=_is_html_part,
+            keep_trailing_newline=False,
+            auto_reload=False,
+        )
+
+    def _source_name(self, template: str, channel: Channel, part: str, locale: str) -> str | None:
+        for candidate in locale_chain(locale):
+            suffix = f".{candidate}" if candidate else ""
+            name = f"{template}/{channel.value}/{part}{suffix}.j2"
+            if (self._root / name).is_file():
+                return name
+        return None
+
+    def missing_parts(self, template: str, channel: Channel) -> list[str]:
+        """Required parts with no default-locale file: checked at start-up so a typo fails early."""
+        return [p for p in REQUIRED_PARTS[channel] if self._source_name(template, channel, p, "") is None]
+
+    def render(self, template: str, channel: Channel, locale: str, context: Mapping[str, Any]) -> RenderedParts:
+        rendered: dict[str, str] = {}
+        for part in REQUIRED_PARTS[channel] + OPTIONAL_PARTS[channel]:
+            name = self._source_name(template, channel, part, locale)
+            if name is None:
+                if part in REQUIRED_PARTS[channel]:
+                    raise TemplateFailure(f"template {template!r} has no {channel.value}/{part}.j2")
+                continue
+            try:
+                rendered[part] = self._env.get_template(name).render(context).strip()
+            except jinja2.exceptions.SecurityError as exc:
+                raise TemplateFailure(f"{name}: refused by the sandbox: {exc}") from exc
+            except jinja2.UndefinedError as exc:
+                raise TemplateFailure(f"{name}: {exc.message}") from exc
+            except jinja2.TemplateError as exc:
+                raise TemplateFailure(f"{name}: {exc}") from exc
+        return RenderedParts(rendered)

@@ -1,0 +1,140 @@
+"""Herald's settings: one frozen object read once from `HERALD_*` environment variables or a `.env` file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SmtpTls(StrEnum):
+    """How the SMTP connection is secured."""
+
+    NONE = "none"  # plain text: only for local sinks and relays on a trusted network
+    STARTTLS = "starttls"  # upgrade after connecting (port 587)
+    IMPLICIT = "implicit"  # TLS from the first byte (port 465)
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or invalid; the message names the `HERALD_*` variable at fault."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="ignore",
+        secrets_dir=None,
+    )
+
+    # --- broker -------------------------------------------------------------------------------------------
+    broker: str | None = Field(
+        default=None,
+        description="External Kafka as a Faust broker URL (kafka://h1:9092;h2:9092 or kafka://h1:9092,h2:9092); "
+        "unset means the embedded broker.",
+    )
+    embedded_broker_host: str = "127.0.0.1"
+    embedded_broker_port: Port = 19092
+    app_id: str = Field(default="herald", pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(default=8, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    data_dir: Path = Path(".herald-data")
+    # Short group-membership timeouts keep joins and rebalances fast (about 5 s instead of 30 s).
+    rebalance_timeout_seconds: float = Field(default=3.0, gt=0)
+    session_timeout_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
+
+    # --- topics -------------------------------------------------------------------------------------------
+    topic_events: str = "herald.events"
+    topic_users: str = "herald.users"
+    topic_routed: str = "herald.routed"
+    topic_inapp: str = "herald.deliver.inapp"
+    topic_email: str = "herald.deliver.email"
+    topic_push: str = "herald.deliver.push"
+    topic_sms: str = "herald.deliver.sms"
+    topic_status: str = "herald.status"
+    topic_dlq: str = "herald.dlq"
+
+    # --- routing ------------------------------------------------------------------------------------------
+    rules_file: Path = Path("examples/rules.yaml")
+    templates_dir: Path = Path("examples/templates")
+
+    # --- email over SMTP ----------------------------------------------------------------------------------
+    smtp_host: str | None = None
+    smtp_port: Port = 25
+    smtp_tls: SmtpTls = SmtpTls.NONE
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    email_from: str = "Herald <herald@localhost>"
+
+    # --- gateway ------------------------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: Port = 8080
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: str = "HS256"
+
+    # --- worker ops endpoint (metrics, health) ------------------------------------------------------------
+    worker_host: str = "127.0.0.1"
+    worker_port: Port = 6066
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_is_kafka_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith("kafka://"):
+            raise ValueError("must be a kafka:// URL, e.g. kafka://localhost:9092")
+        return value
+
+    @field_validator("jwt_algorithm")
+    @classmethod
+    def _hs_only(cls, value: str) -> str:
+        if value not in {"HS256", "HS384", "HS512"}:
+            raise ValueError("only HS256, HS384 and HS512 are supported in this version")
+        return value
+
+    @model_validator(mode="after")
+    def _smtp_credentials_paired(self) -> Settings:
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD must be set together")
+        if self.heartbeat_interval_seconds >= self.session_timeout_seconds:
+            raise ValueError("HERALD_HEARTBEAT_INTERVAL_SECONDS must be below HERALD_SESSION_TIMEOUT_SECONDS")
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        """The broker to connect to: the external one, else the embedded broker's address."""
+        if self.broker is not None:
+            return self.broker
+        return f"kafka://{self.embedded_broker_host}:{self.embedded_broker_port}"
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """`host:port` list for plain Kafka clients (aiokafka), from the same URL Faust uses."""
+        hosts = self.broker_url.removeprefix("kafka://")
+        return [h.strip() for h in hosts.replace(";", ",").split(",") if h.strip()]
+
+    @property
+    def delivery_topics(self) -> dict[str, str]:
+        return {"inapp": self.topic_inapp, "email": self.topic_email, "push": self.topic_push, "sms": self.topic_sms}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once; a bad one raises ConfigurationError naming its environment variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"HERALD_{field.upper()}" if field else "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,35 @@
+"""Fixtures for integration tests: a local SMTP server and isolated Herald stacks on the test broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.email.sink import SmtpSink
+from tests.integration.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def smtp_server() -> Iterator[SmtpSink]:
+    sink = SmtpSink("127.0.0.1", 0)
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="module")
+def stack_factory(broker_url: str, bootstrap_servers: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+    type[Stack]
+]:
+    stacks: list[Stack] = []
+
+    def make(**extra_env: str) -> Stack:
+        stack = Stack(broker_url, bootstrap_servers, Path(tmp_path_factory.mktemp("stack")), extra_env=extra_env)
+        stacks.append(stack)
+        return stack
+
+    yield make  # type: ignore[misc]
+    for stack in stacks:
+        stack.stop()

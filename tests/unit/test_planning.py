@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from schemas.channels import Channel
+from schemas.events import DomainEvent
+from schemas.notifications import EmailNotification, InAppNotification, notification_id
+from schemas.users import UserProfile
+from streams.planning import plan_notifications
+from streams.rendering import TemplateStore
+from streams.routing import RuleBook
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def event(**overrides: object) -> DomainEvent:
+    fields: dict[str, object] = {
+        "event_id": "e1",
+        "type": "order.shipped",
+        "occurred_at": datetime(2026, 11, 24, 11, 0, tzinfo=UTC),
+        "recipients": ["alice"],
+        "data": {"order_id": "A-1", "carrier": "DHL", "items": ["Kettle"]},
+    }
+    fields.update(overrides)
+    return DomainEvent.model_validate(fields)
+
+
+def plan_for(profile: UserProfile, ev: DomainEvent | None = None):  # type: ignore[no-untyped-def]
+    ev = ev or event()
+    book = RuleBook.from_file(EXAMPLES / "rules.yaml")
+    return plan_notifications(ev, profile, book.match(ev.type), TemplateStore(EXAMPLES / "templates"), NOW)
+
+
+def test_renders_one_notification_per_channel() -> None:
+    plan = plan_for(UserProfile(user_id="alice", email="alice@example.com", display_name="Alice"))
+    by_channel = {n.channel: n for n in plan.notifications}
+    assert set(by_channel) == {Channel.INAPP, Channel.EMAIL}
+    inapp = by_channel[Channel.INAPP]
+    email = by_channel[Channel.EMAIL]
+    assert isinstance(inapp, InAppNotification) and isinstance(email, EmailNotification)
+    assert inapp.title == "Your order A-1 has shipped"
+    assert inapp.action_url == "https://shop.example.com/orders/A-1"
+    assert email.to == "alice@example.com"
+    assert "Hello Alice" in email.text and "- Kettle" in email.text
+    assert email.html is not None and "<b>A-1</b>" in email.html
+    assert inapp.recipient == email.recipient == "alice"
+    assert email.created_at == NOW
+    assert not plan.skipped and not plan.failed
+
+
+def test_locale_from_profile() -> None:
+    plan = plan_for(UserProfile(user_id="bob", email="bob@example.com", locale="fr-CA"))
+    email = next(n for n in plan.notifications if isinstance(n, EmailNotification))
+    assert email.subject == "Votre commande A-1 est expédiée"
+
+
+def test_channel_without_address_is_skipped_with_reason() -> None:
+    plan = plan_for(UserProfile(user_id="carol"))
+    assert [n.channel for n in plan.notifications] == [Channel.INAPP]
+    assert [(s.channel, s.reason) for s in plan.skipped] == [(Channel.EMAIL, "no_address")]
+
+
+def test_missing_variable_fails_that_channel_only() -> None:
+    ev = event(data={"order_id": "A-1"})  # no carrier, no items
+    plan = plan_for(UserProfile(user_id="alice", email="alice@example.com"), ev)
+    assert {f.channel for f in plan.failed} == {Channel.INAPP, Channel.EMAIL}
+    assert all(f.error.reason == "template_error" for f in plan.failed)
+
+
+def test_notification_ids_are_stable_and_distinct() -> None:
+    a = notification_id("k", "alice", Channel.EMAIL)
+    assert a == notification_id("k", "alice", Channel.EMAIL)
+    assert a != notification_id("k", "alice", Channel.INAPP)
+    assert a != notification_id("k", "bob", Channel.EMAIL)
+    plan1 = plan_for(UserProfile(user_id="alice", email="a@example.com"), event(idempotency_key="same"))
+    plan2 = plan_for(UserProfile(user_id="alice", email="a@example.com"), event(event_id="e2", idempotency_key="same"))
+    assert [n.notification_id for n in plan1.notifications] == [n.notification_id for n in plan2.notifications]

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.events import DomainEvent
+from streams.errors import InvalidEvent
+from streams.publishing import InvalidInput, parse_events, parse_profiles
+from streams.router import parse_event
+
+GOOD = {
+    "event_id": "e1",
+    "type": "order.shipped",
+    "occurred_at": "2026-11-24T10:00:00Z",
+    "recipients": ["alice"],
+    "data": {"order_id": "A-1"},
+}
+
+
+def test_event_round_trips_as_json() -> None:
+    event = DomainEvent.model_validate_json(json.dumps(GOOD))
+    assert DomainEvent.model_validate_json(event.to_json()) == event
+    assert event.dedup_key == "e1"
+    assert event.priority.value == "normal"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"recipients": []}, "recipients"),
+        ({"occurred_at": "2026-11-24T10:00:00"}, "occurred_at"),  # no timezone
+        ({"event_id": 7}, "event_id"),  # strict: no coercion
+        ({"type": "order shipped"}, "type"),
+        ({"schema_version": 2}, "schema_version"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_invalid_events_name_the_field(change: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidEvent, match=field):
+        parse_event(json.dumps({**GOOD, **change}).encode())
+
+
+def test_not_json_is_invalid_event() -> None:
+    with pytest.raises(InvalidEvent):
+        parse_event(b"\xff not json")
+    with pytest.raises(InvalidEvent, match="empty"):
+        parse_event(None)
+
+
+def test_validation_errors_do_not_echo_values() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(json.dumps({**GOOD, "recipients": "secret-user@example.com"}).encode())
+    assert "secret-user" not in info.value.detail
+
+
+def test_publish_parsing_accepts_object_array_and_lines() -> None:
+    assert len(parse_events(json.dumps(GOOD))) == 1
+    assert len(parse_events(json.dumps([GOOD, GOOD]))) == 2
+    assert len(parse_events(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n")) == 2
+
+
+def test_publish_parsing_reports_the_field() -> None:
+    with pytest.raises(InvalidInput, match=r"event #2: recipients"):
+        parse_events(json.dumps([GOOD, {**GOOD, "recipients": []}]))
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        parse_events("{nope")
+    with pytest.raises(InvalidInput, match="email"):
+        parse_profiles(json.dumps({"user_id": "a", "email": "not-an-address"}))
+
+
+def test_strict_models_refuse_coercion() -> None:
+    with pytest.raises(ValidationError):
+        DomainEvent.model_validate({**GOOD, "recipients": "alice"})

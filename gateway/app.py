@@ -60,9 +60,11 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = GatewayMetrics(registry)
     connections = ConnectionRegistry(metrics, queue_size=queue_size)
-    source: NotificationFeed = feed or KafkaInAppFeed(
-        settings.bootstrap_servers, settings.topic_inapp, metrics
-    )
+    source: NotificationFeed
+    if feed is not None:
+        source = feed
+    else:
+        source = KafkaInAppFeed(settings.bootstrap_servers, settings.topic_inapp, metrics)
 
     def deliver(notification: InAppNotification) -> None:
         connections.publish(notification.recipient, notification_frame(notification))

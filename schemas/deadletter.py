@@ -16,7 +16,9 @@ class DeadLetter(WireModel):
     key_b64: str | None
     original_b64: str  # the message bytes exactly as consumed, base64 so any bytes survive JSON
     reason: str  # a short machine-readable reason, also the metric label: "invalid_event", "no_rule", ...
-    detail: str  # what a person needs to fix it: the field at fault, the template error, the provider's answer
+    detail: (
+        str  # what a person needs to fix it: the field at fault, the template error, the provider's answer
+    )
     error_class: str
     stage: str  # the agent that gave up: "router", "email", ...
     at: AwareDatetime

@@ -1,4 +1,4 @@
-"""The Faust app and `main()`: the `herald` command (`herald worker -l info`, `herald dev`, `herald publish` …)."""
+"""The Faust app and `main()`: the `herald` command (`herald worker -l info`, `herald dev`, …)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from streams.directory import declare_users_table, register_directory
 from streams.email_delivery import register_email
 from streams.metrics import WorkerMetrics
 from streams.ops import OpsServer
+from streams.provisioning import provision_topics
 from streams.rendering import TemplateStore
 from streams.router import register_router
 from streams.routing import RuleBook
-from streams.provisioning import provision_topics
 from streams.settings import ConfigurationError, Settings, load_settings
 from streams.topics import declare_topics
 
@@ -33,13 +33,13 @@ def herald_version() -> str:
         return "0+unknown"
 
 
-class _NoWebBoot(BootStrategy):  # type: ignore[misc]
+class _NoWebBoot(BootStrategy):
     # Faust's web server serves table contents (personal data) at /table. `web_enabled=False` is not enough:
     # `herald worker` defaults to `--with-web` and turns it back on, so the boot strategy refuses it instead.
     enable_web = False
 
 
-class HeraldApp(faust.App):  # type: ignore[misc]
+class HeraldApp(faust.App):
     BootStrategy = _NoWebBoot
 
 
@@ -69,7 +69,9 @@ def load_rules(settings: Settings, templates: TemplateStore) -> RuleBook:
     try:
         rules = RuleBook.from_file(settings.rules_file)
     except OSError as exc:
-        raise ConfigurationError(f"HERALD_RULES_FILE: cannot read {settings.rules_file}: {exc.strerror}") from None
+        raise ConfigurationError(
+            f"HERALD_RULES_FILE: cannot read {settings.rules_file}: {exc.strerror}"
+        ) from None
     except ValueError as exc:
         raise ConfigurationError(f"HERALD_RULES_FILE: {settings.rules_file}: {exc}") from None
     for rule in rules.rules:

@@ -9,7 +9,14 @@ from pathlib import Path
 import click
 
 from streams.provisioning import provision_topics
-from streams.publishing import InvalidInput, event_records, parse_events, parse_profiles, produce, profile_records
+from streams.publishing import (
+    InvalidInput,
+    event_records,
+    parse_events,
+    parse_profiles,
+    produce,
+    profile_records,
+)
 from streams.settings import ConfigurationError, Settings
 
 
@@ -66,7 +73,26 @@ def register_commands(settings: Settings) -> None:
 
         if settings.jwt_secret is None:
             raise click.ClickException("HERALD_JWT_SECRET is not set")
-        click.echo(issue_token(settings.jwt_secret.get_secret_value(), user_id, ttl))
+        click.echo(
+            issue_token(
+                settings.jwt_secret.get_secret_value(), user_id, ttl, algorithm=settings.jwt_algorithm
+            )
+        )
+
+    @cli.command(name="listen")
+    @click.option(
+        "--token", required=True, help="A token from `herald token USER` (or printed by `herald dev`)."
+    )
+    @click.option("--url", default=None, help="The gateway's WebSocket URL [default: from the settings].")
+    def listen(token: str, url: str | None) -> None:
+        """Print the frames the gateway sends one user, until Ctrl-C: a WebSocket client to try Herald."""
+        from streams.listening import listen_forever
+
+        target = url or f"ws://{settings.gateway_host}:{settings.gateway_port}/ws"
+        try:
+            asyncio.run(listen_forever(target, token))
+        except KeyboardInterrupt:
+            pass
 
     @cli.command(name="gateway")
     def gateway() -> None:
@@ -80,8 +106,12 @@ def register_commands(settings: Settings) -> None:
 
     @cli.command(name="dev")
     @click.option(
-        "--users", "users_file", type=click.Path(dir_okay=False, path_type=Path), default=Path("examples/users.json"),
-        show_default=True, help="Profiles to load at start (skipped if the file does not exist).",
+        "--users",
+        "users_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path("examples/users.json"),
+        show_default=True,
+        help="Profiles to load at start (skipped if the file does not exist).",
     )
     def dev(users_file: Path) -> None:
         """Run everything on this machine: embedded broker, worker, gateway, and a local SMTP sink."""

@@ -61,7 +61,12 @@ class WorkerContext:
         self.metrics.dead_letters.labels(stage=stage, reason=record.reason).inc()
         log.warning(
             "dead-lettered %s[%d]@%d at %s: %s (%s)",
-            message.topic, message.partition, message.offset, stage, record.reason, record.error_class,
+            message.topic,
+            message.partition,
+            message.offset,
+            stage,
+            record.reason,
+            record.error_class,
         )
 
     def channel_topic(self, channel: Channel) -> Any:

@@ -32,7 +32,10 @@ def _say(text: str) -> None:
 def _show_email(message: EmailMessage) -> None:
     body = message.get_body(preferencelist=("plain",))
     text = body.get_content().strip() if body is not None else ""
-    _say(f"\n📧 email to {message['To']}: {message['Subject']}\n" + "\n".join(f"   {line}" for line in text.splitlines()))
+    _say(
+        f"\n📧 email to {message['To']}: {message['Subject']}\n"
+        + "\n".join(f"   {line}" for line in text.splitlines())
+    )
 
 
 def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -135,13 +138,15 @@ def run_dev(settings: Settings, *, users_file: Path) -> int:
         _say(f"  logs         {logs}/")
         for user_id in user_ids[:3]:
             token = issue_token(secret, user_id, 24 * 3600, algorithm=settings.jwt_algorithm)
-            _say(f"  listen as {user_id}:  python -m websockets 'ws://{gateway_url}/ws?token={token}'")
+            _say(f"  listen as {user_id}:  herald listen --token {token}")
         _say("  publish:     herald publish examples/event.json\nCtrl-C stops everything.")
 
         while not stop_requested:
             for name, process in children.items():
                 if process.poll() is not None:
-                    _say(f"herald dev: the {name} exited with code {process.returncode}; see {logs}/{name}.log")
+                    _say(
+                        f"herald dev: the {name} exited with code {process.returncode}; see {logs}/{name}.log"
+                    )
                     return 1
             time.sleep(0.2)
         _say("\nstopping …")
@@ -166,5 +171,3 @@ def _load_users(settings: Settings, users_file: Path) -> list[str]:
         raise ConfigurationError(f"--users {users_file}: {exc}") from None
     asyncio.run(produce(settings.bootstrap_servers, settings.topic_users, profile_records(profiles)))
     return [profile.user_id for profile in profiles]
-
-

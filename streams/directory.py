@@ -36,7 +36,9 @@ def parse_profile(key: bytes | None, raw: bytes) -> UserProfile:
     except ValidationError as exc:
         raise InvalidProfile(describe_validation_error(exc)) from None
     if key is not None and key.decode(errors="replace") != profile.user_id:
-        raise InvalidProfile("message key must be the profile's user_id, so the profile meets its user's events")
+        raise InvalidProfile(
+            "message key must be the profile's user_id, so the profile meets its user's events"
+        )
     return profile
 
 
@@ -52,6 +54,7 @@ def register_directory(ctx: WorkerContext) -> None:
                 else:
                     profile = parse_profile(message.key, message.value)
                     ctx.users[profile.user_id] = profile.model_dump(mode="json", exclude_none=True)
-            except Exception as exc:  # noqa: BLE001 — never let one bad profile stop the directory
+                ctx.metrics.profiles_applied.inc()
+            except Exception as exc:
                 await ctx.to_dead_letters(message, exc, stage="directory")
             yield None

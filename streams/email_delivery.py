@@ -29,7 +29,7 @@ def register_email(ctx: WorkerContext) -> None:
             try:
                 notification = EmailNotification.model_validate_json(message.value)
                 await deliver_email(ctx, notification)
-            except Exception as exc:  # noqa: BLE001 — catch, park, ack: never skip silently
+            except Exception as exc:
                 await ctx.to_dead_letters(message, exc, stage="email")
             yield None
 
@@ -37,7 +37,9 @@ def register_email(ctx: WorkerContext) -> None:
 async def deliver_email(ctx: WorkerContext, notification: EmailNotification) -> None:
     sender = ctx.email_sender
     if sender is None:
-        raise PermanentDeliveryError("no email provider is configured (set HERALD_SMTP_HOST)", reason="no_provider")
+        raise PermanentDeliveryError(
+            "no email provider is configured (set HERALD_SMTP_HOST)", reason="no_provider"
+        )
     attempt = notification.attempt
     while True:
         started = time.perf_counter()
@@ -54,9 +56,16 @@ async def deliver_email(ctx: WorkerContext, notification: EmailNotification) -> 
         ctx.metrics.deliveries.labels(channel="email", provider=sender.name, outcome=outcome.value).inc()
         await ctx.send_status(
             DeliveryStatus(
-                notification_id=notification.notification_id, event_id=notification.event_id,
-                recipient=notification.recipient, channel=Channel.EMAIL, provider=sender.name, outcome=outcome,
-                attempt=attempt, at=ctx.clock(), latency_seconds=elapsed, provider_message_id=provider_id,
+                notification_id=notification.notification_id,
+                event_id=notification.event_id,
+                recipient=notification.recipient,
+                channel=Channel.EMAIL,
+                provider=sender.name,
+                outcome=outcome,
+                attempt=attempt,
+                at=ctx.clock(),
+                latency_seconds=elapsed,
+                provider_message_id=provider_id,
                 reason=error.reason if error else None,
             )
         )
@@ -64,8 +73,11 @@ async def deliver_email(ctx: WorkerContext, notification: EmailNotification) -> 
             ctx.metrics.end_to_end_latency.labels(channel="email").observe(
                 max(0.0, (ctx.clock() - notification.occurred_at).total_seconds())
             )
-            log.info("delivered notification=%s event=%s channel=email", notification.notification_id,
-                     notification.event_id)
+            log.info(
+                "delivered notification=%s event=%s channel=email",
+                notification.notification_id,
+                notification.event_id,
+            )
             return
         if isinstance(error, RetriableDeliveryError) and attempt <= len(RETRY_DELAYS_SECONDS):
             delay = max(RETRY_DELAYS_SECONDS[attempt - 1], error.retry_after or 0.0)
@@ -74,7 +86,8 @@ async def deliver_email(ctx: WorkerContext, notification: EmailNotification) -> 
             continue
         if isinstance(error, RetriableDeliveryError):
             raise RetriableDeliveryError(
-                f"gave up after {attempt} attempts: {error.detail}", reason="retries_exhausted",
+                f"gave up after {attempt} attempts: {error.detail}",
+                reason="retries_exhausted",
                 provider_code=error.provider_code,
             ) from error
         raise error

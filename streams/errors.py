@@ -1,15 +1,15 @@
 """Herald's errors. Each carries a short `reason` (a bounded metric label) and whether a retry may help.
 
-    HeraldError
-    ├── RejectedInput            the input itself is wrong; retrying never helps  → DLQ
-    │   ├── InvalidEvent         not JSON, or not a valid envelope
-    │   ├── InvalidProfile       a user profile that fails validation
-    │   ├── NoRule               no routing rule matches the event type
-    │   ├── UnknownUser          the recipient has no profile
-    │   └── TemplateFailure      a template is missing or cannot render with this data
-    └── DeliveryError            a provider refused or failed
-        ├── PermanentDeliveryError   the provider will never accept it  → DLQ
-        └── RetriableDeliveryError   may succeed later (timeouts, 4xx throttling, 5xx)
+HeraldError
+├── RejectedInput            the input itself is wrong; retrying never helps  → DLQ
+│   ├── InvalidEvent         not JSON, or not a valid envelope
+│   ├── InvalidProfile       a user profile that fails validation
+│   ├── NoRule               no routing rule matches the event type
+│   ├── UnknownUser          the recipient has no profile
+│   └── TemplateFailure      a template is missing or cannot render with this data
+└── DeliveryError            a provider refused or failed
+    ├── PermanentDeliveryError   the provider will never accept it  → DLQ
+    └── RetriableDeliveryError   may succeed later (timeouts, 4xx throttling, 5xx)
 """
 
 from __future__ import annotations

@@ -40,6 +40,11 @@ class WorkerMetrics:
             ["channel", "provider", "outcome"],
             registry=registry,
         )
+        self.profiles_applied = Counter(
+            "herald_profiles_applied_total",
+            "User profiles written to (or deleted from) the directory table",
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "herald_dead_letters_total",
             "Records written to the dead-letter topic, by stage and reason",

@@ -53,10 +53,16 @@ class _EmbeddedUvicorn(uvicorn.Server):
 class OpsServer(Service):
     """Started with the app (before table recovery), so /healthz answers while the worker is joining."""
 
-    def __init__(self, faust_app: Any, registry: CollectorRegistry, host: str, port: int, **kwargs: Any) -> None:
+    def __init__(
+        self, faust_app: Any, registry: CollectorRegistry, host: str, port: int, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         config = uvicorn.Config(
-            create_ops_app(faust_app, registry), host=host, port=port, log_level="warning", access_log=False,
+            create_ops_app(faust_app, registry),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
             lifespan="off",
         )
         self._server = _EmbeddedUvicorn(config)

@@ -92,7 +92,10 @@ def plan_notifications(
         message: NotificationBase
         if channel is Channel.INAPP:
             message = InAppNotification(
-                **common, title=parts["title"], body=parts["body"], action_url=parts.get("action_url") or None,
+                **common,
+                title=parts["title"],
+                body=parts["body"],
+                action_url=parts.get("action_url") or None,
                 data=event.data,
             )
         elif channel is Channel.EMAIL:

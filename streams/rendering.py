@@ -69,6 +69,8 @@ class TemplateStore:
             undefined=jinja2.StrictUndefined,
             autoescape=_is_html_part,
             keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
             auto_reload=False,
         )
 
@@ -84,7 +86,9 @@ class TemplateStore:
         """Required parts with no default-locale file: checked at start-up so a typo fails early."""
         return [p for p in REQUIRED_PARTS[channel] if self._source_name(template, channel, p, "") is None]
 
-    def render(self, template: str, channel: Channel, locale: str, context: Mapping[str, Any]) -> RenderedParts:
+    def render(
+        self, template: str, channel: Channel, locale: str, context: Mapping[str, Any]
+    ) -> RenderedParts:
         rendered: dict[str, str] = {}
         for part in REQUIRED_PARTS[channel] + OPTIONAL_PARTS[channel]:
             name = self._source_name(template, channel, part, locale)

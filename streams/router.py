@@ -42,8 +42,10 @@ def register_router(ctx: WorkerContext) -> None:
                 # Checked before fan-out so an unroutable event is one DLQ record, not one per recipient.
                 ctx.rules.match(domain_event.type)
                 for recipient in dict.fromkeys(domain_event.recipients):
-                    await ctx.send(ctx.topics.routed, recipient, RecipientEvent(event=domain_event, recipient=recipient))
-            except Exception as exc:  # noqa: BLE001 — Faust acks a message whose handler raised: catch, park, ack.
+                    await ctx.send(
+                        ctx.topics.routed, recipient, RecipientEvent(event=domain_event, recipient=recipient)
+                    )
+            except Exception as exc:
                 ctx.metrics.events_rejected.labels(reason=getattr(exc, "reason", "internal_error")).inc()
                 await ctx.to_dead_letters(message, exc, stage="intake")
             yield None
@@ -54,13 +56,15 @@ def register_router(ctx: WorkerContext) -> None:
             message = event.message
             try:
                 failures = await _route_one(ctx, message.value)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ctx.metrics.events_rejected.labels(reason=getattr(exc, "reason", "internal_error")).inc()
                 await ctx.to_dead_letters(message, exc, stage="route")
                 failures = []
             # A channel whose template failed is parked on its own; the channels that rendered went out.
             for failed in failures:
-                ctx.metrics.notifications_skipped.labels(channel=failed.channel.value, reason=failed.error.reason).inc()
+                ctx.metrics.notifications_skipped.labels(
+                    channel=failed.channel.value, reason=failed.error.reason
+                ).inc()
                 await ctx.to_dead_letters(message, failed.error, stage=f"route.{failed.channel.value}")
             yield None
 
@@ -81,8 +85,14 @@ async def _route_one(ctx: WorkerContext, raw: bytes) -> list[Failed]:
         ctx.metrics.notifications_skipped.labels(channel=skipped.channel.value, reason=skipped.reason).inc()
         await ctx.send_status(
             DeliveryStatus(
-                notification_id=skipped.notification_id, event_id=domain_event.event_id, recipient=recipient,
-                channel=skipped.channel, provider="-", outcome=Outcome.SKIPPED, attempt=1, at=ctx.clock(),
+                notification_id=skipped.notification_id,
+                event_id=domain_event.event_id,
+                recipient=recipient,
+                channel=skipped.channel,
+                provider="-",
+                outcome=Outcome.SKIPPED,
+                attempt=1,
+                at=ctx.clock(),
                 reason=skipped.reason,
             )
         )

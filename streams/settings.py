@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     # --- broker -------------------------------------------------------------------------------------------
     broker: str | None = Field(
         default=None,
-        description="External Kafka as a Faust broker URL (kafka://h1:9092;h2:9092 or kafka://h1:9092,h2:9092); "
+        description="External Kafka as a Faust broker URL (kafka://h1:9092,h2:9092); "
         "unset means the embedded broker.",
     )
     embedded_broker_host: str = "127.0.0.1"
@@ -124,7 +124,12 @@ class Settings(BaseSettings):
 
     @property
     def delivery_topics(self) -> dict[str, str]:
-        return {"inapp": self.topic_inapp, "email": self.topic_email, "push": self.topic_push, "sms": self.topic_sms}
+        return {
+            "inapp": self.topic_inapp,
+            "email": self.topic_email,
+            "push": self.topic_push,
+            "sms": self.topic_sms,
+        }
 
 
 def load_settings(**overrides: object) -> Settings:

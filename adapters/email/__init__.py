@@ -1,4 +1,4 @@
-"""The email provider interface: one `send` that returns the provider's message id or raises a Herald error."""
+"""The email provider interface: one `send`, returning the provider's message id or raising a Herald error."""
 
 from __future__ import annotations
 

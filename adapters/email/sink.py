@@ -17,7 +17,7 @@ class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 — aiosmtpd's name
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         refusal = self._sink.refusal
@@ -31,7 +31,11 @@ class SmtpSink:
     """Accepts every message (or answers `refusal`, e.g. "550 No such user", to test failures)."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, on_message: Callable[[EmailMessage], None] | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        on_message: Callable[[EmailMessage], None] | None = None,
     ) -> None:
         # aiosmtpd checks its own listener by connecting to the configured port, so 0 cannot be used as is.
         self._controller = Controller(_Handler(self), hostname=host, port=port or _free_port(host))

@@ -20,13 +20,15 @@ def smtp_server() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(scope="module")
-def stack_factory(broker_url: str, bootstrap_servers: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-    type[Stack]
-]:
+def stack_factory(
+    broker_url: str, bootstrap_servers: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[type[Stack]]:
     stacks: list[Stack] = []
 
     def make(**extra_env: str) -> Stack:
-        stack = Stack(broker_url, bootstrap_servers, Path(tmp_path_factory.mktemp("stack")), extra_env=extra_env)
+        stack = Stack(
+            broker_url, bootstrap_servers, Path(tmp_path_factory.mktemp("stack")), extra_env=extra_env
+        )
         stacks.append(stack)
         return stack
 

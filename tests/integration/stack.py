@@ -61,9 +61,13 @@ class Stack:
         return env
 
     def spawn(self, *args: str, log_name: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{log_name}.log", "wb")  # noqa: SIM115 — lives as long as the process
+        log = open(self.tmp / f"{log_name}.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "streams", *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "streams", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.processes.append(process)
         return process

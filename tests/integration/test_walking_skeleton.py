@@ -7,11 +7,12 @@ import base64
 import json
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 
-from adapters.email.sink import SmtpSink
 from adapters.broker.embedded import free_port
+from adapters.email.sink import SmtpSink
 from gateway.auth import issue_token
 from schemas.deadletter import DeadLetter
 from schemas.status import DeliveryStatus
@@ -63,7 +64,20 @@ def running(stack_factory: Any, smtp_server: SmtpSink) -> Stack:
             [(p["user_id"].encode(), json.dumps(p).encode()) for p in profiles],
         )
     )
+    # Events for a user must not overtake the user's profile: wait until the directory holds both.
+    asyncio.run(wait_for_metric(stack, "herald_profiles_applied_total", 2))
     return stack
+
+
+async def wait_for_metric(stack: Stack, sample: str, at_least: float, timeout: float = 30.0) -> None:
+    url = f"http://127.0.0.1:{stack.env['HERALD_WORKER_PORT']}/metrics"
+    async with httpx.AsyncClient() as client:
+        for _ in range(int(timeout / 0.2)):
+            for line in (await client.get(url)).text.splitlines():
+                if line.startswith(sample + " ") and float(line.split()[-1]) >= at_least:
+                    return
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{sample} did not reach {at_least}")
 
 
 async def connect(stack: Stack, user: str) -> Any:
@@ -87,7 +101,9 @@ async def wait_for_mail(sink: SmtpSink, to: str, count: int, timeout: float = 30
         if len(found) >= count:
             return found
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{to} received {len([m for m in sink.messages if m['To'] == to])} of {count} emails")
+    raise AssertionError(
+        f"{to} received {len([m for m in sink.messages if m['To'] == to])} of {count} emails"
+    )
 
 
 async def test_event_reaches_websocket_and_smtp_and_bad_events_reach_the_dlq(
@@ -145,8 +161,10 @@ async def test_event_reaches_websocket_and_smtp_and_bad_events_reach_the_dlq(
     assert "invoice.paid" in by_reason["no_rule"].detail
 
     # every delivered email has a status record
-    statuses = [DeliveryStatus.model_validate_json(r.value) for r in await read_topic(
-        stack.bootstrap, stack.topic("status"), until=2)]
+    statuses = [
+        DeliveryStatus.model_validate_json(r.value)
+        for r in await read_topic(stack.bootstrap, stack.topic("status"), until=2)
+    ]
     delivered = [s for s in statuses if s.outcome == "delivered" and s.channel == "email"]
     assert {s.event_id for s in delivered} == {"e-1", "e-2"}
 
@@ -158,13 +176,13 @@ async def test_unknown_recipient_is_dead_lettered_and_counted(running: Stack) ->
     stack = running
     await produce(stack.bootstrap, stack.topic("events"), [(b"zed", event("e-zed", ["zed"]))])
     for _ in range(100):
-        letters = [DeadLetter.model_validate_json(r.value) for r in await read_topic(
-            stack.bootstrap, stack.topic("dlq"), until=3, timeout=5)]
+        letters = [
+            DeadLetter.model_validate_json(r.value)
+            for r in await read_topic(stack.bootstrap, stack.topic("dlq"), until=3, timeout=5)
+        ]
         if any(letter.reason == "unknown_user" for letter in letters):
             break
     else:
         raise AssertionError("no unknown_user dead letter")
-    import httpx
-
     metrics = httpx.get(f"http://127.0.0.1:{stack.env['HERALD_WORKER_PORT']}/metrics").text
     assert 'herald_dead_letters_total{reason="unknown_user",stage="route"} 1.0' in metrics

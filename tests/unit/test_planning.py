@@ -75,5 +75,9 @@ def test_notification_ids_are_stable_and_distinct() -> None:
     assert a != notification_id("k", "alice", Channel.INAPP)
     assert a != notification_id("k", "bob", Channel.EMAIL)
     plan1 = plan_for(UserProfile(user_id="alice", email="a@example.com"), event(idempotency_key="same"))
-    plan2 = plan_for(UserProfile(user_id="alice", email="a@example.com"), event(event_id="e2", idempotency_key="same"))
-    assert [n.notification_id for n in plan1.notifications] == [n.notification_id for n in plan2.notifications]
+    plan2 = plan_for(
+        UserProfile(user_id="alice", email="a@example.com"), event(event_id="e2", idempotency_key="same")
+    )
+    assert [n.notification_id for n in plan1.notifications] == [
+        n.notification_id for n in plan2.notifications
+    ]

@@ -34,7 +34,7 @@ def test_longer_glob_beats_shorter() -> None:
 
 def test_no_rule_raises() -> None:
     book = RuleBook.from_yaml("rules:\n  - match: order.shipped\n    channels: {inapp: {template: t}}\n")
-    with pytest.raises(NoRule, match="user.created"):
+    with pytest.raises(NoRule, match=r"user\.created"):
         book.match("user.created")
 
 

@@ -1,0 +1,25 @@
+"""The README is the user's manual: its settings table must list every setting, and its first lines the two
+set-up commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from streams.settings import Settings
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_setting_is_documented() -> None:
+    documented = set(re.findall(r"^\| `(HERALD_[A-Z0-9_]+)` \|", README, flags=re.MULTILINE))
+    expected = {f"HERALD_{name.upper()}" for name in Settings.model_fields}
+    assert expected - documented == set(), "settings missing from the README table"
+    assert documented - expected == set(), "the README documents settings that do not exist"
+
+
+def test_first_lines_give_the_two_commands() -> None:
+    block = README.split("```sh\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(block) == 2
+    assert block[0].endswith("herald dev")
+    assert "pytest" in block[1]

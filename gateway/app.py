@@ -24,6 +24,7 @@ from gateway.consumer import KafkaInAppFeed, NotificationFeed
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CLOSE_UNAUTHORIZED, notification_frame, reply_to, welcome_frame
 from schemas.notifications import InAppNotification
+from streams.ports import ensure_port_free
 from streams.settings import ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
@@ -147,5 +148,6 @@ def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
 
 async def serve(settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
     """Run the gateway until stopped (`herald gateway`); metrics default to the process-wide registry."""
+    ensure_port_free(settings.gateway_host, settings.gateway_port, "HERALD_GATEWAY_PORT")
     app = create_app(settings, registry=registry if registry is not None else prometheus_client.REGISTRY)
     await build_server(app, settings).serve()

@@ -18,6 +18,7 @@ from streams.directory import declare_users_table, register_directory
 from streams.email_delivery import register_email
 from streams.metrics import WorkerMetrics
 from streams.ops import OpsServer
+from streams.ports import ensure_port_free
 from streams.provisioning import provision_topics
 from streams.rendering import TemplateStore
 from streams.router import register_router
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         settings = load_settings()
         app: Any
         if _subcommand(argv) == "worker":
+            ensure_port_free(settings.worker_host, settings.worker_port, "HERALD_WORKER_PORT")
             app = create_worker(settings).app
             asyncio.run(provision_topics(settings))
         else:

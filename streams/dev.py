@@ -18,6 +18,7 @@ import httpx
 from adapters.broker.embedded import BrokerError, EmbeddedBroker, die_with_parent
 from adapters.email.sink import SmtpSink
 from gateway.auth import issue_token
+from streams.ports import ensure_port_free
 from streams.provisioning import provision_topics
 from streams.publishing import InvalidInput, parse_profiles, produce, profile_records
 from streams.settings import ConfigurationError, Settings
@@ -95,6 +96,9 @@ def run_dev(settings: Settings, *, users_file: Path) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
+    # Checked up front so a taken port is one clear line, not a child process dying later.
+    ensure_port_free(settings.worker_host, settings.worker_port, "HERALD_WORKER_PORT")
+    ensure_port_free(settings.gateway_host, settings.gateway_port, "HERALD_GATEWAY_PORT")
     env = {**os.environ}
     broker: EmbeddedBroker | None = None
     sink: SmtpSink | None = None

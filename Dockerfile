@@ -8,9 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Only what the package needs, so a local .venv or test data never enters the image. README.md is left out:
-# it only feeds the package's long description, and setuptools merely warns without it.
-COPY pyproject.toml ./
+# Only what the package needs, so a local .venv or test data never enters the image.
+COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY adapters ./adapters
 COPY schemas ./schemas

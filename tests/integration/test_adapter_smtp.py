@@ -1,0 +1,78 @@
+"""The SMTP adapter against a real SMTP server: delivery, and errors classified at the boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from adapters.broker.embedded import free_port
+from adapters.email.sink import SmtpSink
+from adapters.email.smtp import SmtpEmailSender
+from schemas.notifications import EmailNotification
+from streams.errors import PermanentDeliveryError, RetriableDeliveryError
+from streams.settings import SmtpTls
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def email(**overrides: object) -> EmailNotification:
+    fields: dict[str, object] = {
+        "notification_id": "ntf_1",
+        "event_id": "e1",
+        "event_type": "order.shipped",
+        "recipient": "alice",
+        "occurred_at": NOW,
+        "created_at": NOW,
+        "to": "alice@example.com",
+        "subject": "Hello",
+        "text": "Plain body",
+        "html": "<p>HTML body</p>",
+    }
+    fields.update(overrides)
+    return EmailNotification.model_validate(fields)
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    server = SmtpSink("127.0.0.1", 0)
+    server.start()
+    yield server
+    server.stop()
+
+
+def sender_for(host: str, port: int) -> SmtpEmailSender:
+    return SmtpEmailSender(host, port, tls=SmtpTls.NONE, sender="Herald <herald@example.com>", timeout=5)
+
+
+async def test_delivers_multipart_with_notification_id(sink: SmtpSink) -> None:
+    message_id = await sender_for(*sink.address).send(email())
+    [received] = sink.messages
+    assert received["To"] == "alice@example.com" and received["Subject"] == "Hello"
+    assert received["X-Herald-Notification-Id"] == "ntf_1"
+    assert message_id == received["Message-ID"] and "ntf_1" in message_id
+    assert received.get_body(preferencelist=("plain",)).get_content().strip() == "Plain body"
+    assert received.get_body(preferencelist=("html",)).get_content().strip() == "<p>HTML body</p>"
+
+
+async def test_5xx_is_permanent_with_the_code(sink: SmtpSink) -> None:
+    sink.refusal = "550 5.1.1 No such user"
+    with pytest.raises(PermanentDeliveryError) as info:
+        await sender_for(*sink.address).send(email())
+    assert info.value.provider_code == "550"
+    assert not sink.messages
+
+
+async def test_4xx_is_retriable(sink: SmtpSink) -> None:
+    sink.refusal = "451 4.3.0 Try again later"
+    with pytest.raises(RetriableDeliveryError) as info:
+        await sender_for(*sink.address).send(email())
+    assert info.value.provider_code == "451"
+
+
+async def test_no_server_is_retriable() -> None:
+    with pytest.raises(RetriableDeliveryError, match="connection"):
+        await sender_for("127.0.0.1", free_port()).send(email())

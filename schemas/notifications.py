@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, Field
 from schemas.base import WireModel
 from schemas.channels import Channel
 from schemas.events import Identifier, Priority, UserId
+from schemas.users import Device
 
 
 def notification_id(dedup_key: str, recipient: str, channel: Channel) -> str:
@@ -29,6 +30,8 @@ class NotificationBase(WireModel):
     created_at: AwareDatetime
     priority: Priority = Priority.NORMAL
     attempt: int = Field(default=1, ge=1)
+    # Set on a retry: the notification is not to be attempted before this instant.
+    not_before: AwareDatetime | None = None
 
 
 class InAppNotification(NotificationBase):
@@ -49,6 +52,7 @@ class EmailNotification(NotificationBase):
 
 class PushNotification(NotificationBase):
     channel: Literal[Channel.PUSH] = Channel.PUSH
+    devices: Annotated[list[Device], Field(min_length=1)]
     title: str
     body: str
     data: dict[str, str] = Field(default_factory=dict)

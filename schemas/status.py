@@ -29,3 +29,4 @@ class DeliveryStatus(WireModel):
     latency_seconds: float | None = None
     provider_message_id: str | None = None
     reason: str | None = None
+    provider_code: str | None = None

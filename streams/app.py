@@ -11,19 +11,19 @@ import faust
 from faust.app.base import BootStrategy
 from prometheus_client import CollectorRegistry
 
-from adapters.email import EmailSender
-from adapters.email.smtp import SmtpEmailSender
+from streams.channels import register_channels
 from streams.context import WorkerContext
-from streams.directory import declare_users_table, register_directory
-from streams.email_delivery import register_email
+from streams.directory import register_directory
 from streams.metrics import WorkerMetrics
 from streams.ops import OpsServer
 from streams.ports import ensure_port_free
+from streams.providers import build_providers
 from streams.provisioning import provision_topics
 from streams.rendering import TemplateStore
 from streams.router import register_router
 from streams.routing import RuleBook
 from streams.settings import ConfigurationError, Settings, load_settings
+from streams.tables import declare_table
 from streams.topics import declare_topics
 
 
@@ -87,12 +87,6 @@ def load_rules(settings: Settings, templates: TemplateStore) -> RuleBook:
     return rules
 
 
-def build_email_sender(settings: Settings) -> EmailSender | None:
-    if settings.smtp_host is None:
-        return None
-    return SmtpEmailSender.from_settings(settings)
-
-
 def create_worker(settings: Settings, *, registry: CollectorRegistry | None = None) -> WorkerContext:
     """Wire the worker: the app, its topics, table and agents, with real or given dependencies."""
     if not settings.templates_dir.is_dir():
@@ -108,12 +102,12 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
         metrics=WorkerMetrics(registry, herald_version()),
         rules=rules,
         templates=templates,
-        users=declare_users_table(app, settings),
-        email_sender=build_email_sender(settings),
+        users=declare_table(app, settings, "users"),
+        delivered=declare_table(app, settings, "delivered"),
     )
     register_directory(ctx)
     register_router(ctx)
-    register_email(ctx)
+    register_channels(ctx, build_providers(settings))
     app.add_dependency(OpsServer(app, registry, settings.worker_host, settings.worker_port))
     return ctx
 

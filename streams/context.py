@@ -10,7 +10,6 @@ from typing import Any
 
 import faust
 
-from adapters.email import EmailSender
 from schemas.base import WireModel
 from schemas.channels import Channel
 from schemas.status import DeliveryStatus
@@ -37,8 +36,18 @@ class WorkerContext:
     rules: RuleBook
     templates: TemplateStore
     users: Any  # faust Table: user id -> profile dict
-    email_sender: EmailSender | None
+    delivered: Any  # faust Table: notification id -> when it was delivered (epoch seconds)
     clock: Callable[[], datetime] = utc_now
+
+    def topic(self, name: str) -> Any:
+        """A topic declared like Herald's others: raw bytes, the configured partitions."""
+        return self.app.topic(
+            name,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.settings.partitions,
+            replicas=self.settings.replication_factor,
+        )
 
     async def send(self, topic: Any, key: str, value: WireModel) -> None:
         await topic.send(key=key.encode(), value=value.to_json())

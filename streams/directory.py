@@ -6,28 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import faust
 from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
 from schemas.users import UserProfile
 from streams.context import WorkerContext
 from streams.errors import InvalidProfile
-from streams.settings import Settings
-
-
-def declare_users_table(app: faust.App, settings: Settings) -> Any:
-    # JSON keys and values: a str key survives the changelog round trip as str (raw would come back as bytes).
-    changelog = app.topic(
-        f"{settings.app_id}-users-changelog",
-        key_serializer="json",
-        value_serializer="json",
-        partitions=settings.partitions,
-        replicas=settings.replication_factor,
-        compacting=True,
-        internal=True,
-    )
-    return app.Table("users", default=None, partitions=settings.partitions, changelog_topic=changelog)
 
 
 def parse_profile(key: bytes | None, raw: bytes) -> UserProfile:

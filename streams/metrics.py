@@ -45,6 +45,12 @@ class WorkerMetrics:
             "User profiles written to (or deleted from) the directory table",
             registry=registry,
         )
+        self.retries = Counter(
+            "herald_retries_total",
+            "Notifications parked on a retry topic, by channel and reason",
+            ["channel", "reason"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "herald_dead_letters_total",
             "Records written to the dead-letter topic, by stage and reason",

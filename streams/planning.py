@@ -104,7 +104,8 @@ def plan_notifications(
                 **common, to=address, subject=parts["subject"], text=parts["text"], html=parts.get("html")
             )
         elif channel is Channel.PUSH:
-            message = PushNotification(**common, title=parts["title"], body=parts["body"])
+            assert isinstance(address, list)
+            message = PushNotification(**common, devices=address, title=parts["title"], body=parts["body"])
         else:
             assert isinstance(address, str)
             message = SmsNotification(**common, to=address, text=parts["text"])
@@ -121,6 +122,6 @@ def _address(channel: Channel, profile: UserProfile) -> object:
         return profile.user_id if profile.inapp_enabled else _DISABLED
     if channel is Channel.EMAIL:
         return profile.email or _NO_ADDRESS
-    # Push device tokens and phone numbers arrive with the user directory (issue 3); until then these
-    # channels have no address for anyone and are skipped with that reason rather than sent nowhere.
-    return _NO_ADDRESS
+    if channel is Channel.SMS:
+        return profile.phone or _NO_ADDRESS
+    return list(profile.devices) or _NO_ADDRESS

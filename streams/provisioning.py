@@ -8,7 +8,16 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.broker.topics import ensure_topics
+from streams.naming import retry_topic_name
 from streams.settings import ConfigurationError, Settings
+
+
+def retry_topic_names(settings: Settings) -> list[str]:
+    return [
+        retry_topic_name(settings.delivery_topics[channel], tier)
+        for channel in ("email", "push", "sms")
+        for tier in range(1, settings.retry_tiers + 1)
+    ]
 
 
 def topic_names(settings: Settings) -> list[str]:
@@ -17,6 +26,7 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_users,
         settings.topic_routed,
         *settings.delivery_topics.values(),
+        *retry_topic_names(settings),
         settings.topic_status,
         settings.topic_dlq,
     ]

@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     email_from: str = "Herald <herald@localhost>"
 
+    # --- delivery -----------------------------------------------------------------------------------------
+    delivery_concurrency: int = Field(default=32, ge=1, le=1024)
+    delivery_batch_size: int = Field(default=256, ge=1, le=10000)
+    delivery_batch_seconds: float = Field(default=0.05, gt=0, le=10)
+    retry_base_delay_seconds: float = Field(default=2.0, ge=0)
+    retry_multiplier: float = Field(default=4.0, ge=1)
+    retry_max_delay_seconds: float = Field(default=600.0, gt=0)
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    retry_max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_tiers: int = Field(default=3, ge=1, le=10)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
+
     # --- gateway ------------------------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: Port = 8080

@@ -20,7 +20,8 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
-        refusal = self._sink.refusal
+        self._sink.calls += 1
+        refusal = self._sink.next_refusal()
         if refusal is not None:
             return refusal
         self._sink.record(message, list(envelope.rcpt_tos))
@@ -28,7 +29,7 @@ class _Handler:
 
 
 class SmtpSink:
-    """Accepts every message (or answers `refusal`, e.g. "550 No such user", to test failures)."""
+    """Accepts every message, or refuses as told (e.g. "550 No such user") to test failures."""
 
     def __init__(
         self,
@@ -42,7 +43,20 @@ class SmtpSink:
         self._lock = threading.Lock()
         self._messages: list[tuple[EmailMessage, list[str]]] = []
         self._on_message = on_message
-        self.refusal: str | None = None
+        self.refusal: str | None = None  # answered to every message while set
+        self._queued_refusals: list[str] = []
+        self.calls = 0  # messages offered, accepted or not
+
+    def refuse_next(self, count: int, reply: str) -> None:
+        """Answer the next `count` messages with `reply` (e.g. "451 Try later"), then accept again."""
+        with self._lock:
+            self._queued_refusals.extend([reply] * count)
+
+    def next_refusal(self) -> str | None:
+        with self._lock:
+            if self._queued_refusals:
+                return self._queued_refusals.pop(0)
+        return self.refusal
 
     def record(self, message: EmailMessage, recipients: list[str]) -> None:
         with self._lock:

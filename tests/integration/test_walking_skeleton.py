@@ -154,7 +154,7 @@ async def test_event_reaches_websocket_and_smtp_and_bad_events_reach_the_dlq(
     records = await read_topic(stack.bootstrap, stack.topic("dlq"), until=2)
     letters = [DeadLetter.model_validate_json(r.value) for r in records]
     by_reason = {letter.reason: letter for letter in letters}
-    assert set(by_reason) == {"invalid_event", "no_rule"}
+    assert set(by_reason) == {"invalid_event", "no_rule"}, [(x.stage, x.reason, x.detail) for x in letters]
     assert base64.b64decode(by_reason["invalid_event"].original_b64) == not_json
     assert by_reason["invalid_event"].topic == stack.topic("events")
     assert base64.b64decode(by_reason["no_rule"].original_b64) == no_rule

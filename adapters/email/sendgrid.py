@@ -1,0 +1,106 @@
+"""Email through SendGrid's v3 Mail Send API with the `sendgrid` SDK, run in a bounded thread pool."""
+
+from __future__ import annotations
+
+import http.client
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from python_http_client import exceptions as sg_errors
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import CustomArg, Header, Mail
+
+from adapters.executor import SdkThreads
+from adapters.retry_after import parse_retry_after
+from schemas.notifications import EmailNotification
+from streams.errors import PermanentDeliveryError, RetriableDeliveryError
+
+SENDGRID_API_URL = "https://api.sendgrid.com"
+NOTIFICATION_ID_ARG = "herald_notification_id"
+NOTIFICATION_ID_HEADER = "X-Herald-Notification-Id"
+
+# SendGrid statuses that a resend of the same request can never turn into a 202.
+_PERMANENT = {
+    400: "invalid_request",
+    401: "provider_auth",
+    403: "provider_auth",
+    413: "payload_too_large",
+}
+
+
+class SendGridEmailSender:
+    name = "sendgrid"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        sender: str,
+        base_url: str = SENDGRID_API_URL,
+        timeout: float = 10.0,
+        executor: ThreadPoolExecutor | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        self._client = SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/"))
+        self._sender = sender
+        self._timeout = timeout
+        self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-sendgrid")
+
+    def _compose(self, message: EmailNotification) -> dict[str, Any]:
+        mail = Mail(
+            from_email=self._sender,
+            to_emails=message.to,
+            subject=message.subject,
+            plain_text_content=message.text,
+            html_content=message.html,
+        )
+        # The notification id travels as a custom arg (echoed in SendGrid's event webhook) and as a header
+        # (visible in the delivered mail), so a resend after a crash can be traced to the same notification.
+        mail.custom_arg = CustomArg(NOTIFICATION_ID_ARG, message.notification_id)
+        mail.header = Header(NOTIFICATION_ID_HEADER, message.notification_id)
+        body: dict[str, Any] = mail.get()
+        return body
+
+    def _post(self, body: dict[str, Any]) -> str | None:
+        response = self._client.client.mail.send.post(request_body=body, timeout=self._timeout)
+        message_id = response.headers.get("X-Message-Id")
+        return str(message_id) if message_id else None
+
+    async def send(self, message: EmailNotification) -> str | None:
+        body = self._compose(message)
+        try:
+            return await self._threads.run(lambda: self._post(body))
+        except sg_errors.HTTPError as exc:
+            raise _translate(exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            # URLError, refused connections and socket timeouts are all OSErrors.
+            raise RetriableDeliveryError(
+                f"SendGrid unreachable: {type(exc).__name__}: {exc}", reason="provider_unavailable"
+            ) from exc
+
+    async def aclose(self) -> None:
+        self._threads.shutdown()
+
+
+def _translate(exc: sg_errors.HTTPError) -> PermanentDeliveryError | RetriableDeliveryError:
+    status = int(exc.status_code)
+    detail = f"SendGrid {status}: {_first_error(exc)}"
+    if status in _PERMANENT:
+        return PermanentDeliveryError(detail, reason=_PERMANENT[status], provider_code=str(status))
+    if status == 429:
+        retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+        return RetriableDeliveryError(
+            detail, reason="rate_limited", provider_code="429", retry_after=retry_after
+        )
+    if status >= 500:
+        return RetriableDeliveryError(detail, reason="provider_unavailable", provider_code=str(status))
+    # Other 4xx (404, 405, 415) mean the request or configuration is wrong, not that SendGrid is busy.
+    return PermanentDeliveryError(detail, reason="provider_refused", provider_code=str(status))
+
+
+def _first_error(exc: sg_errors.HTTPError) -> str:
+    try:
+        errors = exc.to_dict.get("errors") or []
+        return str(errors[0].get("message", "")) if errors else ""
+    except (ValueError, AttributeError, TypeError):
+        return ""

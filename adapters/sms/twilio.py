@@ -1,0 +1,95 @@
+"""SMS through Twilio's Messages API with the `twilio` SDK, run in a bounded thread pool."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from adapters.executor import SdkThreads
+from schemas.notifications import SmsNotification
+from streams.errors import PermanentDeliveryError, RetriableDeliveryError
+
+TWILIO_API_URL = "https://api.twilio.com"
+
+# Twilio error codes (https://www.twilio.com/docs/api/errors) that no resend can fix, with Herald's reason.
+PERMANENT_CODES = {
+    21211: "invalid_number",
+    21408: "region_not_enabled",
+    21610: "unsubscribed",
+    21612: "unreachable_number",
+    21614: "not_mobile",
+    21606: "invalid_sender",
+    21659: "invalid_sender",
+    20003: "provider_auth",
+}
+RATE_LIMITED_CODES = {20429, 14107}
+
+
+class TwilioSmsSender:
+    name = "twilio"
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        sender: str,
+        base_url: str = TWILIO_API_URL,
+        timeout: float = 10.0,
+        executor: ThreadPoolExecutor | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        # No `max_retries`: the SDK then mounts no retrying adapter, so one send is one POST (Herald retries).
+        http_client = TwilioHttpClient(timeout=timeout)
+        # An empty environment keeps TWILIO_EDGE / TWILIO_REGION from silently rewriting the base URL.
+        self._client = Client(account_sid, auth_token, http_client=http_client, environment={})
+        self._client.api.base_url = base_url.rstrip("/")
+        self._sender = sender
+        self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-twilio")
+
+    def _create(self, message: SmsNotification) -> str | None:
+        created = self._client.messages.create(to=message.to, from_=self._sender, body=message.text)
+        return str(created.sid) if created.sid else None
+
+    async def send(self, message: SmsNotification) -> str | None:
+        try:
+            return await self._threads.run(lambda: self._create(message))
+        except TwilioRestException as exc:
+            raise _translate(int(exc.status), _int_or_none(exc.code), str(exc.msg)) from exc
+        except TwilioServiceException as exc:
+            raise _translate(int(exc.status), _int_or_none(exc.code), f"{exc.title}: {exc.detail}") from exc
+        except requests.RequestException as exc:
+            raise RetriableDeliveryError(
+                f"Twilio unreachable: {type(exc).__name__}: {exc}", reason="provider_unavailable"
+            ) from exc
+
+    async def aclose(self) -> None:
+        self._threads.shutdown()
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _translate(
+    status: int, code: int | None, message: str
+) -> PermanentDeliveryError | RetriableDeliveryError:
+    # str() of Twilio's exceptions is coloured for a terminal; build a plain detail instead.
+    detail = f"Twilio {status} (code {code}): {message}"
+    provider_code = str(code if code is not None else status)
+    if code in PERMANENT_CODES:
+        return PermanentDeliveryError(detail, reason=PERMANENT_CODES[code], provider_code=provider_code)
+    if code in RATE_LIMITED_CODES or status == 429:
+        return RetriableDeliveryError(detail, reason="rate_limited", provider_code=provider_code)
+    if status >= 500:
+        return RetriableDeliveryError(detail, reason="provider_unavailable", provider_code=provider_code)
+    if status in (401, 403):
+        return PermanentDeliveryError(detail, reason="provider_auth", provider_code=provider_code)
+    return PermanentDeliveryError(detail, reason="provider_refused", provider_code=provider_code)

@@ -1,11 +1,13 @@
-"""The gateway's Starlette app and its uvicorn server: `/ws` for clients, plus health and metrics."""
+"""The gateway's composition root: the app (`/ws`, `/inbox`, `/demo`, health, metrics) and its server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Final
 
 import prometheus_client
@@ -13,40 +15,26 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
 
 from gateway import redaction
-from gateway.auth import MIN_SECRET_BYTES, AuthError, bearer_token, verify_token
-from gateway.connections import DEFAULT_QUEUE_SIZE, ConnectionRegistry
-from gateway.consumer import KafkaInAppFeed, NotificationFeed
+from gateway.connections import ConnectionRegistry
+from gateway.consumer import FeedTopics, KafkaFeed, NotificationFeed
+from gateway.http_api import InboxHttp
+from gateway.inbox import Inbox
+from gateway.inbox_log import InboxWriter, KafkaInboxWriter
+from gateway.inbox_service import InboxService
+from gateway.keys import verifier_from_settings
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import CLOSE_UNAUTHORIZED, notification_frame, reply_to, welcome_frame
-from schemas.notifications import InAppNotification
+from gateway.origins import OriginPolicy
+from gateway.session import SessionPolicy, Sessions
 from streams.ports import ensure_port_free
-from streams.settings import ConfigurationError, Settings
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Client frames are small pings; anything larger is refused by uvicorn with close code 1009.
-MAX_CLIENT_FRAME_BYTES: Final = 64 * 1024
-# Keepalive pings also end sockets whose client vanished or stopped reading without closing.
-PING_INTERVAL_SECONDS: Final = 20.0
-PING_TIMEOUT_SECONDS: Final = 20.0
-
-
-def jwt_secret(settings: Settings) -> str:
-    """The JWT secret, or ConfigurationError if it is unset or too short for the configured algorithm."""
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret is not None else ""
-    if not secret:
-        raise ConfigurationError("HERALD_JWT_SECRET: must be set for the gateway to verify client tokens")
-    minimum = MIN_SECRET_BYTES[settings.jwt_algorithm]
-    if len(secret.encode()) < minimum:
-        raise ConfigurationError(
-            f"HERALD_JWT_SECRET: must be at least {minimum} bytes for {settings.jwt_algorithm} (RFC 7518 3.2)"
-        )
-    return secret
+DEMO_PAGE: Final = Path(__file__).resolve().parent / "static" / "demo.html"
 
 
 def create_app(
@@ -54,39 +42,36 @@ def create_app(
     *,
     registry: CollectorRegistry | None = None,
     feed: NotificationFeed | None = None,
-    queue_size: int = DEFAULT_QUEUE_SIZE,
+    writer: InboxWriter | None = None,
 ) -> Starlette:
-    """Wire the gateway. `feed` defaults to the Kafka in-app feed; `app.state.connections` is the registry."""
-    secret = jwt_secret(settings)
+    """Wire the gateway; `feed` and `writer` default to Kafka. `app.state` exposes the parts tests look at."""
+    verifier = verifier_from_settings(settings)
+    origins = OriginPolicy.parse(settings.gateway_allowed_origins)
     registry = registry if registry is not None else CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    connections = ConnectionRegistry(metrics, queue_size=queue_size)
-    source: NotificationFeed
-    if feed is not None:
-        source = feed
-    else:
-        source = KafkaInAppFeed(settings.bootstrap_servers, settings.topic_inapp, metrics)
-
-    def deliver(notification: InAppNotification) -> None:
-        connections.publish(notification.recipient, notification_frame(notification))
-
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        token = bearer_token(websocket.headers.get("authorization"), websocket.query_params.get("token"))
-        try:
-            user_id = verify_token(token, secret=secret, algorithm=settings.jwt_algorithm)
-        except AuthError as exc:
-            metrics.auth_failures.labels(reason=exc.reason.value).inc()
-            # Accepted first so the client receives the code and reason; a refused handshake carries neither.
-            await websocket.accept()
-            await websocket.close(CLOSE_UNAUTHORIZED, exc.reason.value)
-            return
-        await websocket.accept()
-        async with connections.connect(user_id, websocket, greeting=welcome_frame(user_id)) as connection:
-            while not connection.closed:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                connection.reply(reply_to(message.get("text")))
+    connections = ConnectionRegistry(
+        metrics,
+        queue_size=settings.gateway_send_queue_size,
+        max_per_user=settings.gateway_max_connections_per_user,
+    )
+    kafka_writer = None
+    if writer is None:
+        writer = kafka_writer = KafkaInboxWriter(settings.bootstrap_servers, settings.inbox_topic)
+    service = InboxService(Inbox(settings.inbox_size), writer, connections, metrics)
+    if feed is None:
+        topics = FeedTopics(
+            settings.topic_inapp, settings.inbox_topic, settings.partitions, settings.replication_factor
+        )
+        feed = KafkaFeed(settings.bootstrap_servers, topics, metrics)
+    source: NotificationFeed = feed
+    sessions = Sessions(
+        verifier,
+        origins,
+        service,
+        connections,
+        metrics,
+        SessionPolicy(idle_timeout_seconds=settings.gateway_idle_timeout_seconds),
+    )
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -98,20 +83,30 @@ def create_app(
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def demo(request: Request) -> Response:
+        return FileResponse(DEMO_PAGE, media_type="text/html; charset=utf-8")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(source.run(deliver), name="gateway-feed")
+        task = asyncio.create_task(source.run(service), name="gateway-feed")
         task.add_done_callback(_log_feed_exit)
         try:
             yield
         finally:
+            # Normally every socket is closed already (GatewayServer); this covers servers that are not.
+            await connections.close_all()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            if kafka_writer is not None:
+                with contextlib.suppress(Exception):
+                    await kafka_writer.stop()
 
     app = Starlette(
         routes=[
-            WebSocketRoute("/ws", websocket_endpoint),
+            WebSocketRoute("/ws", sessions),
+            *InboxHttp(verifier, service, metrics).routes(),
+            Route("/demo", demo),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
@@ -119,13 +114,27 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.connections = connections
+    app.state.service = service
     return app
 
 
 def _log_feed_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         # /readyz reports the failure; the log carries the traceback.
-        log.error("in-app feed stopped", exc_info=task.exception())
+        log.error("gateway feed stopped", exc_info=task.exception())
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, but on shutdown every socket is first closed with 1001 (going away), after the frames
+    already queued for it, so clients reconnect elsewhere; uvicorn alone would send 1012."""
+
+    def __init__(self, config: uvicorn.Config, connections: ConnectionRegistry) -> None:
+        super().__init__(config)
+        self._connections = connections
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._connections.close_all()
+        await super().shutdown(sockets)
 
 
 def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
@@ -137,13 +146,15 @@ def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
         lifespan="on",
         access_log=False,
         server_header=False,
-        ws_max_size=MAX_CLIENT_FRAME_BYTES,
-        ws_ping_interval=PING_INTERVAL_SECONDS,
-        ws_ping_timeout=PING_TIMEOUT_SECONDS,
+        ws_max_size=settings.gateway_max_frame_bytes,
+        ws_ping_interval=settings.gateway_ping_interval_seconds,
+        ws_ping_timeout=settings.gateway_ping_timeout_seconds,
+        timeout_graceful_shutdown=10,
     )
     # After Config, which applies uvicorn's logging configuration; uvicorn logs handshakes on uvicorn.error.
     redaction.install("uvicorn", "uvicorn.error", "uvicorn.access")
-    return uvicorn.Server(config)
+    connections: ConnectionRegistry = app.state.connections
+    return GatewayServer(config, connections)
 
 
 async def serve(settings: Settings, *, registry: CollectorRegistry | None = None) -> None:

@@ -1,10 +1,12 @@
-"""Who is connecting: HMAC-signed JWTs with a required `exp` and `sub` (the user id), issued and verified."""
+"""Who is connecting: JWT verification (one configured algorithm, `exp` and `sub` required), and issuing."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final, Protocol
 
 import jwt
 from pydantic import TypeAdapter, ValidationError
@@ -20,21 +22,41 @@ _user_id: TypeAdapter[str] = TypeAdapter(UserId)
 
 
 class AuthReason(StrEnum):
-    """Why a connection was refused: the close reason sent to the client and the metric's `reason` label."""
+    """Why a connection was refused: the `reason` label of the auth-failure metric."""
 
     MISSING_TOKEN = "missing_token"  # noqa: S105 - a reason, not a credential
-    INVALID_TOKEN = "invalid_token"  # noqa: S105
+    MALFORMED_TOKEN = "malformed_token"  # noqa: S105 - not three base64url parts of JSON
+    BAD_SIGNATURE = "bad_signature"  # signed with another key
+    ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"  # `alg: none`, or not the configured algorithm
+    UNKNOWN_KEY = "unknown_key"  # no key in the JWKS for the token's `kid`
     EXPIRED_TOKEN = "expired_token"  # noqa: S105
+    INVALID_CLAIMS = "invalid_claims"  # `sub`/`exp` missing or malformed, wrong `aud`/`iss`, `nbf` ahead
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # a browser page from an origin not on the allow-list
 
 
 class AuthError(Exception):
-    """The token is missing, invalid or expired; permanent for this token (reconnecting needs a new one)."""
+    """The connection may not proceed; permanent for this token (reconnecting needs a new one)."""
 
     retriable = False
 
     def __init__(self, reason: AuthReason) -> None:
         super().__init__(reason.value)
         self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A verified token: whose it is and until when (seconds since the epoch) it may be used."""
+
+    user_id: str
+    expires_at: float
+
+
+class KeyResolver(Protocol):
+    """Finds the key that should have signed a token, from its (unverified) header."""
+
+    def key_for(self, header: Mapping[str, Any]) -> Any:
+        """The verification key; raises AuthError(UNKNOWN_KEY) when there is none for this header."""
 
 
 def bearer_token(authorization: str | None, query_token: str | None) -> str | None:
@@ -47,35 +69,82 @@ def bearer_token(authorization: str | None, query_token: str | None) -> str | No
     return query_token or None
 
 
-def verify_token(token: str | None, *, secret: str, algorithm: str) -> str:
-    """The user id (`sub`) of a valid token; raises AuthError otherwise.
+class TokenVerifier:
+    """Verifies tokens signed with exactly one algorithm; `audience`/`issuer` are checked when set."""
 
-    Only `algorithm` is accepted, so `alg: none` and tokens signed for another algorithm are refused.
-    """
-    if not token:
-        raise AuthError(AuthReason.MISSING_TOKEN)
-    try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=[algorithm],
-            options={"require": ["exp", "sub"], "enforce_minimum_key_length": True},
-        )
-    except jwt.ExpiredSignatureError:
-        raise AuthError(AuthReason.EXPIRED_TOKEN) from None
-    except jwt.InvalidTokenError:
-        raise AuthError(AuthReason.INVALID_TOKEN) from None
-    try:
-        # A `sub` that could never be a recipient would authenticate a socket that never receives anything.
-        return _user_id.validate_python(claims["sub"], strict=True)
-    except ValidationError:
-        raise AuthError(AuthReason.INVALID_TOKEN) from None
+    def __init__(
+        self,
+        keys: KeyResolver,
+        algorithm: str,
+        *,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway_seconds: float = 0.0,
+    ) -> None:
+        self._keys = keys
+        self.algorithm = algorithm
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway = leeway_seconds
+        required = ["exp", "sub"]
+        required += ["aud"] if audience is not None else []
+        required += ["iss"] if issuer is not None else []
+        self._options: Any = {"require": required, "enforce_minimum_key_length": True}
+
+    def verify(self, token: str | None) -> Identity:
+        if not token:
+            raise AuthError(AuthReason.MISSING_TOKEN)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise AuthError(AuthReason.MALFORMED_TOKEN) from None
+        # Checked before any key is chosen, so `alg: none` or an HMAC token against a public key never
+        # reaches a verification routine.
+        if header.get("alg") != self.algorithm:
+            raise AuthError(AuthReason.ALGORITHM_NOT_ALLOWED)
+        key = self._keys.key_for(header)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[self.algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options=self._options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(AuthReason.EXPIRED_TOKEN) from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(AuthReason.BAD_SIGNATURE) from None
+        except jwt.InvalidKeyError:
+            raise AuthError(AuthReason.UNKNOWN_KEY) from None
+        except jwt.DecodeError:
+            raise AuthError(AuthReason.MALFORMED_TOKEN) from None
+        except jwt.InvalidTokenError:
+            raise AuthError(AuthReason.INVALID_CLAIMS) from None
+        expires_at = claims["exp"]
+        if type(expires_at) not in (int, float):
+            raise AuthError(AuthReason.INVALID_CLAIMS)
+        try:
+            # A `sub` that could never be a recipient would authenticate a socket that never receives a thing.
+            user_id = _user_id.validate_python(claims["sub"], strict=True)
+        except ValidationError:
+            raise AuthError(AuthReason.INVALID_CLAIMS) from None
+        return Identity(user_id, float(expires_at))
 
 
 def issue_token(
-    secret: str, user_id: str, ttl_seconds: int, *, algorithm: str = "HS256", now: float | None = None
+    key: Any,
+    user_id: str,
+    ttl_seconds: int,
+    *,
+    algorithm: str = "HS256",
+    now: float | None = None,
+    claims: Mapping[str, Any] | None = None,
+    headers: Mapping[str, Any] | None = None,
 ) -> str:
     """A token for `user_id` valid for `ttl_seconds`, for the `herald token` command and tests."""
     issued_at = int(time.time() if now is None else now)
-    claims = {"sub": user_id, "iat": issued_at, "exp": issued_at + ttl_seconds}
-    return jwt.encode(claims, secret, algorithm=algorithm)
+    payload = {"sub": user_id, "iat": issued_at, "exp": issued_at + ttl_seconds, **(claims or {})}
+    return jwt.encode(payload, key, algorithm=algorithm, headers=dict(headers) if headers else None)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import CLOSE_SLOW_CLIENT, SLOW_CLIENT_REASON
+from gateway.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_SLOW_CLIENT,
+    CLOSE_TOKEN_EXPIRED,
+    SLOW_CLIENT_REASON,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +32,24 @@ class FrameSink(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
+class TooManyConnections(Exception):
+    """The user already has the maximum number of connections open on this instance."""
+
+    retriable = True
+
+
+class Draining(Exception):
+    """The instance is shutting down and takes no new connections."""
+
+    retriable = True
+
+
 class Connection:
     """One authenticated socket: frames are queued without waiting and written by its own task."""
 
-    def __init__(self, user_id: str, sink: FrameSink, metrics: GatewayMetrics, *, queue_size: int) -> None:
+    def __init__(
+        self, user_id: str, sink: FrameSink, metrics: GatewayMetrics, *, queue_size: int, expires_at: float
+    ) -> None:
         self.user_id = user_id
         self._sink = sink
         self._metrics = metrics
@@ -37,14 +57,18 @@ class Connection:
         self._queue: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue(maxsize=queue_size)
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self.closed = False
+        # Set once the socket is done: the client left, or the server's close went out (or timed out).
+        self.ended = asyncio.Event()
+        self.expires_at = expires_at
 
     def push(self, frame: bytes) -> bool:
         """Queue a notification frame; False if the connection is closed or was just closed as too slow."""
         return self._offer(frame, is_notification=True)
 
     def reply(self, frame: bytes) -> bool:
-        """Queue a protocol frame (welcome, pong, error), behind any notifications already queued."""
+        """Queue a protocol frame (welcome, pong, inbox, error …), in order with everything else queued."""
         return self._offer(frame, is_notification=False)
 
     def _offer(self, frame: bytes, *, is_notification: bool) -> bool:
@@ -55,36 +79,73 @@ class Connection:
         except asyncio.QueueFull:
             log.info("closing a slow client connection: outbound queue full")
             self._metrics.slow_client_disconnects.inc()
-            self._close(CLOSE_SLOW_CLIENT, SLOW_CLIENT_REASON)
+            self.close(CLOSE_SLOW_CLIENT, SLOW_CLIENT_REASON, flush=False)
             return False
         return True
 
-    def _close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
+        """Close the socket with `code`; with `flush`, frames already queued are written first."""
+        if self.closed:
+            return
         self.closed = True
-        # The sender may be stuck writing to this very client; cancel it so the close frame goes out now.
-        if self._sender is not None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if not flush and self._sender is not None:
+            # The sender may be stuck writing to this very client; cancel it so the close frame goes out now.
             self._sender.cancel()
-        self._closer = asyncio.create_task(self._sink.close(code, reason), name="gateway-close")
+        self._closer = asyncio.create_task(self._close(code, reason, flush=flush), name="gateway-close")
+
+    async def _close(self, code: int, reason: str, *, flush: bool) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                if flush and self._sender is not None and not self._sender.done():
+                    await self._queue.join()
+                    self._sender.cancel()
+                await self._sink.close(code, reason)
+        except Exception as exc:
+            # The client may already be gone, or stalled so the close frame cannot be written.
+            log.debug("close %d not sent: %s", code, type(exc).__name__)
+        finally:
+            self.ended.set()
+
+    def expire_at(self, expires_at: float) -> None:
+        """(Re)arm the timer that closes the connection when its token expires."""
+        self.expires_at = expires_at
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = max(0.0, expires_at - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        if not self.closed:
+            self._metrics.connections_closed.labels(reason="expired_token").inc()
+            self.close(CLOSE_TOKEN_EXPIRED, "expired_token")
 
     def start(self) -> None:
         self._sender = asyncio.create_task(self._send_loop(), name="gateway-sender")
+        self.expire_at(self.expires_at)
 
     async def stop(self) -> None:
         self.closed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
         if self._closer is not None:
-            # The client may already be gone, in which case closing fails; either way the socket is done.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._closer, CLOSE_TIMEOUT_SECONDS)
+                await self._closer
+        self.ended.set()
 
     async def _send_loop(self) -> None:
         try:
             while True:
                 frame, is_notification = await self._queue.get()
-                await self._sink.send_text(frame.decode())
+                try:
+                    await self._sink.send_text(frame.decode())
+                finally:
+                    self._queue.task_done()
                 if is_notification:
                     self._metrics.messages_pushed.inc()
         except asyncio.CancelledError:
@@ -93,27 +154,46 @@ class Connection:
             # Almost always the client going away mid-write; the socket's receive side sees the disconnect.
             log.debug("connection sender stopped: %s", type(exc).__name__)
             self.closed = True
+            self.ended.set()
 
 
 class ConnectionRegistry:
     """Which connections are open for which user on this instance; fans frames out to one user's sockets."""
 
-    def __init__(self, metrics: GatewayMetrics, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(
+        self, metrics: GatewayMetrics, *, queue_size: int = DEFAULT_QUEUE_SIZE, max_per_user: int = 10
+    ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self._metrics = metrics
         self._queue_size = queue_size
+        self._max_per_user = max_per_user
         self._by_user: dict[str, set[Connection]] = {}
+        self.draining = False
 
     def __len__(self) -> int:
         return sum(len(connections) for connections in self._by_user.values())
 
+    def admit(self, user_id: str) -> None:
+        """Raise if a new connection for `user_id` may not open now."""
+        if self.draining:
+            raise Draining()
+        if len(self._by_user.get(user_id, ())) >= self._max_per_user:
+            raise TooManyConnections()
+
     @contextlib.asynccontextmanager
-    async def connect(self, user_id: str, sink: FrameSink, *, greeting: bytes) -> AsyncIterator[Connection]:
-        """Register a socket for the duration of the block; `greeting` is its first frame."""
-        connection = Connection(user_id, sink, self._metrics, queue_size=self._queue_size)
-        # Queued before the connection becomes reachable, so it precedes every notification.
-        connection.reply(greeting)
+    async def connect(
+        self, user_id: str, sink: FrameSink, *, expires_at: float, first_frames: list[bytes]
+    ) -> AsyncIterator[Connection]:
+        """Register a socket for the duration of the block; `first_frames` precede every pushed frame.
+
+        Nothing awaits between queueing them and registering, so no notification can fall in between."""
+        self.admit(user_id)
+        connection = Connection(
+            user_id, sink, self._metrics, queue_size=self._queue_size, expires_at=expires_at
+        )
+        for frame in first_frames:
+            connection.reply(frame)
         self._by_user.setdefault(user_id, set()).add(connection)
         self._metrics.connections_open.inc()
         connection.start()
@@ -123,15 +203,28 @@ class ConnectionRegistry:
             self._discard(connection)
             await connection.stop()
 
-    def publish(self, user_id: str, frame: bytes) -> int:
+    def publish(self, user_id: str, frame: bytes, *, notification: bool = True) -> int:
         """Queue `frame` on each of `user_id`'s connections; returns how many accepted it."""
         accepted = 0
         for connection in tuple(self._by_user.get(user_id, ())):
-            if connection.push(frame):
+            ok = connection.push(frame) if notification else connection.reply(frame)
+            if ok:
                 accepted += 1
             else:
                 self._discard(connection)
         return accepted
+
+    def connected(self, user_id: str) -> bool:
+        return bool(self._by_user.get(user_id))
+
+    async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "going_away") -> None:
+        """Stop admitting, then close every connection with `code` after what is already queued for it."""
+        self.draining = True
+        everyone = [c for connections in self._by_user.values() for c in connections]
+        for connection in everyone:
+            connection.close(code, reason)
+        if everyone:
+            await asyncio.wait([asyncio.create_task(c.ended.wait()) for c in everyone])
 
     def _discard(self, connection: Connection) -> None:
         connections = self._by_user.get(connection.user_id)

@@ -6,6 +6,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.auth import AuthReason
 
+RECOVERY_OUTCOMES = ("recovered", "failed")
+REFUSAL_REASONS = ("too_many_connections", "not_ready", "draining")
+CLOSE_REASONS = ("expired_token", "idle_timeout", "going_away")
+
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -16,12 +20,24 @@ class GatewayMetrics:
         )
         self.messages_pushed = Counter(
             "herald_gateway_messages_pushed_total",
-            "Notification frames written to a client socket.",
+            "Notification frames written to a client socket (live and recovered).",
             registry=registry,
         )
         self.auth_failures = Counter(
             "herald_gateway_auth_failures_total",
-            "Connections refused because of their token, by reason.",
+            "Connections and token refreshes refused because of their token or origin, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "herald_gateway_connections_refused_total",
+            "Authenticated connections refused, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.connections_closed = Counter(
+            "herald_gateway_connections_closed_total",
+            "Connections closed by the server for a reason other than a slow client, by reason.",
             ["reason"],
             registry=registry,
         )
@@ -30,11 +46,33 @@ class GatewayMetrics:
             "Connections closed because their outbound queue was full.",
             registry=registry,
         )
-        self.invalid_records = Counter(
-            "herald_gateway_invalid_records_total",
-            "Records on the in-app topic that did not decode as an InAppNotification and were skipped.",
+        self.recoveries = Counter(
+            "herald_gateway_recoveries_total",
+            "Reconnections that asked to recover from a last-seen notification, by outcome.",
+            ["outcome"],
             registry=registry,
         )
-        # Start every reason at zero so a rate() over a fresh instance is defined.
+        self.inbox_changes = Counter(
+            "herald_gateway_inbox_changes_total",
+            "Read/archive state changes accepted from clients and written to the inbox topic.",
+            registry=registry,
+        )
+        self.inbox_entries = Gauge(
+            "herald_gateway_inbox_entries",
+            "Notifications held in this instance's copy of the inboxes.",
+            registry=registry,
+        )
+        self.invalid_records = Counter(
+            "herald_gateway_invalid_records_total",
+            "Records on the in-app or inbox topic that did not decode and were skipped.",
+            registry=registry,
+        )
+        # Start every label at zero so a rate() over a fresh instance is defined.
         for reason in AuthReason:
             self.auth_failures.labels(reason=reason.value)
+        for outcome in RECOVERY_OUTCOMES:
+            self.recoveries.labels(outcome=outcome)
+        for refusal in REFUSAL_REASONS:
+            self.connections_refused.labels(reason=refusal)
+        for closing in CLOSE_REASONS:
+            self.connections_closed.labels(reason=closing)

@@ -22,11 +22,18 @@ class Platform(StrEnum):
     WEB = "web"
 
 
+class TokenKind(StrEnum):
+    FCM_TOKEN = "fcm_token"  # an FCM registration token
+    FCM_FID = "fcm_fid"  # a Firebase installation id
+    APNS = "apns"  # an APNs device token, for direct APNs
+
+
 class Device(WireModel):
     """A push target: the token a push service gave the app on one device."""
 
     token: DeviceToken
     platform: Platform
+    kind: TokenKind = TokenKind.FCM_TOKEN
 
 
 class UserProfile(WireModel):

@@ -19,9 +19,10 @@ from streams.ops import OpsServer
 from streams.ports import ensure_port_free
 from streams.providers import build_providers
 from streams.provisioning import provision_topics
-from streams.rendering import TemplateStore
+from streams.rendering import TemplateStore, check_templates
 from streams.router import register_router
 from streams.routing import RuleBook
+from streams.rules_feed import RulesFeed, RuleSource
 from streams.settings import ConfigurationError, Settings, load_settings
 from streams.tables import declare_table
 from streams.topics import declare_topics
@@ -75,15 +76,10 @@ def load_rules(settings: Settings, templates: TemplateStore) -> RuleBook:
         ) from None
     except ValueError as exc:
         raise ConfigurationError(f"HERALD_RULES_FILE: {settings.rules_file}: {exc}") from None
-    for rule in rules.rules:
-        for channel, route in rule.channels.items():
-            missing = templates.missing_parts(route.template, channel)
-            if missing:
-                raise ConfigurationError(
-                    f"HERALD_TEMPLATES_DIR: rule {rule.match!r} needs template {route.template!r} for "
-                    f"{channel.value}, but {settings.templates_dir} has no "
-                    + ", ".join(f"{route.template}/{channel.value}/{part}.j2" for part in missing)
-                )
+    try:
+        check_templates(rules.rules, templates)
+    except ValueError as exc:
+        raise ConfigurationError(f"HERALD_TEMPLATES_DIR: {settings.templates_dir}: {exc}") from None
     return rules
 
 
@@ -92,14 +88,19 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     if not settings.templates_dir.is_dir():
         raise ConfigurationError(f"HERALD_TEMPLATES_DIR: {settings.templates_dir} is not a directory")
     templates = TemplateStore(settings.templates_dir)
-    rules = load_rules(settings, templates)
     app = create_app(settings)
     registry = registry if registry is not None else CollectorRegistry()
+    metrics = WorkerMetrics(registry, herald_version())
+    rules = RuleSource(
+        load_rules(settings, templates),
+        lambda book: check_templates(book.rules, templates),
+        on_change=metrics.rules_changed,
+    )
     ctx = WorkerContext(
         settings=settings,
         app=app,
         topics=declare_topics(app, settings),
-        metrics=WorkerMetrics(registry, herald_version()),
+        metrics=metrics,
         rules=rules,
         templates=templates,
         users=declare_table(app, settings, "users"),
@@ -108,7 +109,11 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     register_directory(ctx)
     register_router(ctx)
     register_channels(ctx, build_providers(settings))
-    app.add_dependency(OpsServer(app, registry, settings.worker_host, settings.worker_port))
+    feed = RulesFeed(rules, settings.bootstrap_servers, settings.topic_rules)
+    app.add_dependency(feed)
+    app.add_dependency(
+        OpsServer(app, registry, settings.worker_host, settings.worker_port, extra_checks=[feed.readiness])
+    )
     return ctx
 
 

@@ -9,13 +9,19 @@ from typing import Any
 
 from schemas.channels import Channel
 from schemas.notifications import EmailNotification, NotificationBase, PushNotification, SmsNotification
+from streams.circuit import CircuitBreaker
 from streams.context import WorkerContext
-from streams.delivery import ChannelDelivery
+from streams.delivery import ChannelDelivery, OnRefused
+from streams.errors import PermanentDeliveryError
 from streams.failover import Attempt, ProviderChain, Sent
+from streams.hygiene import forget_devices, forget_phone
 from streams.providers import Providers
+from streams.push_delivery import PushChannel
 from streams.retry_policy import RetryPolicy
 
 log = logging.getLogger("herald.channels")
+
+SendFn = Callable[[NotificationBase, Callable[[Attempt], Awaitable[None]]], Awaitable[Sent]]
 
 
 def retry_policy(ctx: WorkerContext) -> RetryPolicy:
@@ -30,29 +36,48 @@ def retry_policy(ctx: WorkerContext) -> RetryPolicy:
     )
 
 
-def _sender(
-    chain: ProviderChain[Any],
-) -> Callable[[NotificationBase, Callable[[Attempt], Awaitable[None]]], Awaitable[Sent]]:
+def _sender(chain: ProviderChain[Any]) -> SendFn:
     async def send(notification: NotificationBase, on_attempt: Callable[[Attempt], Awaitable[None]]) -> Sent:
         return await chain.send(notification, on_attempt)
 
     return send
 
 
+def _sms_refused(ctx: WorkerContext) -> OnRefused:
+    async def on_refused(notification: NotificationBase, error: PermanentDeliveryError) -> None:
+        # A number that opted out (Twilio 21610) must not be texted again, whatever rule asks for it.
+        if error.reason == "unsubscribed" and isinstance(notification, SmsNotification):
+            await forget_phone(ctx, notification.recipient, notification.to)
+
+    return on_refused
+
+
 def register_channels(ctx: WorkerContext, providers: Providers) -> None:
-    email, sms, push = providers.chains(ctx.settings)
-    policy = retry_policy(ctx)
-    for channel, chain in ((Channel.EMAIL, email), (Channel.SMS, sms), (Channel.PUSH, push)):
-        if chain.providers:
-            log.info(
-                "%s providers, in failover order: %s",
-                channel.value,
-                ", ".join(p.name for p in chain.providers),
-            )
+    settings = ctx.settings
+
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_cooldown_seconds)
+
+    async def forget(user_id: str, tokens: list[str]) -> int:
+        return await forget_devices(ctx, user_id, tokens)
+
+    email = ProviderChain(providers.email, breaker_factory=breaker)
+    sms = ProviderChain(providers.sms, breaker_factory=breaker)
+    push = PushChannel(providers.push, breaker, forget)
+    for channel, names in (
+        (Channel.EMAIL, [p.name for p in providers.email]),
+        (Channel.SMS, [p.name for p in providers.sms]),
+        (Channel.PUSH, [p.name for p in providers.push]),
+    ):
+        if names:
+            log.info("%s providers, in failover order: %s", channel.value, ", ".join(names))
         else:
             log.warning(
-                "no %s provider is configured: %s notifications go to the DLQ (no_provider)", channel.value
+                "no %s provider is configured: its notifications go to the DLQ (no_provider)", channel.value
             )
+    policy = retry_policy(ctx)
     ChannelDelivery(ctx, Channel.EMAIL, EmailNotification, _sender(email), policy).register()
-    ChannelDelivery(ctx, Channel.SMS, SmsNotification, _sender(sms), policy).register()
-    ChannelDelivery(ctx, Channel.PUSH, PushNotification, _sender(push), policy).register()
+    ChannelDelivery(
+        ctx, Channel.SMS, SmsNotification, _sender(sms), policy, on_refused=_sms_refused(ctx)
+    ).register()
+    ChannelDelivery(ctx, Channel.PUSH, PushNotification, push.send, policy).register()

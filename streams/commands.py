@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import yaml
 
 from streams.provisioning import provision_topics
 from streams.publishing import (
@@ -17,6 +18,9 @@ from streams.publishing import (
     produce,
     profile_records,
 )
+from streams.rendering import TemplateStore, check_templates
+from streams.routing import RuleBook
+from streams.rules_feed import RULESET_KEY, read_published
 from streams.settings import ConfigurationError, Settings
 
 
@@ -63,6 +67,41 @@ def register_commands(settings: Settings) -> None:
             raise click.ClickException(f"nothing sent: {exc}") from None
         count = asyncio.run(_provision_then(settings, settings.topic_users, profile_records(profiles)))
         click.echo(f"published {count} profile(s) to {settings.topic_users}")
+
+    @cli.group(name="rules")
+    def rules() -> None:
+        """Routing rules, published to the rules topic and followed by every worker."""
+
+    @rules.command(name="apply")
+    @click.argument("source", metavar="FILE|-")
+    def rules_apply(source: str) -> None:
+        """Validate a rules file (YAML) whole and publish it; nothing is published if any of it is wrong."""
+        try:
+            book = RuleBook.from_yaml(_read(source))
+        except ValueError as exc:
+            raise click.ClickException(f"nothing published: {exc}") from None
+        if settings.templates_dir.is_dir():
+            try:
+                check_templates(book.rules, TemplateStore(settings.templates_dir))
+            except ValueError as exc:
+                raise click.ClickException(
+                    f"nothing published: {exc} (in {settings.templates_dir})"
+                ) from None
+        records = [(RULESET_KEY, book.to_ruleset().to_json())]
+        asyncio.run(_provision_then(settings, settings.topic_rules, records))
+        click.echo(f"published {len(book.rules)} rule(s) to {settings.topic_rules}")
+
+    @rules.command(name="list")
+    def rules_list() -> None:
+        """Show the rules in force (the newest published ruleset)."""
+        published = asyncio.run(read_published(settings.bootstrap_servers, settings.topic_rules))
+        if published is None:
+            click.echo(f"no rules published to {settings.topic_rules}; workers use {settings.rules_file}")
+            return
+        raw, offset = published
+        document = RuleBook.from_json(raw).to_ruleset().model_dump(mode="json", exclude_none=True)
+        click.echo(f"# in force since offset {offset} of {settings.topic_rules}")
+        click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
 
     @cli.command(name="token")
     @click.argument("user_id")

@@ -16,7 +16,7 @@ from schemas.status import DeliveryStatus
 from streams.deadletters import dead_letter
 from streams.metrics import WorkerMetrics
 from streams.rendering import TemplateStore
-from streams.routing import RuleBook
+from streams.rules_feed import RuleSource
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -33,7 +33,7 @@ class WorkerContext:
     app: faust.App
     topics: Topics
     metrics: WorkerMetrics
-    rules: RuleBook
+    rules: RuleSource
     templates: TemplateStore
     users: Any  # faust Table: user id -> profile dict
     delivered: Any  # faust Table: notification id -> when it was delivered (epoch seconds)

@@ -174,7 +174,8 @@ class ChannelDelivery:
             await self._dead_letter(notification, message, gave_up)
             return
         next_attempt = notification.attempt + 1
-        retry = notification.model_copy(
+        base = exc.retry_with if isinstance(exc.retry_with, NotificationBase) else notification
+        retry = base.model_copy(
             update={
                 "attempt": next_attempt,
                 "not_before": self.policy.not_before(

@@ -73,6 +73,9 @@ class RetriableDeliveryError(DeliveryError):
         reason: str | None = None,
         provider_code: str | None = None,
         retry_after: float | None = None,
+        retry_with: object | None = None,
     ) -> None:
         super().__init__(detail, reason=reason, provider_code=provider_code)
         self.retry_after = retry_after
+        # What to send on the retry when it differs from the original (push: only the tokens that failed).
+        self.retry_with = retry_with

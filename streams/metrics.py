@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 # Notification latencies run from milliseconds (in-app) to minutes (a provider backing off).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -51,6 +51,21 @@ class WorkerMetrics:
             ["channel", "reason"],
             registry=registry,
         )
+        self.addresses_removed = Counter(
+            "herald_addresses_removed_total",
+            "Push tokens and phone numbers removed from profiles after a provider reported them gone",
+            ["channel"],
+            registry=registry,
+        )
+        self.rules_offset = Gauge(
+            "herald_rules_offset",
+            "Offset on the rules topic of the ruleset in force (-1: the rules file)",
+            registry=registry,
+        )
+        self.rules_offset.set(-1)
+        self.rules_rejected = Counter(
+            "herald_rules_rejected_total", "Published rulesets refused by this worker", registry=registry
+        )
         self.dead_letters = Counter(
             "herald_dead_letters_total",
             "Records written to the dead-letter topic, by stage and reason",
@@ -71,3 +86,9 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def rules_changed(self, offset: int | None, accepted: bool) -> None:
+        if accepted:
+            self.rules_offset.set(-1 if offset is None else offset)
+        else:
+            self.rules_rejected.inc()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import uvicorn
@@ -15,24 +15,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+Check = Callable[[], tuple[bool, str]]
 
-def readiness(app: Any) -> tuple[bool, str]:
-    """Ready means: partitions assigned, no rebalance under way, tables recovered."""
+
+def readiness(app: Any, extra_checks: Sequence[Check] = ()) -> tuple[bool, str]:
+    """Ready means: partitions assigned, no rebalance under way, tables recovered, feeds caught up."""
     if app.rebalancing:
         return False, "rebalancing"
     if not app.consumer.assignment():
         return False, "no partitions assigned yet"
     if not app.tables.recovery.completed.is_set():
         return False, "tables recovering"
+    for check in extra_checks:
+        ready, why = check()
+        if not ready:
+            return False, why
     return True, "ready"
 
 
-def create_ops_app(faust_app: Any, registry: CollectorRegistry) -> Starlette:
+def create_ops_app(
+    faust_app: Any, registry: CollectorRegistry, extra_checks: Sequence[Check] = ()
+) -> Starlette:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> Response:
-        ready, why = readiness(faust_app)
+        ready, why = readiness(faust_app, extra_checks)
         return JSONResponse({"ready": ready, "reason": why}, status_code=200 if ready else 503)
 
     async def metrics(_: Request) -> Response:
@@ -54,11 +62,18 @@ class OpsServer(Service):
     """Started with the app (before table recovery), so /healthz answers while the worker is joining."""
 
     def __init__(
-        self, faust_app: Any, registry: CollectorRegistry, host: str, port: int, **kwargs: Any
+        self,
+        faust_app: Any,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        *,
+        extra_checks: Sequence[Check] = (),
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         config = uvicorn.Config(
-            create_ops_app(faust_app, registry),
+            create_ops_app(faust_app, registry, extra_checks),
             host=host,
             port=port,
             log_level="warning",

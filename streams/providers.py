@@ -1,40 +1,96 @@
-"""Building each channel's providers from the settings, in failover order. A provider whose settings are
-incomplete is refused here, at start-up, with the missing setting named."""
+"""Building each channel's providers from the settings, in the configured failover order. Only providers
+with settings take part; incomplete settings were already refused by `Settings`."""
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+from adapters.email.sendgrid import SendGridEmailSender
 from adapters.email.smtp import SmtpEmailSender
-from schemas.notifications import EmailNotification, PushNotification, SmsNotification
-from streams.circuit import CircuitBreaker
-from streams.failover import Provider, ProviderChain
-from streams.settings import Settings
+from adapters.push import PushSender
+from adapters.push.fcm import FcmPushSender
+from adapters.sms.sns import SnsSmsSender
+from adapters.sms.twilio import TwilioSmsSender
+from schemas.notifications import EmailNotification, SmsNotification
+from streams.failover import Provider
+from streams.settings import ConfigurationError, Settings
 
 
 @dataclass
 class Providers:
     email: list[Provider[EmailNotification]] = field(default_factory=list)
     sms: list[Provider[SmsNotification]] = field(default_factory=list)
-    push: list[Provider[PushNotification]] = field(default_factory=list)
+    push: list[PushSender] = field(default_factory=list)
 
-    def chains(
-        self, settings: Settings
-    ) -> tuple[
-        ProviderChain[EmailNotification], ProviderChain[SmsNotification], ProviderChain[PushNotification]
-    ]:
-        def breaker() -> CircuitBreaker:
-            return CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_cooldown_seconds)
 
-        return (
-            ProviderChain(self.email, breaker_factory=breaker),
-            ProviderChain(self.sms, breaker_factory=breaker),
-            ProviderChain(self.push, breaker_factory=breaker),
-        )
+def _secret(value: Any) -> str:
+    return str(value.get_secret_value())
 
 
 def build_providers(settings: Settings) -> Providers:
+    # One pool for every synchronous SDK: its size bounds the provider calls in flight at once.
+    threads = ThreadPoolExecutor(max_workers=settings.provider_threads, thread_name_prefix="herald-provider")
     providers = Providers()
-    if settings.smtp_host is not None:
-        providers.email.append(SmtpEmailSender.from_settings(settings))
+    for name in settings.provider_order("email"):
+        if name == "smtp" and settings.smtp_host is not None:
+            providers.email.append(SmtpEmailSender.from_settings(settings))
+        elif name == "sendgrid" and settings.sendgrid_api_key is not None:
+            providers.email.append(
+                SendGridEmailSender(
+                    _secret(settings.sendgrid_api_key),
+                    sender=settings.email_from,
+                    base_url=settings.sendgrid_base_url,
+                    timeout=settings.sendgrid_timeout_seconds,
+                    executor=threads,
+                )
+            )
+    for name in settings.provider_order("sms"):
+        if name == "twilio" and settings.twilio_account_sid is not None:
+            assert settings.twilio_auth_token is not None and settings.twilio_from is not None
+            providers.sms.append(
+                TwilioSmsSender(
+                    settings.twilio_account_sid,
+                    _secret(settings.twilio_auth_token),
+                    sender=settings.twilio_from,
+                    base_url=settings.twilio_base_url,
+                    timeout=settings.twilio_timeout_seconds,
+                    executor=threads,
+                )
+            )
+        elif name == "sns" and settings.sns_region is not None:
+            providers.sms.append(
+                SnsSmsSender(
+                    region=settings.sns_region,
+                    endpoint_url=settings.sns_endpoint_url,
+                    access_key_id=settings.sns_access_key_id,
+                    secret_access_key=_secret(settings.sns_secret_access_key)
+                    if settings.sns_secret_access_key
+                    else None,
+                    sender_id=settings.sns_sender_id,
+                    sms_type=settings.sns_sms_type,
+                    timeout=settings.sns_timeout_seconds,
+                    executor=threads,
+                )
+            )
+    for name in settings.provider_order("push"):
+        if name == "fcm" and settings.fcm_service_account_file is not None:
+            try:
+                account = json.loads(settings.fcm_service_account_file.read_text(encoding="utf-8"))
+                providers.push.append(
+                    FcmPushSender(
+                        account,
+                        base_url=settings.fcm_base_url,
+                        project_id=settings.fcm_project_id,
+                        timeout=settings.fcm_timeout_seconds,
+                        executor=threads,
+                        max_tokens_per_call=settings.fcm_max_tokens_per_call,
+                    )
+                )
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigurationError(
+                    f"HERALD_FCM_SERVICE_ACCOUNT_FILE: not a usable service-account key: {type(exc).__name__}"
+                ) from None
     return providers

@@ -50,6 +50,14 @@ async def provision_topics(settings: Settings) -> None:
         settings.replication_factor,
         compacted={settings.topic_users},
     )
+    # One partition: the rules are one document, and every worker reads all of it.
+    await ensure_topics(
+        settings.bootstrap_servers,
+        [settings.topic_rules],
+        1,
+        settings.replication_factor,
+        compacted={settings.topic_rules},
+    )
     copartitioned = [settings.topic_users, settings.topic_routed]
     counts = await partition_counts(settings.bootstrap_servers, copartitioned)
     wrong = {name: n for name, n in counts.items() if n != settings.partitions}

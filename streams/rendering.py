@@ -5,7 +5,7 @@ Layout: `<templates_dir>/<template>/<channel>/<part>[.<locale>].j2`, e.g. `order
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from schemas.channels import Channel
+from schemas.rules import Rule
 from streams.errors import TemplateFailure
 
 # Which parts each channel's template set holds; the optional ones may be absent.
@@ -105,3 +106,15 @@ class TemplateStore:
             except jinja2.TemplateError as exc:
                 raise TemplateFailure(f"{name}: {exc}") from exc
         return RenderedParts(rendered)
+
+
+def check_templates(rules: Iterable[Rule], templates: TemplateStore) -> None:
+    """Every template a rule names exists for each of its channels; raises ValueError naming the first gap."""
+    for rule in rules:
+        for channel, route in rule.channels.items():
+            missing = templates.missing_parts(route.template, channel)
+            if missing:
+                files = ", ".join(f"{route.template}/{channel.value}/{part}.j2" for part in missing)
+                raise ValueError(
+                    f"rule {rule.match!r} needs template {route.template!r}, but there is no {files}"
+                )

@@ -40,7 +40,7 @@ def register_router(ctx: WorkerContext) -> None:
             try:
                 domain_event = parse_event(message.value)
                 # Checked before fan-out so an unroutable event is one DLQ record, not one per recipient.
-                ctx.rules.match(domain_event.type)
+                ctx.rules.book.match(domain_event.type, domain_event.data)
                 for recipient in dict.fromkeys(domain_event.recipients):
                     await ctx.send(
                         ctx.topics.routed, recipient, RecipientEvent(event=domain_event, recipient=recipient)
@@ -76,7 +76,7 @@ async def _route_one(ctx: WorkerContext, raw: bytes) -> list[Failed]:
     if stored is None:
         raise UnknownUser(f"no profile for recipient {recipient!r}")
     profile = UserProfile.model_validate(stored, strict=False)
-    rule = ctx.rules.match(domain_event.type)
+    rule = ctx.rules.book.match(domain_event.type, domain_event.data)
     plan = plan_notifications(domain_event, profile, rule, ctx.templates, ctx.clock())
     for notification in plan.notifications:
         await ctx.send(ctx.channel_topic(notification.channel), recipient, notification)

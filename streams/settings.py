@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     # --- topics -------------------------------------------------------------------------------------------
     topic_events: str = "herald.events"
     topic_users: str = "herald.users"
+    topic_rules: str = "herald.rules"
     topic_routed: str = "herald.routed"
     topic_inapp: str = "herald.deliver.inapp"
     topic_email: str = "herald.deliver.email"
@@ -75,6 +76,33 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     email_from: str = "Herald <herald@localhost>"
 
+    # --- providers ----------------------------------------------------------------------------------------
+    # Failover order per channel; only configured providers take part.
+    email_providers: str = "sendgrid,smtp"
+    sms_providers: str = "twilio,sns"
+    push_providers: str = "fcm"
+    provider_threads: int = Field(default=16, ge=1, le=512)
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    sendgrid_timeout_seconds: float = Field(default=10.0, gt=0)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_timeout_seconds: float = Field(default=10.0, gt=0)
+    sns_region: str | None = None
+    sns_endpoint_url: str | None = None
+    sns_access_key_id: str | None = None
+    sns_secret_access_key: SecretStr | None = None
+    sns_sender_id: str | None = None
+    sns_sms_type: Literal["Transactional", "Promotional"] = "Transactional"
+    sns_timeout_seconds: float = Field(default=10.0, gt=0)
+    fcm_service_account_file: Path | None = None
+    fcm_project_id: str | None = None
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_timeout_seconds: float = Field(default=10.0, gt=0)
+    fcm_max_tokens_per_call: int = Field(default=100, ge=1, le=500)
+
     # --- delivery -----------------------------------------------------------------------------------------
     delivery_concurrency: int = Field(default=32, ge=1, le=1024)
     delivery_batch_size: int = Field(default=256, ge=1, le=10000)
@@ -93,6 +121,21 @@ class Settings(BaseSettings):
     gateway_port: Port = 8080
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_public_key_algorithm: str = Field(default="RS256", pattern=r"^(RS|PS|ES)(256|384|512)$")
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: float = Field(default=0.0, ge=0, le=300)
+    gateway_allowed_origins: str = ""
+    gateway_max_connections_per_user: int = Field(default=10, ge=1, le=1000)
+    gateway_send_queue_size: int = Field(default=256, ge=1, le=100_000)
+    gateway_max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    gateway_ping_interval_seconds: float = Field(default=20.0, gt=0)
+    gateway_ping_timeout_seconds: float = Field(default=20.0, gt=0)
+    gateway_idle_timeout_seconds: float = Field(default=0.0, ge=0)
+    inbox_topic: str = "herald.inbox"
+    inbox_size: int = Field(default=100, ge=1, le=10_000)
 
     # --- worker ops endpoint (metrics, health) ------------------------------------------------------------
     worker_host: str = "127.0.0.1"
@@ -114,10 +157,39 @@ class Settings(BaseSettings):
             raise ValueError("only HS256, HS384 and HS512 are supported in this version")
         return value
 
+    @field_validator("email_providers", "sms_providers", "push_providers")
+    @classmethod
+    def _known_providers(cls, value: str, info: ValidationInfo) -> str:
+        known = {
+            "email_providers": {"sendgrid", "smtp"},
+            "sms_providers": {"twilio", "sns"},
+            "push_providers": {"fcm"},
+        }
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in known[str(info.field_name)]]
+        if unknown:
+            choices = ", ".join(sorted(known[str(info.field_name)]))
+            raise ValueError(f"unknown provider(s) {', '.join(unknown)}; known: {choices}")
+        return ",".join(names)
+
     @model_validator(mode="after")
     def _smtp_credentials_paired(self) -> Settings:
         if (self.smtp_username is None) != (self.smtp_password is None):
             raise ValueError("HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD must be set together")
+        twilio = {
+            "HERALD_TWILIO_ACCOUNT_SID": self.twilio_account_sid,
+            "HERALD_TWILIO_AUTH_TOKEN": self.twilio_auth_token,
+            "HERALD_TWILIO_FROM": self.twilio_from,
+        }
+        if any(v is not None for v in twilio.values()) and not all(v is not None for v in twilio.values()):
+            missing = ", ".join(name for name, v in twilio.items() if v is None)
+            raise ValueError(f"Twilio is partly configured: set {missing} too")
+        if (self.sns_access_key_id is None) != (self.sns_secret_access_key is None):
+            raise ValueError("HERALD_SNS_ACCESS_KEY_ID and HERALD_SNS_SECRET_ACCESS_KEY must be set together")
+        if self.fcm_service_account_file is not None and not self.fcm_service_account_file.is_file():
+            raise ValueError(
+                f"HERALD_FCM_SERVICE_ACCOUNT_FILE: {self.fcm_service_account_file} is not a file"
+            )
         if self.heartbeat_interval_seconds >= self.session_timeout_seconds:
             raise ValueError("HERALD_HEARTBEAT_INTERVAL_SECONDS must be below HERALD_SESSION_TIMEOUT_SECONDS")
         return self
@@ -134,6 +206,10 @@ class Settings(BaseSettings):
         """`host:port` list for plain Kafka clients (aiokafka), from the same URL Faust uses."""
         hosts = self.broker_url.removeprefix("kafka://")
         return [h.strip() for h in hosts.replace(";", ",").split(",") if h.strip()]
+
+    def provider_order(self, channel: str) -> list[str]:
+        value: str = getattr(self, f"{channel}_providers")
+        return [name for name in value.split(",") if name]
 
     @property
     def delivery_topics(self) -> dict[str, str]:

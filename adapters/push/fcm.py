@@ -68,6 +68,9 @@ class FcmPushSender:
         # firebase-admin has no public setting for the endpoint or its retries; the messaging service holds
         # both (FIELD-NOTES: the send URL is formed from FCM_URL and the project id).
         service: Any = messaging._get_messaging_service(self._app)
+        if not hasattr(service, "_fcm_url") or not hasattr(service, "_client"):
+            # Fail at start-up, not by pushing to Google from a test or staging set-up.
+            raise RuntimeError("this firebase-admin version no longer exposes the FCM send URL; pin <8")
         root = base_url.rstrip("/")
         service._fcm_url = f"{root}/v1/projects/{project}/messages:send"
         # The SDK mounts adapters that retry POSTs on 500/503 and on read errors, so one send could reach

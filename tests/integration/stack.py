@@ -47,6 +47,7 @@ class Stack:
                 "HERALD_TEMPLATES_DIR": str(ROOT / "examples" / "templates"),
                 "HERALD_TOPIC_EVENTS": self.topic("events"),
                 "HERALD_TOPIC_USERS": self.topic("users"),
+                "HERALD_TOPIC_RULES": self.topic("rules"),
                 "HERALD_TOPIC_ROUTED": self.topic("routed"),
                 "HERALD_TOPIC_INAPP": self.topic("deliver.inapp"),
                 "HERALD_TOPIC_EMAIL": self.topic("deliver.email"),
@@ -137,3 +138,14 @@ async def read_topic(bootstrap: list[str], topic: str, *, until: int, timeout: f
     finally:
         await consumer.stop()
     return records
+
+
+async def wait_for_metric(stack: Stack, sample: str, at_least: float, timeout: float = 30.0) -> None:
+    url = f"http://127.0.0.1:{stack.env['HERALD_WORKER_PORT']}/metrics"
+    async with httpx.AsyncClient() as client:
+        for _ in range(int(timeout / 0.2)):
+            for line in (await client.get(url)).text.splitlines():
+                if line.startswith(sample + " ") and float(line.split()[-1]) >= at_least:
+                    return
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{sample} did not reach {at_least}")

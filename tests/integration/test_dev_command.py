@@ -141,7 +141,9 @@ def test_dev_serves_the_example_event_then_stops_cleanly(
 
     broker_port = dev_env["HERALD_EMBEDDED_BROKER_PORT"]
     assert pids_of(f"tcp://127.0.0.1:{broker_port}"), "the embedded broker should be running"
-    assert len(children_of(dev_env["HERALD_DATA_DIR"]) - {process.pid}) == 2, "the worker and gateway should run"
+    assert len(children_of(dev_env["HERALD_DATA_DIR"]) - {process.pid}) == 2, (
+        "the worker and gateway should run"
+    )
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     deadline = time.monotonic() + 10

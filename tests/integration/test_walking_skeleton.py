@@ -16,7 +16,7 @@ from adapters.email.sink import SmtpSink
 from gateway.auth import issue_token
 from schemas.deadletter import DeadLetter
 from schemas.status import DeliveryStatus
-from tests.integration.stack import Stack, produce, read_topic, wait_ready
+from tests.integration.stack import Stack, produce, read_topic, wait_for_metric, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -67,17 +67,6 @@ def running(stack_factory: Any, smtp_server: SmtpSink) -> Stack:
     # Events for a user must not overtake the user's profile: wait until the directory holds both.
     asyncio.run(wait_for_metric(stack, "herald_profiles_applied_total", 2))
     return stack
-
-
-async def wait_for_metric(stack: Stack, sample: str, at_least: float, timeout: float = 30.0) -> None:
-    url = f"http://127.0.0.1:{stack.env['HERALD_WORKER_PORT']}/metrics"
-    async with httpx.AsyncClient() as client:
-        for _ in range(int(timeout / 0.2)):
-            for line in (await client.get(url)).text.splitlines():
-                if line.startswith(sample + " ") and float(line.split()[-1]) >= at_least:
-                    return
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{sample} did not reach {at_least}")
 
 
 async def connect(stack: Stack, user: str) -> Any:

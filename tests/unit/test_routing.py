@@ -57,3 +57,42 @@ def test_glob_does_not_match_across_case() -> None:
 def test_invalid_rules_name_the_field(document: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
         RuleBook.from_yaml(document)
+
+
+CONDITIONAL = """
+rules:
+  - match: "order.*"
+    channels: {inapp: {template: t}}
+  - match: "order.*"
+    name: big orders
+    when:
+      - {path: data.total, op: gt, value: 100}
+      - {path: country, op: in, value: [FR, DE]}
+    channels: {sms: {template: t}}
+"""
+
+
+def test_conditions_select_the_narrower_rule() -> None:
+    book = RuleBook.from_yaml(CONDITIONAL)
+    assert book.match("order.paid", {"total": 150, "country": "FR"}).name == "big orders"
+    assert book.match("order.paid", {"total": 50, "country": "FR"}).name is None
+    assert book.match("order.paid", {"total": "lots", "country": "FR"}).name is None  # unlike types: false
+    assert book.match("order.paid", {}).name is None
+
+
+def test_errors_give_the_line() -> None:
+    document = "rules:\n  - match: a\n    channels: {inapp: {template: t}}\n  - match: b\n    delay: soon\n    channels: {inapp: {template: t}}\n"
+    with pytest.raises(ValueError, match=r"line 4: rules\.1"):
+        RuleBook.from_yaml(document)
+
+
+def test_fallback_must_name_routed_channels() -> None:
+    with pytest.raises(ValueError, match="fallback"):
+        RuleBook.from_yaml(
+            "rules:\n  - match: a\n    fallback: [sms]\n    channels: {inapp: {template: t}}\n"
+        )
+
+
+def test_ruleset_round_trips_as_json() -> None:
+    book = RuleBook.from_yaml(CONDITIONAL)
+    assert RuleBook.from_json(book.to_ruleset().to_json()) == book

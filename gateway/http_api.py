@@ -1,0 +1,106 @@
+"""The inbox over HTTP with the same bearer token as the socket: list, unread count and every change."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.auth import AuthError, TokenVerifier, bearer_token
+from gateway.inbox_log import InboxUnavailable
+from gateway.inbox_service import MARKS, InboxService
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import Ids, close_for, inbox_body
+from schemas.events import Identifier
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    before: Identifier | None = None
+    archived: bool = False
+
+
+class _Ids(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    ids: Ids
+
+
+def _json(body: dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code, headers, media_type="application/json")
+
+
+class InboxHttp:
+    """`GET /inbox`, `GET /inbox/unread`, `POST /inbox/<command>`."""
+
+    def __init__(self, verifier: TokenVerifier, service: InboxService, metrics: GatewayMetrics) -> None:
+        self._verifier = verifier
+        self._service = service
+        self._metrics = metrics
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/inbox", self._list, methods=["GET"]),
+            Route("/inbox/unread", self._unread, methods=["GET"]),
+            Route("/inbox/{action}", self._change, methods=["POST"]),
+        ]
+
+    def _user(self, request: Request) -> str | Response:
+        # Header only: a token in a URL ends up in proxies' and browsers' histories.
+        try:
+            return self._verifier.verify(bearer_token(request.headers.get("authorization"), None)).user_id
+        except AuthError as exc:
+            self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
+            reason = close_for(exc.reason)[1]
+            return _json({"error": reason}, 401, {"WWW-Authenticate": f'Bearer error="{reason}"'})
+
+    def _unready(self) -> Response | None:
+        return None if self._service.ready else _json({"error": "not_ready"}, 503, {"Retry-After": "2"})
+
+    async def _list(self, request: Request) -> Response:
+        user = self._user(request)
+        if isinstance(user, Response):
+            return user
+        if (unready := self._unready()) is not None:
+            return unready
+        try:
+            query = _Query.model_validate(dict(request.query_params))
+        except ValidationError as exc:
+            return _json({"error": "invalid_request", "fields": _fields(exc)}, 400)
+        page = self._service.page(user, limit=query.limit, before=query.before, archived=query.archived)
+        return _json(inbox_body(page, unread=self._service.unread(user)))
+
+    async def _unread(self, request: Request) -> Response:
+        user = self._user(request)
+        if isinstance(user, Response):
+            return user
+        return self._unready() or _json({"unread": self._service.unread(user)})
+
+    async def _change(self, request: Request) -> Response:
+        user = self._user(request)
+        if isinstance(user, Response):
+            return user
+        if (unready := self._unready()) is not None:
+            return unready
+        action = request.path_params["action"]
+        if action != "mark_all_read" and action not in MARKS:
+            return _json({"error": "unknown_action"}, 404)
+        try:
+            if action == "mark_all_read":
+                unread = await self._service.mark_all_read(user)
+            else:
+                body = _Ids.model_validate_json(await request.body())
+                unread = await self._service.mark(user, action, body.ids)
+        except ValidationError as exc:
+            return _json({"error": "invalid_request", "fields": _fields(exc)}, 400)
+        except InboxUnavailable:
+            return _json({"error": "unavailable"}, 503, {"Retry-After": "5"})
+        return _json({"unread": unread})
+
+
+def _fields(exc: ValidationError) -> list[str]:
+    return sorted({".".join(str(p) for p in e["loc"]) or "(body)" for e in exc.errors()})

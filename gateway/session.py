@@ -1,0 +1,184 @@
+"""One client socket from handshake to close: admission, recovery, then commands until it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from starlette.websockets import WebSocket
+
+from gateway.auth import AuthError, AuthReason, Identity, TokenVerifier, bearer_token
+from gateway.connections import Connection, ConnectionRegistry, Draining, TooManyConnections
+from gateway.inbox_log import InboxUnavailable
+from gateway.inbox_service import InboxService
+from gateway.metrics import GatewayMetrics
+from gateway.origins import OriginPolicy
+from gateway.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_IDLE_TIMEOUT,
+    CLOSE_SLOW_CLIENT,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    NOT_READY_REASON,
+    Command,
+    ErrorCode,
+    ListInbox,
+    Mark,
+    MarkAllRead,
+    Ping,
+    ProtocolError,
+    Refresh,
+    ack_frame,
+    close_for,
+    error_frame,
+    inbox_frame,
+    notification_frame,
+    parse,
+    pong_frame,
+    refreshed_frame,
+    welcome_frame,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    idle_timeout_seconds: float  # 0: no idle timeout
+
+
+class Sessions:
+    """The `/ws` endpoint: translates between the socket and the inbox service, nothing more."""
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        origins: OriginPolicy,
+        service: InboxService,
+        connections: ConnectionRegistry,
+        metrics: GatewayMetrics,
+        policy: SessionPolicy,
+    ) -> None:
+        self._verifier = verifier
+        self._origins = origins
+        self._service = service
+        self._connections = connections
+        self._metrics = metrics
+        self._policy = policy
+
+    async def __call__(self, websocket: WebSocket) -> None:
+        try:
+            identity = self._authenticate(websocket)
+        except AuthError as exc:
+            self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
+            # Accepted first so the client receives the code and reason; a refused handshake carries neither.
+            await websocket.accept()
+            await websocket.close(*close_for(exc.reason))
+            return
+        await websocket.accept()
+        refusal = self._refusal(identity.user_id)
+        if refusal is not None:
+            code, reason = refusal
+            self._metrics.connections_refused.labels(reason=reason).inc()
+            await websocket.close(code, reason)
+            return
+        user_id = identity.user_id
+        # From here to registration nothing awaits, so no live notification can slip between the
+        # recovered ones and the live ones, nor arrive twice.
+        first = self._first_frames(user_id, identity, websocket.query_params.get("since"))
+        async with self._connections.connect(
+            user_id, websocket, expires_at=identity.expires_at, first_frames=first
+        ) as connection:
+            reader = asyncio.create_task(self._read(websocket, connection, identity), name="gateway-reader")
+            try:
+                await connection.ended.wait()
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    def _authenticate(self, websocket: WebSocket) -> Identity:
+        if not self._origins.allows(websocket.headers.get("origin"), websocket.headers.get("host")):
+            raise AuthError(AuthReason.ORIGIN_NOT_ALLOWED)
+        token = bearer_token(websocket.headers.get("authorization"), websocket.query_params.get("token"))
+        return self._verifier.verify(token)
+
+    def _refusal(self, user_id: str) -> tuple[int, str] | None:
+        if not self._service.ready:
+            return CLOSE_SLOW_CLIENT, NOT_READY_REASON
+        try:
+            self._connections.admit(user_id)
+        except TooManyConnections:
+            return CLOSE_TOO_MANY_CONNECTIONS, "too_many_connections"
+        except Draining:
+            return CLOSE_GOING_AWAY, "draining"
+        return None
+
+    def _first_frames(self, user_id: str, identity: Identity, since: str | None) -> list[bytes]:
+        unread = self._service.unread(user_id)
+        if since is None:
+            return [welcome_frame(user_id, unread=unread, expires_at=identity.expires_at)]
+        missed = self._service.recover(user_id, since)
+        if missed is None:
+            return [welcome_frame(user_id, unread=unread, expires_at=identity.expires_at, recovered=False)]
+        welcome = welcome_frame(
+            user_id, unread=unread, expires_at=identity.expires_at, recovered=True, missed=len(missed)
+        )
+        # Recovered frames carry today's unread count: the badge is right as soon as the first one shows.
+        return [welcome, *(notification_frame(entry, unread=unread) for entry in missed)]
+
+    async def _read(self, websocket: WebSocket, connection: Connection, identity: Identity) -> None:
+        idle = self._policy.idle_timeout_seconds
+        while True:
+            try:
+                async with asyncio.timeout(idle if idle > 0 else None):
+                    message = await websocket.receive()
+            except TimeoutError:
+                self._metrics.connections_closed.labels(reason="idle_timeout").inc()
+                connection.close(CLOSE_IDLE_TIMEOUT, "idle_timeout")
+                return
+            if message["type"] == "websocket.disconnect":
+                # The client left (or answered the server's close): the session is over.
+                connection.ended.set()
+                return
+            connection.reply(await self._answer(connection, identity, message.get("text")))
+
+    async def _answer(self, connection: Connection, identity: Identity, text: str | None) -> bytes:
+        try:
+            return await self._execute(connection, identity, parse(text))
+        except ProtocolError as error:
+            return error_frame(error)
+
+    async def _execute(self, connection: Connection, identity: Identity, command: Command) -> bytes:
+        user_id = identity.user_id
+        if isinstance(command, Ping):
+            return pong_frame(command.id)
+        if isinstance(command, ListInbox):
+            page = self._service.page(
+                user_id, limit=command.limit, before=command.before, archived=command.archived
+            )
+            return inbox_frame(page, unread=self._service.unread(user_id), request_id=command.id)
+        if isinstance(command, Refresh):
+            return self._refresh(connection, user_id, command)
+        try:
+            if isinstance(command, Mark):
+                unread = await self._service.mark(user_id, command.type, command.ids)
+            else:
+                assert isinstance(command, MarkAllRead)
+                unread = await self._service.mark_all_read(user_id)
+        except InboxUnavailable as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc), command.id) from None
+        return ack_frame(unread=unread, request_id=command.id)
+
+    def _refresh(self, connection: Connection, user_id: str, command: Refresh) -> bytes:
+        try:
+            renewed = self._verifier.verify(command.token)
+        except AuthError as exc:
+            self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
+            raise ProtocolError(ErrorCode.INVALID_TOKEN, close_for(exc.reason)[1], command.id) from None
+        if renewed.user_id != user_id:
+            self._metrics.auth_failures.labels(reason=AuthReason.INVALID_CLAIMS.value).inc()
+            raise ProtocolError(ErrorCode.INVALID_TOKEN, "the token is for another user", command.id)
+        connection.expire_at(renewed.expires_at)
+        return refreshed_frame(expires_at=renewed.expires_at, request_id=command.id)

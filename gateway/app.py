@@ -104,7 +104,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            WebSocketRoute("/ws", sessions),
+            WebSocketRoute("/ws", sessions.endpoint),
             *InboxHttp(verifier, service, metrics).routes(),
             Route("/demo", demo),
             Route("/healthz", healthz),

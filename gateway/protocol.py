@@ -158,6 +158,7 @@ def welcome_frame(
     fields: dict[str, Any] = {"user_id": user_id, "unread": unread, "expires_at": int(expires_at)}
     if recovered is not None:
         fields["recovered"] = recovered
+    if recovered:
         fields["missed"] = missed
     return _frame("welcome", **fields)
 

@@ -67,7 +67,7 @@ class Sessions:
         self._metrics = metrics
         self._policy = policy
 
-    async def __call__(self, websocket: WebSocket) -> None:
+    async def endpoint(self, websocket: WebSocket) -> None:
         try:
             identity = self._authenticate(websocket)
         except AuthError as exc:

@@ -3,16 +3,50 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, StringConstraints
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, Field, StringConstraints
 
 from schemas.base import WireModel
 from schemas.events import UserId
 
-Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
-# E.164: a plus, a country code that does not start with 0, at most 15 digits in all.
-Phone = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
+
+def _email(value: str) -> str:
+    try:
+        # Syntax only: a deliverability check would make validation depend on DNS.
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+
+
+def _phone(value: str) -> str:
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("not a phone number in E.164 form (+<country code><number>)") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number for its country")
+    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if formatted != value:
+        raise ValueError(f"must be written in E.164 form: {formatted}")
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA timezone name (e.g. Europe/Paris)") from None
+    return value
+
+
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email)]
+Phone = Annotated[str, StringConstraints(max_length=20), AfterValidator(_phone)]
+Timezone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
+Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")]
 DeviceToken = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\s]+$")]
 
 
@@ -23,7 +57,7 @@ class Platform(StrEnum):
 
 
 class TokenKind(StrEnum):
-    FCM_TOKEN = "fcm_token"  # an FCM registration token
+    FCM_TOKEN = "fcm_token"  # noqa: S105 — a kind of token, not a secret: an FCM registration token
     FCM_FID = "fcm_fid"  # a Firebase installation id
     APNS = "apns"  # an APNs device token, for direct APNs
 
@@ -41,7 +75,38 @@ class UserProfile(WireModel):
     email: Email | None = None
     phone: Phone | None = None
     devices: Annotated[list[Device], Field(max_length=50)] = Field(default_factory=list)
-    locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")] = "en"
-    timezone: str = "UTC"
+    locale: Locale = "en"
+    timezone: Timezone = "UTC"
     inapp_enabled: bool = True
     display_name: Annotated[str, Field(max_length=200)] | None = None
+
+
+class ProfileUpdate(WireModel):
+    """What `herald.users` carries: a profile, whole or in part. Fields left out keep their stored value; a
+    field sent as null is cleared. A user not known yet gets the defaults for what is left out."""
+
+    user_id: UserId
+    email: Email | None = None
+    phone: Phone | None = None
+    devices: Annotated[list[Device], Field(max_length=50)] | None = None
+    locale: Locale | None = None
+    timezone: Timezone | None = None
+    inapp_enabled: bool | None = None
+    display_name: Annotated[str, Field(max_length=200)] | None = None
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def to_json(self) -> bytes:
+        # Unlike other records, nulls are meaningful here (they clear a field): keep what was set, as set.
+        return self.model_dump_json(exclude_unset=True).encode()
+
+    def apply_to(self, current: UserProfile | None) -> UserProfile:
+        """Merge onto the stored profile; clearing a defaulted field restores its default."""
+        base = current.model_dump(mode="json") if current is not None else {"user_id": self.user_id}
+        merged = {**base, **self.changes()}
+        for name, value in list(merged.items()):
+            if value is None and UserProfile.model_fields[name].is_required() is False:
+                default = UserProfile.model_fields[name].get_default(call_default_factory=True)
+                merged[name] = default
+        return UserProfile.model_validate(merged, strict=False)

@@ -36,7 +36,7 @@ class WorkerContext:
     rules: RuleSource
     templates: TemplateStore
     users: Any  # faust Table: user id -> profile dict
-    delivered: Any  # faust Table: notification id -> when it was delivered (epoch seconds)
+    delivered: Any  # faust Table: recipient -> {notification id: when delivered (epoch seconds)}
     clock: Callable[[], datetime] = utc_now
 
     def topic(self, name: str) -> Any:

@@ -22,6 +22,7 @@ from schemas.channels import Channel
 from schemas.notifications import NotificationBase
 from schemas.status import DeliveryStatus, Outcome
 from streams.context import WorkerContext
+from streams.dedup import already_delivered, remember
 from streams.errors import DeliveryError, InvalidEvent, PermanentDeliveryError, RetriableDeliveryError
 from streams.failover import Attempt, Sent
 from streams.naming import retry_topic_name
@@ -115,7 +116,13 @@ class ChannelDelivery:
 
     async def deliver(self, notification: NotificationBase, message: Any) -> None:
         ctx = self.ctx
-        if ctx.delivered.get(notification.notification_id) is not None:
+        retention = ctx.settings.dedup_retention_seconds
+        if already_delivered(
+            ctx.delivered.get(notification.recipient),
+            notification.notification_id,
+            ctx.clock().timestamp(),
+            retention,
+        ):
             await self._status(notification, "-", Outcome.SKIPPED, reason="duplicate")
             ctx.metrics.notifications_skipped.labels(channel=self.channel.value, reason="duplicate").inc()
             return
@@ -148,7 +155,13 @@ class ChannelDelivery:
                 await self.on_refused(notification, exc)
             await self._dead_letter(notification, message, exc)
             return
-        ctx.delivered[notification.notification_id] = ctx.clock().timestamp()
+        ctx.delivered[notification.recipient] = remember(
+            ctx.delivered.get(notification.recipient),
+            notification.notification_id,
+            ctx.clock().timestamp(),
+            retention,
+            ctx.settings.dedup_max_per_recipient,
+        )
         ctx.metrics.end_to_end_latency.labels(channel=self.channel.value).observe(
             max(0.0, (ctx.clock() - notification.occurred_at).total_seconds())
         )

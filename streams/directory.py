@@ -3,27 +3,39 @@ routed events, so each worker holds exactly the profiles of the recipients it ro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
-from schemas.users import UserProfile
+from schemas.users import ProfileUpdate, UserProfile
 from streams.context import WorkerContext
 from streams.errors import InvalidProfile
 
+log = logging.getLogger("herald.directory")
 
-def parse_profile(key: bytes | None, raw: bytes) -> UserProfile:
+_partitioner = DefaultPartitioner()
+
+
+def parse_update(key: bytes | None, raw: bytes) -> ProfileUpdate:
     try:
-        profile = UserProfile.model_validate_json(raw)
+        update = ProfileUpdate.model_validate_json(raw)
     except ValidationError as exc:
         raise InvalidProfile(describe_validation_error(exc)) from None
-    if key is not None and key.decode(errors="replace") != profile.user_id:
+    if key is not None and key.decode(errors="replace") != update.user_id:
         raise InvalidProfile(
             "message key must be the profile's user_id, so the profile meets its user's events"
         )
-    return profile
+    return update
+
+
+def home_partition(user_id: str, partitions: int) -> int:
+    """Where Kafka's default (murmur2) partitioner puts this user: where Herald keys the user's events."""
+    every = list(range(partitions))
+    return int(_partitioner(user_id.encode(), every, every))
 
 
 def register_directory(ctx: WorkerContext) -> None:
@@ -32,13 +44,32 @@ def register_directory(ctx: WorkerContext) -> None:
         async for event in stream.events():
             message = event.message
             try:
-                if message.value is None:  # a tombstone: the user is deleted
-                    if message.key is not None:
-                        ctx.users.pop(message.key.decode(), None)
-                else:
-                    profile = parse_profile(message.key, message.value)
-                    ctx.users[profile.user_id] = profile.model_dump(mode="json", exclude_none=True)
-                ctx.metrics.profiles_applied.inc()
+                await apply_message(ctx, message)
             except Exception as exc:
                 await ctx.to_dead_letters(message, exc, stage="directory")
             yield None
+
+
+async def apply_message(ctx: WorkerContext, message: Any) -> None:
+    if message.key is None:
+        raise InvalidProfile("a profile message needs the user id as its key")
+    user_id = message.key.decode(errors="replace")
+    home = home_partition(user_id, ctx.settings.partitions)
+    if message.partition != home:
+        # A producer with another partitioner (librdkafka's default is not murmur2) put it on a partition
+        # where this user's events never arrive: move it home instead of applying it here.
+        await ctx.topics.users.send(key=message.key, value=message.value, partition=home)
+        ctx.metrics.profiles_rehomed.inc()
+        return
+    if message.value is None:  # a tombstone: the user is deleted
+        ctx.users.pop(user_id, None)
+    else:
+        update = parse_update(message.key, message.value)
+        stored = ctx.users.get(user_id)
+        current = UserProfile.model_validate(stored, strict=False) if stored is not None else None
+        try:
+            profile = update.apply_to(current)
+        except ValidationError as exc:
+            raise InvalidProfile(describe_validation_error(exc)) from None
+        ctx.users[user_id] = profile.model_dump(mode="json", exclude_none=True)
+    ctx.metrics.profiles_applied.inc()

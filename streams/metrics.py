@@ -66,6 +66,11 @@ class WorkerMetrics:
         self.rules_rejected = Counter(
             "herald_rules_rejected_total", "Published rulesets refused by this worker", registry=registry
         )
+        self.profiles_rehomed = Counter(
+            "herald_profiles_rehomed_total",
+            "Profiles found on a partition other than their user's, forwarded to the right one",
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "herald_dead_letters_total",
             "Records written to the dead-letter topic, by stage and reason",

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
 from schemas.events import DomainEvent
-from schemas.users import UserProfile
+from schemas.users import ProfileUpdate
 
 
 class InvalidInput(ValueError):
@@ -45,11 +45,11 @@ def parse_events(text: str) -> list[DomainEvent]:
     return events
 
 
-def parse_profiles(text: str) -> list[UserProfile]:
+def parse_profiles(text: str) -> list[ProfileUpdate]:
     profiles = []
     for index, document in enumerate(_documents(text)):
         try:
-            profiles.append(UserProfile.model_validate_json(json.dumps(document)))
+            profiles.append(ProfileUpdate.model_validate_json(json.dumps(document)))
         except ValidationError as exc:
             raise InvalidInput(f"profile #{index + 1}: {describe_validation_error(exc)}") from None
     return profiles
@@ -75,6 +75,6 @@ def event_records(events: Iterable[DomainEvent]) -> list[tuple[bytes, bytes]]:
     return [(event.recipients[0].encode(), event.to_json()) for event in events]
 
 
-def profile_records(profiles: Iterable[UserProfile]) -> list[tuple[bytes, bytes]]:
+def profile_records(profiles: Iterable[ProfileUpdate]) -> list[tuple[bytes, bytes]]:
     # The key must be the user id: the directory's table is partitioned by it, like the routed events.
     return [(profile.user_id.encode(), profile.to_json()) for profile in profiles]

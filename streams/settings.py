@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     retry_max_attempts: int = Field(default=5, ge=1, le=100)
     retry_tiers: int = Field(default=3, ge=1, le=10)
+    dedup_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    dedup_max_per_recipient: int = Field(default=1000, ge=1)
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
 

@@ -73,3 +73,48 @@ def test_publish_parsing_reports_the_field() -> None:
 def test_strict_models_refuse_coercion() -> None:
     with pytest.raises(ValidationError):
         DomainEvent.model_validate({**GOOD, "recipients": "alice"})
+
+
+def test_profile_validation_refuses_bad_addresses_with_the_reason() -> None:
+    from schemas.users import ProfileUpdate
+
+    for field, value, reason in [
+        ("email", "alice@", "email"),
+        ("phone", "+3361234", "phone"),
+        ("phone", "0612345678", "E.164"),
+        ("phone", "+33 6 12 34 56 78", "E.164"),
+        ("timezone", "Mars/Olympus", "IANA"),
+    ]:
+        with pytest.raises(InvalidInput, match=reason):
+            parse_profiles(json.dumps({"user_id": "a", field: value}))
+    assert ProfileUpdate.model_validate({"user_id": "a", "phone": "+33612345678"}).phone == "+33612345678"
+
+
+def test_partial_update_merges_and_null_clears() -> None:
+    from schemas.users import ProfileUpdate, UserProfile
+
+    stored = UserProfile.model_validate(
+        {
+            "user_id": "a",
+            "email": "a@example.com",
+            "phone": "+33612345678",
+            "locale": "fr",
+            "timezone": "Europe/Paris",
+        },
+        strict=False,
+    )
+    merged = ProfileUpdate.model_validate_json(b'{"user_id": "a", "locale": "de"}').apply_to(stored)
+    assert (merged.email, merged.phone, merged.locale, merged.timezone) == (
+        "a@example.com",
+        "+33612345678",
+        "de",
+        "Europe/Paris",
+    )
+    cleared = ProfileUpdate.model_validate_json(b'{"user_id": "a", "phone": null, "locale": null}').apply_to(
+        merged
+    )
+    assert cleared.phone is None and cleared.locale == "en" and cleared.email == "a@example.com"
+    fresh = ProfileUpdate.model_validate_json(b'{"user_id": "b", "email": "b@example.com"}').apply_to(None)
+    assert fresh.timezone == "UTC" and fresh.devices == []
+    # A null survives the wire: it is how a field is cleared.
+    assert b'"phone":null' in ProfileUpdate(user_id="a", phone=None).to_json()

@@ -23,6 +23,7 @@ from streams.rendering import TemplateStore, check_templates
 from streams.router import register_router
 from streams.routing import RuleBook
 from streams.rules_feed import RulesFeed, RuleSource
+from streams.scheduler import Scheduler
 from streams.settings import ConfigurationError, Settings, load_settings
 from streams.tables import declare_table
 from streams.topics import declare_topics
@@ -106,6 +107,8 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
         users=declare_table(app, settings, "users"),
         delivered=declare_table(app, settings, "delivered"),
     )
+    ctx.scheduler = Scheduler(ctx, [*ctx.topics.delivery.values(), ctx.topics.routed])
+    ctx.scheduler.register()
     register_directory(ctx)
     register_router(ctx)
     register_channels(ctx, build_providers(settings))

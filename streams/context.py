@@ -38,6 +38,7 @@ class WorkerContext:
     users: Any  # faust Table: user id -> profile dict
     delivered: Any  # faust Table: recipient -> {notification id: when delivered (epoch seconds)}
     clock: Callable[[], datetime] = utc_now
+    scheduler: Any = None  # streams.scheduler.Scheduler, set once the context exists
 
     def topic(self, name: str) -> Any:
         """A topic declared like Herald's others: raw bytes, the configured partitions."""

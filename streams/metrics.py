@@ -28,6 +28,12 @@ class WorkerMetrics:
             ["channel"],
             registry=registry,
         )
+        self.notifications_deferred = Counter(
+            "herald_notifications_deferred_total",
+            "Notifications held back (a rule's delay, quiet hours, throttling), by channel and reason",
+            ["channel", "reason"],
+            registry=registry,
+        )
         self.notifications_skipped = Counter(
             "herald_notifications_skipped_total",
             "Notifications not produced, by channel and reason",
@@ -69,6 +75,18 @@ class WorkerMetrics:
         self.profiles_rehomed = Counter(
             "herald_profiles_rehomed_total",
             "Profiles found on a partition other than their user's, forwarded to the right one",
+            registry=registry,
+        )
+        self.scheduled = Counter(
+            "herald_scheduled_total",
+            "Records put on the scheduler's delay topics, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.released = Counter(
+            "herald_released_total",
+            "Scheduled records released when due, by reason",
+            ["reason"],
             registry=registry,
         )
         self.dead_letters = Counter(

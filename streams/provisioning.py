@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.broker.topics import ensure_topics
 from streams.naming import retry_topic_name
+from streams.scheduler import tier_topic_names
 from streams.settings import ConfigurationError, Settings
 
 
@@ -27,6 +28,7 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_routed,
         *settings.delivery_topics.values(),
         *retry_topic_names(settings),
+        *tier_topic_names(settings.topic_scheduled_prefix),
         settings.topic_status,
         settings.topic_dlq,
     ]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
 from schemas.events import DomainEvent, RecipientEvent
+from schemas.rules import parse_duration
 from schemas.status import DeliveryStatus, Outcome
 from schemas.users import UserProfile
 from streams.context import WorkerContext
@@ -78,8 +80,19 @@ async def _route_one(ctx: WorkerContext, raw: bytes) -> list[Failed]:
     profile = UserProfile.model_validate(stored, strict=False)
     rule = ctx.rules.book.match(domain_event.type, domain_event.data)
     plan = plan_notifications(domain_event, profile, rule, ctx.templates, ctx.clock())
+    delay = parse_duration(rule.delay) if rule.delay else 0
     for notification in plan.notifications:
-        await ctx.send(ctx.channel_topic(notification.channel), recipient, notification)
+        topic = ctx.channel_topic(notification.channel)
+        if delay:
+            due = ctx.clock() + timedelta(seconds=delay)
+            await ctx.scheduler.schedule(
+                due, topic, recipient.encode(), notification.to_json(), reason="delay"
+            )
+            ctx.metrics.notifications_deferred.labels(
+                channel=notification.channel.value, reason="delay"
+            ).inc()
+        else:
+            await ctx.send(topic, recipient, notification)
         ctx.metrics.notifications_routed.labels(channel=notification.channel.value).inc()
     for skipped in plan.skipped:
         ctx.metrics.notifications_skipped.labels(channel=skipped.channel.value, reason=skipped.reason).inc()

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     topic_email: str = "herald.deliver.email"
     topic_push: str = "herald.deliver.push"
     topic_sms: str = "herald.deliver.sms"
+    topic_scheduled_prefix: str = "herald.scheduled"
     topic_status: str = "herald.status"
     topic_dlq: str = "herald.dlq"
 

@@ -54,6 +54,7 @@ class Stack:
                 "HERALD_TOPIC_PUSH": self.topic("deliver.push"),
                 "HERALD_TOPIC_SMS": self.topic("deliver.sms"),
                 "HERALD_TOPIC_STATUS": self.topic("status"),
+                "HERALD_TOPIC_SCHEDULED_PREFIX": self.topic("scheduled"),
                 "HERALD_TOPIC_DLQ": self.topic("dlq"),
                 "PYTHONUNBUFFERED": "1",
             }

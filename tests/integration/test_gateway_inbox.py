@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,7 +236,7 @@ async def test_a_gateway_restart_loses_no_inbox_state(deployment: Deployment) ->
         assert [i["notification"]["title"] for i in archived["items"]] == ["n0"]
 
 
-# --- the demo page in headless Chromium ----------------------------------------------------------------------
+# --- the demo page in headless Chromium ---------------------------------------------------------------------
 class Browser:
     """Headless Chromium driven over the DevTools protocol: one page, and JavaScript evaluated in it."""
 

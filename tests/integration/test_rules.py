@@ -121,3 +121,33 @@ async def test_rule_change_takes_effect_without_restart(worker: Stack, tmp_path:
     )
     titles = await inapp_titles(worker, 2)
     assert sorted(titles) == ["Order inv-2: invoice.paid", "Order ord-1: order.shipped"]
+
+
+DELAYED = """
+rules:
+  - match: reminder.due
+    delay: 3s
+    channels:
+      inapp: {template: order_update}
+"""
+
+
+async def test_delay_holds_the_notification_durably_until_due(worker: Stack, tmp_path: Path) -> None:
+    rules = tmp_path / "delayed.yaml"
+    rules.write_text(DELAYED)
+    assert herald(worker, "rules", "apply", str(rules)).returncode == 0
+    await wait_for_metric(worker, "herald_rules_offset", 1)
+    await produce(worker.bootstrap, worker.topic("events"), [(b"ann", event("rem-1", "reminder.due", 1))])
+    records: list[Any] = []
+    for _ in range(30):
+        records = await read_topic(worker.bootstrap, worker.topic("deliver.inapp"), until=100_000, timeout=1)
+        records = [r for r in records if json.loads(r.value)["event_id"] == "rem-1"]
+        if records:
+            break
+    [record] = records
+    events = await read_topic(worker.bootstrap, worker.topic("events"), until=100_000, timeout=1)
+    [produced] = [e for e in events if b"rem-1" in e.value]
+    # Kafka's own timestamps: the notification reached its delivery topic at least 3 s after the event.
+    assert (record.timestamp - produced.timestamp) / 1000 >= 3.0
+    parked = await read_topic(worker.bootstrap, worker.topic("scheduled") + ".1s", until=100_000, timeout=1)
+    assert parked, "the notification waited on the scheduler's topics, not in memory"

@@ -66,8 +66,12 @@ def plan_notifications(
 ) -> Plan:
     plan = Plan()
     context = template_context(event, profile)
+    chosen = _fallback_choice(rule, profile)
     for channel, route in rule.channels.items():
         nid = notification_id(event.dedup_key, profile.user_id, channel)
+        if chosen is not None and channel is not chosen:
+            plan.skipped.append(Skipped(channel, "fallback_not_needed", nid))
+            continue
         address = _address(channel, profile)
         if address is _NO_ADDRESS:
             plan.skipped.append(Skipped(channel, "no_address", nid))
@@ -111,6 +115,18 @@ def plan_notifications(
             message = SmsNotification(**common, to=address, text=parts["text"])
         plan.notifications.append(message)
     return plan
+
+
+def _fallback_choice(rule: Rule, profile: UserProfile) -> Channel | None:
+    """With a fallback list, the first of its channels the recipient can be reached on (None: route to all
+    of the rule's channels; the last of the list when none can, so the skip records why)."""
+    if not rule.fallback:
+        return None
+    for channel in rule.fallback:
+        address = _address(channel, profile)
+        if address is not _NO_ADDRESS and address is not _DISABLED:
+            return channel
+    return rule.fallback[-1]
 
 
 _NO_ADDRESS = object()

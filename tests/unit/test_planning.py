@@ -81,3 +81,31 @@ def test_notification_ids_are_stable_and_distinct() -> None:
     assert [n.notification_id for n in plan1.notifications] == [
         n.notification_id for n in plan2.notifications
     ]
+
+
+def test_fallback_picks_the_first_reachable_channel() -> None:
+    from schemas.rules import Rule
+    from streams.rendering import TemplateStore as Store
+
+    rule = Rule.model_validate(
+        {
+            "match": "security.login",
+            "fallback": ["push", "sms", "email"],
+            "channels": {c: {"template": "security_login"} for c in ("push", "sms", "email")},
+        },
+        strict=False,
+    )
+    store = Store(EXAMPLES / "templates")
+    ev = event(type="security.login", data={"device": "Firefox", "city": "Lyon"})
+    with_phone = UserProfile.model_validate(
+        {"user_id": "a", "email": "a@example.com", "phone": "+33612345678"}, strict=False
+    )
+    plan = plan_notifications(ev, with_phone, rule, store, NOW)
+    assert [n.channel for n in plan.notifications] == [Channel.SMS]  # no device: push is passed over
+    assert {(s.channel, s.reason) for s in plan.skipped} == {
+        (Channel.PUSH, "fallback_not_needed"),
+        (Channel.EMAIL, "fallback_not_needed"),
+    }
+    unreachable = plan_notifications(ev, UserProfile(user_id="b"), rule, store, NOW)
+    assert not unreachable.notifications
+    assert (Channel.EMAIL, "no_address") in {(s.channel, s.reason) for s in unreachable.skipped}

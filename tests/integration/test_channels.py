@@ -16,7 +16,6 @@ from adapters.email.sink import SmtpSink
 from schemas.status import DeliveryStatus
 from schemas.users import UserProfile
 from tests.fakes.fcm import FakeFcm, fcm_error, make_service_account
-from tests.fakes.http import Reply
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.sns import FakeSns
 from tests.fakes.twilio import FakeTwilio, twilio_error

@@ -240,14 +240,14 @@ async def test_a_valid_query_token_gets_a_welcome(gateway: Gateway) -> None:
     [
         ("", 4001, "missing_token", "missing_token"),
         ("?token=not-a-jwt", 4002, "invalid_token", "malformed_token"),
-        (f"?token={issue_token('x' * 64, 'alice', 60)}", 4002, "invalid_token", "bad_signature"),
+        (f"?token={issue_token('x' * 64, 'alice', 3600)}", 4002, "invalid_token", "bad_signature"),
         (
-            f"?token={issue_token(SECRET, 'alice', 60, algorithm='HS512')}",
+            f"?token={issue_token(SECRET, 'alice', 3600, algorithm='HS512')}",
             4002,
             "invalid_token",
             "algorithm_not_allowed",
         ),
-        (f"?token={issue_token(SECRET, 'two words', 60)}", 4002, "invalid_token", "invalid_claims"),
+        (f"?token={issue_token(SECRET, 'two words', 3600)}", 4002, "invalid_token", "invalid_claims"),
         (f"?token={issue_token(SECRET, 'alice', -10)}", 4003, "expired_token", "expired_token"),
     ],
 )

@@ -22,4 +22,6 @@ def test_first_lines_give_the_two_commands() -> None:
     block = README.split("```sh\n", 1)[1].split("```", 1)[0].strip().splitlines()
     assert len(block) == 2
     assert block[0].endswith("herald dev")
-    assert "pytest" in block[1]
+    assert block[1] == "./scripts/test"
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "test").read_text(encoding="utf-8")
+    assert "pytest" in script

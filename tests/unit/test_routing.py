@@ -81,7 +81,10 @@ def test_conditions_select_the_narrower_rule() -> None:
 
 
 def test_errors_give_the_line() -> None:
-    document = "rules:\n  - match: a\n    channels: {inapp: {template: t}}\n  - match: b\n    delay: soon\n    channels: {inapp: {template: t}}\n"
+    document = (
+        "rules:\n  - match: a\n    channels: {inapp: {template: t}}\n"
+        "  - match: b\n    delay: soon\n    channels: {inapp: {template: t}}\n"
+    )
     with pytest.raises(ValueError, match=r"line 4: rules\.1"):
         RuleBook.from_yaml(document)
 

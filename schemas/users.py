@@ -93,9 +93,30 @@ class ProfileUpdate(WireModel):
     timezone: Timezone | None = None
     inapp_enabled: bool | None = None
     display_name: Annotated[str, Field(max_length=200)] | None = None
+    # A precondition, not a field of the profile: apply the update only if the stored email is still this
+    # address, so a late bounce never removes an address the user has changed since.
+    if_email: Email | None = None
 
     def changes(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"if_email"})
+
+    @property
+    def is_whole(self) -> bool:
+        """Does it state every field (a whole profile, safe as the last record of a compacted key)?"""
+        return self.if_email is None and set(UserProfile.model_fields) <= self.model_fields_set
+
+    @classmethod
+    def whole(cls, profile: UserProfile) -> ProfileUpdate:
+        """The update that states all of `profile`, nulls included."""
+        return cls.model_validate(profile.model_dump(mode="json"), strict=False)
+
+    def holds_for(self, current: UserProfile | None) -> bool:
+        """Whether the stored profile meets the update's precondition (an update without one always does)."""
+        if self.if_email is None:
+            return True
+        stored = current.email if current is not None else None
+        # Case-insensitively: providers report addresses lower-cased; a profile keeps the case it was given.
+        return stored is not None and stored.casefold() == self.if_email.casefold()
 
     def to_json(self) -> bytes:
         # Unlike other records, nulls are meaningful here (they clear a field): keep what was set, as set.

@@ -10,7 +10,9 @@ from typing import Any, NoReturn
 import faust
 from faust.app.base import BootStrategy
 from prometheus_client import CollectorRegistry
+from starlette.routing import BaseRoute
 
+from streams.bounces import WebhookMetrics, bounce_webhook_route, load_public_key, publisher
 from streams.channels import register_channels
 from streams.context import WorkerContext
 from streams.directory import register_directory
@@ -84,6 +86,25 @@ def load_rules(settings: Settings, templates: TemplateStore) -> RuleBook:
     return rules
 
 
+def bounce_routes(settings: Settings, ctx: WorkerContext, registry: CollectorRegistry) -> list[BaseRoute]:
+    """The SendGrid bounce webhook on the ops endpoint, when its verification key is configured."""
+    if settings.sendgrid_webhook_public_key is None:
+        return []
+    try:
+        key = load_public_key(settings.sendgrid_webhook_public_key)
+    except ValueError as exc:
+        raise ConfigurationError(f"HERALD_SENDGRID_WEBHOOK_PUBLIC_KEY: {exc}") from None
+    route = bounce_webhook_route(
+        publish=publisher(ctx.topics.users),
+        public_key=key,
+        clock=ctx.clock,
+        metrics=WebhookMetrics(registry),
+        path=settings.sendgrid_webhook_path,
+        tolerance_seconds=settings.sendgrid_webhook_tolerance_seconds,
+    )
+    return [route]
+
+
 def create_worker(settings: Settings, *, registry: CollectorRegistry | None = None) -> WorkerContext:
     """Wire the worker: the app, its topics, table and agents, with real or given dependencies."""
     if not settings.templates_dir.is_dir():
@@ -115,7 +136,14 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     feed = RulesFeed(rules, settings.bootstrap_servers, settings.topic_rules)
     app.add_dependency(feed)
     app.add_dependency(
-        OpsServer(app, registry, settings.worker_host, settings.worker_port, extra_checks=[feed.readiness])
+        OpsServer(
+            app,
+            registry,
+            settings.worker_host,
+            settings.worker_port,
+            extra_checks=[feed.readiness],
+            extra_routes=bounce_routes(settings, ctx, registry),
+        )
     )
     return ctx
 

@@ -191,6 +191,17 @@ def hard_bounces(events: Iterable[Any], metrics: WebhookMetrics | None = None) -
     return list(found.values())
 
 
+def publisher(topic: Any) -> PublishUpdate:
+    """Publish to a Faust topic and wait for the broker's acknowledgement: SendGrid hears 2xx only once the
+    removal is stored, and retries otherwise."""
+
+    async def publish(update: ProfileUpdate) -> None:
+        sent = await topic.send(key=update.user_id.encode(), value=update.to_json())
+        await sent
+
+    return publish
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

@@ -67,9 +67,18 @@ async def apply_message(ctx: WorkerContext, message: Any) -> None:
         update = parse_update(message.key, message.value)
         stored = ctx.users.get(user_id)
         current = UserProfile.model_validate(stored, strict=False) if stored is not None else None
+        if not update.holds_for(current):
+            # e.g. a bounce for an address the user has replaced since: the update no longer applies.
+            ctx.metrics.profiles_skipped.inc()
+            return
         try:
             profile = update.apply_to(current)
         except ValidationError as exc:
             raise InvalidProfile(describe_validation_error(exc)) from None
         ctx.users[user_id] = profile.model_dump(mode="json", exclude_none=True)
+        if not update.is_whole:
+            # The users topic is compacted: only a key's newest record survives. After a partial update the
+            # whole merged profile follows it, so what compaction keeps is always complete. (Applying that
+            # record again changes nothing and publishes nothing.)
+            await ctx.send(ctx.topics.users, user_id, ProfileUpdate.whole(profile))
     ctx.metrics.profiles_applied.inc()

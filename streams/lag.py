@@ -47,12 +47,16 @@ class ConsumerLag(Collector):
 
     A scrape only reads the snapshot (collectors are synchronous and must not wait on the broker).
     Every worker of a group reports the whole group, so aggregate with `max by (topic, partition)`.
+    `topics` names the topics the group consumes (for a Faust app: `lambda: app.topics.acking_topics`);
+    they are listed because some brokers (Tansu) cannot answer "all of a group's offsets". Partitions the
+    group has never committed are left out.
     """
 
     def __init__(
         self,
         bootstrap_servers: Sequence[str],
         group_id: str,
+        topics: Callable[[], Iterable[str]],
         registry: CollectorRegistry,
         *,
         request_timeout: float = 10.0,
@@ -60,6 +64,7 @@ class ConsumerLag(Collector):
     ) -> None:
         self._bootstrap = list(bootstrap_servers)
         self._group = group_id
+        self._topics = topics
         self._timeout = request_timeout
         self._clock = clock
         self._snapshot: tuple[PartitionOffsets, ...] = ()
@@ -93,19 +98,34 @@ class ConsumerLag(Collector):
     async def refresh(self) -> tuple[PartitionOffsets, ...]:
         """Query the group's committed offsets and the partitions' end offsets once; keep the result."""
         admin, consumer = await self._clients()
+        names = sorted(set(self._topics()))
+        if not names:
+            return self.update([])
+        await asyncio.wait_for(consumer.topics(), timeout=self._timeout)  # refreshes the partition lists
+        partitions = [
+            TopicPartition(name, partition)
+            for name in names
+            for partition in sorted(consumer.partitions_for_topic(name) or ())
+        ]
+        if not partitions:  # an empty list would ask for all of the group's offsets
+            return self.update([])
         committed = await asyncio.wait_for(
-            admin.list_consumer_group_offsets(self._group), timeout=self._timeout
+            admin.list_consumer_group_offsets(self._group, partitions=partitions), timeout=self._timeout
         )
         committed = {tp: meta for tp, meta in committed.items() if meta.offset >= 0}
         ends: dict[TopicPartition, int] = {}
         if committed:
             # end_offsets may wait forever for a partition that does not exist: bound it.
             ends = await asyncio.wait_for(consumer.end_offsets(list(committed)), timeout=self._timeout)
-        self._snapshot = tuple(
+        return self.update(
             PartitionOffsets(tp.topic, tp.partition, meta.offset, ends[tp])
             for tp, meta in sorted(committed.items())
             if tp in ends
         )
+
+    def update(self, offsets: Iterable[PartitionOffsets]) -> tuple[PartitionOffsets, ...]:
+        """Replace the snapshot the next scrape exports."""
+        self._snapshot = tuple(offsets)
         self._refreshed_at = self._clock()
         return self._snapshot
 
@@ -195,5 +215,7 @@ class TableKeys(Collector):
             labels=["table"],
         )
         for table, size in self._sizes.items():
-            family.add_metric([table], size())
+            # A table not yet set up must not fail the whole scrape; its series is left out until it is.
+            with contextlib.suppress(Exception):
+                family.add_metric([table], size())
         return [family]

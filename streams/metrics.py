@@ -51,6 +51,11 @@ class WorkerMetrics:
             "User profiles written to (or deleted from) the directory table",
             registry=registry,
         )
+        self.profiles_skipped = Counter(
+            "herald_profile_updates_skipped_total",
+            "Conditional profile updates not applied because their precondition no longer held",
+            registry=registry,
+        )
         self.retries = Counter(
             "herald_retries_total",
             "Notifications parked on a retry topic, by channel and reason",

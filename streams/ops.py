@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 Check = Callable[[], tuple[bool, str]]
 
@@ -34,7 +34,10 @@ def readiness(app: Any, extra_checks: Sequence[Check] = ()) -> tuple[bool, str]:
 
 
 def create_ops_app(
-    faust_app: Any, registry: CollectorRegistry, extra_checks: Sequence[Check] = ()
+    faust_app: Any,
+    registry: CollectorRegistry,
+    extra_checks: Sequence[Check] = (),
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -47,7 +50,12 @@ def create_ops_app(
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            *extra_routes,
+        ]
     )
 
 
@@ -69,11 +77,12 @@ class OpsServer(Service):
         port: int,
         *,
         extra_checks: Sequence[Check] = (),
+        extra_routes: Sequence[BaseRoute] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         config = uvicorn.Config(
-            create_ops_app(faust_app, registry, extra_checks),
+            create_ops_app(faust_app, registry, extra_checks, extra_routes),
             host=host,
             port=port,
             log_level="warning",

@@ -11,6 +11,7 @@ from typing import Any
 from adapters.email.sendgrid import SendGridEmailSender
 from adapters.email.smtp import SmtpEmailSender
 from adapters.push import PushSender
+from adapters.push.apns import ApnsPushSender
 from adapters.push.fcm import FcmPushSender
 from adapters.sms.sns import SnsSmsSender
 from adapters.sms.twilio import TwilioSmsSender
@@ -92,5 +93,26 @@ def build_providers(settings: Settings) -> Providers:
             except (OSError, ValueError, KeyError) as exc:
                 raise ConfigurationError(
                     f"HERALD_FCM_SERVICE_ACCOUNT_FILE: not a usable service-account key: {type(exc).__name__}"
+                ) from None
+        elif name == "apns" and settings.apns_key_file is not None:
+            assert settings.apns_key_id and settings.apns_team_id and settings.apns_topic
+            try:
+                providers.push.append(
+                    ApnsPushSender(
+                        settings.apns_key_file.read_bytes(),
+                        key_id=settings.apns_key_id,
+                        team_id=settings.apns_team_id,
+                        topic=settings.apns_topic,
+                        base_url=settings.apns_base_url,
+                        timeout=settings.apns_timeout_seconds,
+                        max_concurrency=settings.apns_max_concurrency,
+                        time_to_live=settings.apns_time_to_live_seconds,
+                        token_renew_after=settings.apns_token_renew_seconds,
+                        ca_file=settings.apns_ca_file,
+                    )
+                )
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"HERALD_APNS_KEY_FILE / HERALD_APNS_CA_FILE: not usable: {type(exc).__name__}"
                 ) from None
     return providers

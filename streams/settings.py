@@ -81,11 +81,14 @@ class Settings(BaseSettings):
     # Failover order per channel; only configured providers take part.
     email_providers: str = "sendgrid,smtp"
     sms_providers: str = "twilio,sns"
-    push_providers: str = "fcm"
+    push_providers: str = "fcm,apns"
     provider_threads: int = Field(default=16, ge=1, le=512)
     sendgrid_api_key: SecretStr | None = None
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_timeout_seconds: float = Field(default=10.0, gt=0)
+    sendgrid_webhook_public_key: str | None = None
+    sendgrid_webhook_path: str = Field(default="/webhooks/sendgrid", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    sendgrid_webhook_tolerance_seconds: float = Field(default=600.0, gt=0)
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None
@@ -103,6 +106,16 @@ class Settings(BaseSettings):
     fcm_base_url: str = "https://fcm.googleapis.com"
     fcm_timeout_seconds: float = Field(default=10.0, gt=0)
     fcm_max_tokens_per_call: int = Field(default=100, ge=1, le=500)
+    apns_key_file: Path | None = None
+    apns_key_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{10}$")
+    apns_team_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{10}$")
+    apns_topic: str | None = None
+    apns_base_url: str = "https://api.push.apple.com"
+    apns_ca_file: Path | None = None
+    apns_timeout_seconds: float = Field(default=10.0, gt=0)
+    apns_max_concurrency: int = Field(default=20, ge=1, le=1000)
+    apns_time_to_live_seconds: float = Field(default=86400.0, ge=0)
+    apns_token_renew_seconds: float = Field(default=3000.0, ge=1200, lt=3600)
 
     # --- delivery -----------------------------------------------------------------------------------------
     delivery_concurrency: int = Field(default=32, ge=1, le=1024)
@@ -166,7 +179,7 @@ class Settings(BaseSettings):
         known = {
             "email_providers": {"sendgrid", "smtp"},
             "sms_providers": {"twilio", "sns"},
-            "push_providers": {"fcm"},
+            "push_providers": {"fcm", "apns"},
         }
         names = [name.strip() for name in value.split(",") if name.strip()]
         unknown = [name for name in names if name not in known[str(info.field_name)]]
@@ -193,6 +206,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"HERALD_FCM_SERVICE_ACCOUNT_FILE: {self.fcm_service_account_file} is not a file"
             )
+        apns = {
+            "HERALD_APNS_KEY_FILE": self.apns_key_file,
+            "HERALD_APNS_KEY_ID": self.apns_key_id,
+            "HERALD_APNS_TEAM_ID": self.apns_team_id,
+            "HERALD_APNS_TOPIC": self.apns_topic,
+        }
+        if any(v is not None for v in apns.values()) and not all(v is not None for v in apns.values()):
+            missing = ", ".join(name for name, v in apns.items() if v is None)
+            raise ValueError(f"APNs is partly configured: set {missing} too")
+        for name, path in (
+            ("HERALD_APNS_KEY_FILE", self.apns_key_file),
+            ("HERALD_APNS_CA_FILE", self.apns_ca_file),
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a file")
         if self.heartbeat_interval_seconds >= self.session_timeout_seconds:
             raise ValueError("HERALD_HEARTBEAT_INTERVAL_SECONDS must be below HERALD_SESSION_TIMEOUT_SECONDS")
         return self

@@ -13,6 +13,7 @@ from sendgrid.helpers.mail import CustomArg, Header, Mail
 from adapters.executor import SdkThreads
 from adapters.retry_after import parse_retry_after
 from schemas.notifications import EmailNotification
+from streams.bounces import RECIPIENT_ARG
 from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 
 SENDGRID_API_URL = "https://api.sendgrid.com"
@@ -57,6 +58,7 @@ class SendGridEmailSender:
         # The notification id travels as a custom arg (echoed in SendGrid's event webhook) and as a header
         # (visible in the delivered mail), so a resend after a crash can be traced to the same notification.
         mail.custom_arg = CustomArg(NOTIFICATION_ID_ARG, message.notification_id)
+        mail.custom_arg = CustomArg(RECIPIENT_ARG, message.recipient)
         mail.header = Header(NOTIFICATION_ID_HEADER, message.notification_id)
         body: dict[str, Any] = mail.get()
         return body

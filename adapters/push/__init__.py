@@ -74,6 +74,7 @@ class PushResult:
 
 class PushSender(Protocol):
     name: str
+    kinds: frozenset[PushTokenKind]  # the kinds of token it can address
 
     async def send(self, message: PushNotification, tokens: Sequence[PushToken]) -> PushResult:
         """Deliver one notification to each token, reporting every token's outcome in the result.

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -119,6 +120,7 @@ class ProviderToken:
 
 class ApnsPushSender:
     name = "apns"
+    kinds = frozenset({PushTokenKind.APNS})  # the device tokens it can address
 
     def __init__(
         self,
@@ -213,7 +215,8 @@ class ApnsPushSender:
     ) -> httpx.Response | DeliveryError:
         try:
             return await self._client.post(
-                f"/3/device/{token.value}",
+                # Quoted: a token is profile data, and must not reach another path with Herald's JWT.
+                f"/3/device/{quote(token.value, safe='')}",
                 content=body,
                 headers={**headers, "authorization": f"bearer {provider_token}"},
             )

@@ -46,6 +46,7 @@ INVALID_TOKEN_CODES = {"UNREGISTERED"}
 
 class FcmPushSender:
     name = "fcm"
+    kinds = frozenset({PushTokenKind.FCM_INSTALLATION, PushTokenKind.FCM_REGISTRATION})
 
     def __init__(
         self,

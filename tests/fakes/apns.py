@@ -34,7 +34,7 @@ from tests.fakes.http import Reply
 DEVICE_PATH = re.compile(r"^/3/device/(?P<token>[^/]+)$")
 HEX_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_PAYLOAD_BYTES = 4096
-TOKEN_MAX_AGE_SECONDS = 3600
+TOKEN_MAX_AGE_SECONDS = 3600.0
 
 
 def apns_error(
@@ -146,6 +146,7 @@ class FakeApns:
         self.topic = topic
         self.clock: Callable[[], float] = time.time
         self.delay = 0.0
+        self.token_max_age = TOKEN_MAX_AGE_SECONDS  # lower it to have valid-looking tokens refused as expired
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tls.load_cert_chain(cert_file, key_file)
         self._tls.set_alpn_protocols(["h2"])
@@ -192,6 +193,7 @@ class FakeApns:
             self.max_in_flight = 0
         self.clock = time.time
         self.delay = 0.0
+        self.token_max_age = TOKEN_MAX_AGE_SECONDS
 
     def start(self) -> Self:
         self._thread.start()
@@ -372,6 +374,6 @@ class FakeApns:
             return apns_error(403, "InvalidProviderToken")
         if header.get("kid") != self.key_id or claims["iss"] != self.team_id:
             return apns_error(403, "InvalidProviderToken")
-        if self.clock() - float(claims["iat"]) > TOKEN_MAX_AGE_SECONDS:
+        if self.clock() - float(claims["iat"]) > self.token_max_age:
             return apns_error(403, "ExpiredProviderToken")
         return None

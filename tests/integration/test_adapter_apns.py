@@ -9,6 +9,8 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from adapters.push import PushToken, PushTokenKind
 from adapters.push.apns import NOTIFICATION_ID_KEY, ApnsPushSender, apns_id
@@ -80,10 +82,26 @@ async def sender(
 
 
 def make_sender(
-    fake: FakeApns, clock: Clock, private_key: bytes, **options: object
+    fake: FakeApns,
+    clock: Clock,
+    private_key: bytes,
+    *,
+    ca_file: Path | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    max_concurrency: int = 20,
 ) -> ApnsPushSender:
-    settings: dict[str, object] = {"base_url": fake.url, "timeout": 0.5, "clock": clock, **options}
-    return ApnsPushSender(private_key, key_id=KEY_ID, team_id=TEAM_ID, topic=TOPIC, **settings)  # type: ignore[arg-type]
+    return ApnsPushSender(
+        private_key,
+        key_id=KEY_ID,
+        team_id=TEAM_ID,
+        topic=TOPIC,
+        base_url=fake.url,
+        timeout=0.5,
+        max_concurrency=max_concurrency,
+        ca_file=ca_file,
+        ssl_context=ssl_context,
+        clock=clock,
+    )
 
 
 def push(priority: Priority = Priority.NORMAL, body: str = "Your order is on its way") -> PushNotification:
@@ -120,7 +138,11 @@ async def test_a_send_goes_over_http2_with_apples_headers_and_a_valid_jwt(
     assert outcome.message_id == apns_id(message.notification_id, device(1).value)
     (request,) = fake.requests[before:]
     assert request.alpn == "h2"
-    assert (request.method, request.path, request.token) == ("POST", f"/3/device/{device(1).value}", device(1).value)
+    assert (request.method, request.path, request.token) == (
+        "POST",
+        f"/3/device/{device(1).value}",
+        device(1).value,
+    )
     assert request.headers["apns-topic"] == TOPIC
     assert request.headers["apns-push-type"] == "alert"
     assert request.headers["apns-priority"] == "10"
@@ -219,7 +241,12 @@ async def test_a_malformed_token_and_a_payload_too_large_are_refused_by_the_serv
 @pytest.mark.parametrize(
     ("reply", "reason", "code", "retry_after"),
     [
-        (apns_error(429, "TooManyRequests", headers={"Retry-After": "30"}), "rate_limited", "TooManyRequests", 30.0),
+        (
+            apns_error(429, "TooManyRequests", headers={"Retry-After": "30"}),
+            "rate_limited",
+            "TooManyRequests",
+            30.0,
+        ),
         (apns_error(429, "TooManyRequests"), "rate_limited", "TooManyRequests", None),
         (apns_error(503, "ServiceUnavailable"), "provider_unavailable", "ServiceUnavailable", None),
         (Reply(502, b"bad gateway"), "provider_unavailable", "502", None),
@@ -269,37 +296,37 @@ async def test_the_provider_token_is_reused_and_renewed_before_the_hour(
 ) -> None:
     before = len(fake.requests)
 
-    await sender.send(push(), [device(1)])
-    clock.advance(49 * MINUTE)
-    await sender.send(push(), [device(1)])
-    clock.advance(2 * MINUTE)
-    result = await sender.send(push(), [device(1)])
-    clock.advance(58 * MINUTE)  # the fake refuses tokens over an hour old: the adapter must have renewed
-    late = await sender.send(push(), [device(1)])
+    for minutes in (0, 49, 2, 49, 2):  # sends at 0, 49, 51, 100 and 102 minutes
+        clock.advance(minutes * MINUTE)
+        result = await sender.send(push(), [device(1)])
+        assert result.outcomes[0].delivered  # the fake refuses tokens over an hour old
 
-    assert result.outcomes[0].delivered and late.outcomes[0].delivered
-    first, second, third, fourth = (r.provider_token for r in fake.requests[before:])
-    assert first == second != third == fourth
-    assert sender.provider_tokens_issued == 3  # 0, 51 and 109 minutes (renewed after 50)
+    tokens = [r.provider_token for r in fake.requests[before:]]
+    a, b, c = dict.fromkeys(tokens)  # in the order first seen
+    assert tokens == [a, a, b, b, c]  # renewed after 50 minutes, never sooner
+    assert sender.provider_tokens_issued == 3
 
 
 async def test_an_expired_provider_token_is_renewed_once_and_the_send_retried_once(
     fake: FakeApns, sender: ApnsPushSender, clock: Clock, auth_key: tuple[bytes, bytes]
 ) -> None:
     await sender.send(push(), [device(1)])
-    clock.advance(30 * MINUTE)  # still within the 50 minutes, but old enough for Apple to take a new one
-    fake.fail_next(apns_error(403, "ExpiredProviderToken"), times=3)
+    clock.advance(30 * MINUTE)  # within the adapter's 50 minutes, and old enough for Apple to take a new one
+    fake.token_max_age = 25 * MINUTE  # but Apple's clock disagrees: tokens issued 30 minutes ago are expired
     before = len(fake.requests)
 
     result = await sender.send(push(), [device(1), device(2), device(3)])
 
     assert [o.delivered for o in result.outcomes] == [True, True, True]
     requests = fake.requests[before:]
-    assert len(requests) == 6  # each token: refused once, retried once
+    assert len(requests) == 6  # each device: refused once, retried once
     assert sender.provider_tokens_issued == 2  # three refusals, one renewal
-    old, new = sorted({r.provider_token for r in requests}, key=lambda t: [r.provider_token for r in requests].index(t))
-    iat = [jwt.decode(t, auth_key[1], algorithms=["ES256"], options={"verify_iat": False})["iat"] for t in (old, new)]
-    assert iat[1] - iat[0] == 30 * MINUTE
+    old, new = dict.fromkeys(r.provider_token for r in requests)  # in the order first seen
+    assert [r.provider_token for r in requests].count(new) == 3
+    claims = [
+        jwt.decode(t, auth_key[1], algorithms=["ES256"], options={"verify_iat": False}) for t in (old, new)
+    ]
+    assert claims[1]["iat"] - claims[0]["iat"] == 30 * MINUTE
 
 
 async def test_a_young_refused_provider_token_is_not_renewed(fake: FakeApns, sender: ApnsPushSender) -> None:
@@ -340,8 +367,13 @@ async def test_an_unreachable_server_fails_the_whole_call_as_retriable(
     clock: Clock, auth_key: tuple[bytes, bytes], unused_tcp_port: int
 ) -> None:
     adapter = ApnsPushSender(
-        auth_key[0], key_id=KEY_ID, team_id=TEAM_ID, topic=TOPIC,
-        base_url=f"https://127.0.0.1:{unused_tcp_port}", timeout=0.5, clock=clock,
+        auth_key[0],
+        key_id=KEY_ID,
+        team_id=TEAM_ID,
+        topic=TOPIC,
+        base_url=f"https://127.0.0.1:{unused_tcp_port}",
+        timeout=0.5,
+        clock=clock,
     )
     try:
         with pytest.raises(RetriableDeliveryError) as caught:
@@ -378,6 +410,12 @@ async def test_an_fcm_token_is_refused_without_a_call(fake: FakeApns, sender: Ap
     assert isinstance(error, PermanentDeliveryError) and error.reason == "unsupported_token"
 
 
-def test_a_key_that_is_not_ec_p256_is_refused_at_start_up(tls_files: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("curve", [ec.SECP384R1(), None])
+def test_a_key_that_is_not_ec_p256_is_refused_at_start_up(curve: ec.EllipticCurve | None) -> None:
+    key = ec.generate_private_key(curve) if curve else rsa.generate_private_key(65537, 2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
     with pytest.raises(ValueError, match="EC P-256"):
-        ApnsPushSender(tls_files[0].read_bytes().replace(b"CERTIFICATE", b"PRIVATE KEY"), key_id=KEY_ID, team_id=TEAM_ID, topic=TOPIC)
+        ApnsPushSender(pem, key_id=KEY_ID, team_id=TEAM_ID, topic=TOPIC)

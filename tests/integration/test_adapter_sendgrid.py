@@ -9,6 +9,7 @@ import pytest
 
 from adapters.email.sendgrid import NOTIFICATION_ID_ARG, NOTIFICATION_ID_HEADER, SendGridEmailSender
 from schemas.notifications import EmailNotification
+from streams.bounces import RECIPIENT_ARG
 from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 from tests.fakes.http import Reply
 from tests.fakes.sendgrid import FakeSendGrid, sendgrid_error
@@ -60,7 +61,7 @@ async def test_a_send_returns_the_message_id_and_posts_the_mail(
     assert body["subject"] == "Your order shipped"
     personalization = body["personalizations"][0]
     assert personalization["to"] == [{"email": "ada@example.com"}]
-    assert body["custom_args"] == {NOTIFICATION_ID_ARG: "ntf_sendgrid_ok"}
+    assert body["custom_args"] == {NOTIFICATION_ID_ARG: "ntf_sendgrid_ok", RECIPIENT_ARG: "user-1"}
     assert body["headers"] == {NOTIFICATION_ID_HEADER: "ntf_sendgrid_ok"}
     assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
 

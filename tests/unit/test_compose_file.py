@@ -16,7 +16,7 @@ import yaml
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = {"kafka", "worker", "gateway", "prometheus", "mailpit"}
+SERVICES = {"kafka", "worker", "gateway", "prometheus", "grafana", "mailpit"}
 
 
 @pytest.fixture(scope="module")
@@ -73,18 +73,45 @@ def test_mounted_files_exist(compose: dict[str, Any]) -> None:
 
 def test_prometheus_scrapes_the_ports_herald_listens_on(compose: dict[str, Any]) -> None:
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
-    targets = {
-        (job["metrics_path"], target)
-        for job in config["scrape_configs"]
-        for s in job["static_configs"]
-        for target in s["targets"]
-    }
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     defaults = Settings.model_fields
-    assert targets == {
-        ("/metrics", f"worker:{defaults['worker_port'].default}"),
-        ("/metrics", f"gateway:{defaults['gateway_port'].default}"),
-    }
+    assert {job["metrics_path"] for job in jobs.values()} == {"/metrics"}
+    # Every worker replica, found by the service's DNS name, on the worker's port.
+    (worker_sd,) = jobs["herald-worker"]["dns_sd_configs"]
+    assert (worker_sd["names"], worker_sd["type"]) == (["worker"], "A")
+    assert worker_sd["port"] == defaults["worker_port"].default
+    (gateway_targets,) = jobs["herald-gateway"]["static_configs"]
+    assert gateway_targets["targets"] == [f"gateway:{defaults['gateway_port'].default}"]
     assert "8080:8080" in compose["services"]["gateway"]["ports"]
+
+
+def test_workers_can_run_as_replicas(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["deploy"]["replicas"] >= 2
+    # Replicas cannot share a fixed host port or container name.
+    assert "ports" not in worker and "container_name" not in worker
+    assert worker["environment"]["HERALD_WORKER_HOST"] == "0.0.0.0"
+
+
+def test_prometheus_loads_the_rules_it_is_given(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    mounts = dict(v.split(":")[:2][::-1] for v in compose["services"]["prometheus"]["volumes"])
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    assert mounts["/etc/prometheus/rules.yml"] == "./deploy/prometheus/rules.yml"
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus.yml"
+
+
+def test_grafana_is_provisioned_with_the_dashboard(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    image, tag = grafana["image"].split(":")
+    assert image == "grafana/grafana-oss" and tag != "latest"
+    mounts = dict(v.split(":")[:2][::-1] for v in grafana["volumes"])
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/herald.yml").read_text())
+    dashboards_dir = provider["providers"][0]["options"]["path"]
+    assert (ROOT / mounts[dashboards_dir] / "herald.json").is_file()
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{dashboards_dir}/herald.json"
 
 
 def test_dockerfile_copies_what_exists_and_runs_the_console_script() -> None:

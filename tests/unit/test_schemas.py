@@ -118,3 +118,18 @@ def test_partial_update_merges_and_null_clears() -> None:
     assert fresh.timezone == "UTC" and fresh.devices == []
     # A null survives the wire: it is how a field is cleared.
     assert b'"phone":null' in ProfileUpdate(user_id="a", phone=None).to_json()
+
+
+def test_whole_profile_records_survive_compaction() -> None:
+    from schemas.users import ProfileUpdate, UserProfile
+
+    partial = ProfileUpdate.model_validate_json(b'{"user_id": "a", "locale": "de"}')
+    assert not partial.is_whole
+    merged = partial.apply_to(
+        UserProfile.model_validate({"user_id": "a", "phone": "+33612345678"}, strict=False)
+    )
+    whole = ProfileUpdate.whole(merged)
+    assert whole.is_whole
+    # Sent and read back, the whole record rebuilds the same profile from nothing.
+    again = ProfileUpdate.model_validate_json(whole.to_json())
+    assert again.is_whole and again.apply_to(None) == merged

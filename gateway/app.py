@@ -29,6 +29,7 @@ from gateway.keys import verifier_from_settings
 from gateway.metrics import GatewayMetrics
 from gateway.origins import OriginPolicy
 from gateway.session import SessionPolicy, Sessions
+from streams.logs import gateway_logging_config
 from streams.ports import ensure_port_free
 from streams.settings import Settings
 
@@ -141,6 +142,7 @@ def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
     """A uvicorn server for `app` that never logs tokens: no access log, and handshake paths redacted."""
     config = uvicorn.Config(
         app,
+        log_config=gateway_logging_config(settings),
         host=settings.gateway_host,
         port=settings.gateway_port,
         lifespan="on",

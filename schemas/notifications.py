@@ -62,6 +62,7 @@ class SmsNotification(NotificationBase):
     channel: Literal[Channel.SMS] = Channel.SMS
     to: str
     text: str
+    segments: int | None = None  # parts the text is billed as (GSM-7 or UCS-2)
 
 
 Notification = Annotated[

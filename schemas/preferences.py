@@ -97,6 +97,23 @@ class PreferencesUpdate(WireModel):
         # Nulls are meaningful here (they clear): keep what was set, as set.
         return self.model_dump_json(exclude_unset=True).encode()
 
+    @property
+    def is_whole(self) -> bool:
+        """Does it state every field (safe as the last record of a key on the compacted topic)?"""
+        whole = {"muted", "channels", "categories", "quiet_hours"}
+        return (
+            whole <= self.model_fields_set
+            and not any(None in (mapping or {}).values() for mapping in (self.channels, self.quiet_hours))
+            and all(
+                choices is not None and None not in choices.values()
+                for choices in (self.categories or {}).values()
+            )
+        )
+
+    @classmethod
+    def whole(cls, preferences: Preferences) -> PreferencesUpdate:
+        return cls.model_validate(preferences.model_dump(mode="json"), strict=False)
+
 
 def _merge_map(stored: dict[Any, Any], update: dict[Any, Any] | None) -> dict[Any, Any]:
     """Entry by entry; a null entry is removed, and a null map clears them all."""

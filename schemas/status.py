@@ -15,6 +15,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
     SKIPPED = "skipped"
+    DEFERRED = "deferred"
 
 
 class DeliveryStatus(WireModel):

@@ -15,7 +15,9 @@ from starlette.routing import BaseRoute
 from streams.bounces import WebhookMetrics, bounce_webhook_route, load_public_key, publisher
 from streams.channels import register_channels
 from streams.context import WorkerContext
-from streams.directory import register_directory
+from streams.directory import register_directory, register_preferences
+from streams.lag import ConsumerLag, ConsumerLagService, TableKeys
+from streams.logs import worker_logging_config
 from streams.metrics import WorkerMetrics
 from streams.ops import OpsServer
 from streams.ports import ensure_port_free
@@ -67,6 +69,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=settings.rebalance_timeout_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
+        logging_config=worker_logging_config(settings),
     )
 
 
@@ -126,13 +129,25 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
         rules=rules,
         templates=templates,
         users=declare_table(app, settings, "users"),
+        preferences=declare_table(app, settings, "preferences"),
         delivered=declare_table(app, settings, "delivered"),
     )
     ctx.scheduler = Scheduler(ctx, [*ctx.topics.delivery.values(), ctx.topics.routed])
     ctx.scheduler.register()
     register_directory(ctx)
+    register_preferences(ctx)
     register_router(ctx)
     register_channels(ctx, build_providers(settings))
+    lag = ConsumerLag(settings.bootstrap_servers, app.conf.id, lambda: app.topics.acking_topics, registry)
+    app.add_dependency(ConsumerLagService(lag, interval=15.0))
+    TableKeys(
+        {
+            "users": lambda: len(ctx.users),
+            "preferences": lambda: len(ctx.preferences),
+            "delivered": lambda: len(ctx.delivered),
+        },
+        registry,
+    )
     feed = RulesFeed(rules, settings.bootstrap_servers, settings.topic_rules)
     app.add_dependency(feed)
     app.add_dependency(

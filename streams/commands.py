@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import yaml
 
+from streams.preference_args import build_update
 from streams.provisioning import provision_topics
 from streams.publishing import (
     InvalidInput,
@@ -67,6 +68,38 @@ def register_commands(settings: Settings) -> None:
             raise click.ClickException(f"nothing sent: {exc}") from None
         count = asyncio.run(_provision_then(settings, settings.topic_users, profile_records(profiles)))
         click.echo(f"published {count} profile(s) to {settings.topic_users}")
+
+    @cli.group(name="preferences")
+    def preferences() -> None:
+        """User preferences: mute, opt-outs per category and channel, quiet hours."""
+
+    @preferences.command(name="set")
+    @click.argument("user_id")
+    @click.option("--mute/--unmute", default=None, help="Mute every non-critical notification, or lift it.")
+    @click.option(
+        "--opt-out", multiple=True, metavar="CATEGORY:CHANNEL", help="e.g. marketing:email, or *:sms"
+    )
+    @click.option("--opt-in", multiple=True, metavar="CATEGORY:CHANNEL", help="Undo an opt-out.")
+    @click.option("--quiet", multiple=True, metavar="DAYS=HH:MM-HH:MM", help="e.g. weekdays=22:00-07:00")
+    @click.option("--no-quiet", multiple=True, metavar="DAYS", help="Remove the quiet hours of these days.")
+    def preferences_set(
+        user_id: str,
+        mute: bool | None,
+        opt_out: tuple[str, ...],
+        opt_in: tuple[str, ...],
+        quiet: tuple[str, ...],
+        no_quiet: tuple[str, ...],
+    ) -> None:
+        """Change a user's preferences; what is not named stays as it is."""
+        try:
+            update = build_update(
+                user_id, mute=mute, opt_out=opt_out, opt_in=opt_in, quiet=quiet, no_quiet=no_quiet
+            )
+        except InvalidInput as exc:
+            raise click.ClickException(f"nothing sent: {exc}") from None
+        records = [(user_id.encode(), update.to_json())]
+        asyncio.run(_provision_then(settings, settings.topic_preferences, records))
+        click.echo(f"published preferences of {user_id} to {settings.topic_preferences}")
 
     @cli.group(name="rules")
     def rules() -> None:

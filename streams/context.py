@@ -36,6 +36,7 @@ class WorkerContext:
     rules: RuleSource
     templates: TemplateStore
     users: Any  # faust Table: user id -> profile dict
+    preferences: Any  # faust Table: user id -> preferences dict
     delivered: Any  # faust Table: recipient -> {notification id: when delivered (epoch seconds)}
     clock: Callable[[], datetime] = utc_now
     scheduler: Any = None  # streams.scheduler.Scheduler, set once the context exists
@@ -70,13 +71,15 @@ class WorkerContext:
         await self.topics.dlq.send(key=message.key, value=record.to_json())
         self.metrics.dead_letters.labels(stage=stage, reason=record.reason).inc()
         log.warning(
-            "dead-lettered %s[%d]@%d at %s: %s (%s)",
-            message.topic,
-            message.partition,
-            message.offset,
-            stage,
-            record.reason,
-            record.error_class,
+            "dead-lettered",
+            extra={
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "stage": stage,
+                "reason": record.reason,
+                "error_class": record.error_class,
+            },
         )
 
     def channel_topic(self, channel: Channel) -> Any:

@@ -166,12 +166,15 @@ class ChannelDelivery:
             max(0.0, (ctx.clock() - notification.occurred_at).total_seconds())
         )
         log.info(
-            "delivered notification=%s event=%s channel=%s provider=%s attempt=%d",
-            notification.notification_id,
-            notification.event_id,
-            self.channel.value,
-            sent.provider,
-            notification.attempt,
+            "delivered",
+            extra={
+                "notification_id": notification.notification_id,
+                "event_id": notification.event_id,
+                "channel": self.channel.value,
+                "provider": sent.provider,
+                "attempt": notification.attempt,
+                "outcome": "delivered",
+            },
         )
 
     async def _retry_or_give_up(
@@ -198,9 +201,30 @@ class ChannelDelivery:
         )
         topic = self.retry_topics[self.policy.tier_for(next_attempt) - 1]
         await ctx.send(topic, notification.recipient, retry)
+        log.info(
+            "retry scheduled",
+            extra={
+                "notification_id": notification.notification_id,
+                "event_id": notification.event_id,
+                "channel": self.channel.value,
+                "outcome": "retry",
+                "reason": exc.reason,
+                "attempt": next_attempt,
+            },
+        )
         ctx.metrics.retries.labels(channel=self.channel.value, reason=exc.reason).inc()
 
     async def _dead_letter(self, notification: NotificationBase, message: Any, exc: DeliveryError) -> None:
+        log.warning(
+            "dead-lettered",
+            extra={
+                "notification_id": notification.notification_id,
+                "event_id": notification.event_id,
+                "channel": self.channel.value,
+                "outcome": "dead_lettered",
+                "reason": exc.reason,
+            },
+        )
         await self.ctx.to_dead_letters(message, exc, stage=self.channel.value)
         await self._status(
             notification, "-", Outcome.DEAD_LETTERED, reason=exc.reason, provider_code=exc.provider_code

@@ -1,5 +1,5 @@
-"""The user directory: a Faust table of profiles, fed by the compacted users topic and partitioned like the
-routed events, so each worker holds exactly the profiles of the recipients it routes for."""
+"""The user directory: profiles and preferences in Faust tables, fed by their compacted topics and
+partitioned like the routed events, so each worker holds exactly the state of the recipients it routes for."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
+from schemas.preferences import Preferences, PreferencesUpdate, merge
 from schemas.users import ProfileUpdate, UserProfile
 from streams.context import WorkerContext
-from streams.errors import InvalidProfile
+from streams.errors import InvalidPreferences, InvalidProfile
 
 log = logging.getLogger("herald.directory")
 
@@ -82,3 +83,51 @@ async def apply_message(ctx: WorkerContext, message: Any) -> None:
             # record again changes nothing and publishes nothing.)
             await ctx.send(ctx.topics.users, user_id, ProfileUpdate.whole(profile))
     ctx.metrics.profiles_applied.inc()
+
+
+def parse_preferences(key: bytes, raw: bytes) -> PreferencesUpdate:
+    try:
+        update = PreferencesUpdate.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidPreferences(describe_validation_error(exc)) from None
+    if key.decode(errors="replace") != update.user_id:
+        raise InvalidPreferences("message key must be the user_id the preferences are for")
+    return update
+
+
+def register_preferences(ctx: WorkerContext) -> None:
+    @ctx.app.agent(ctx.topics.preferences, name="herald.preferences")
+    async def preferences(stream: Any) -> AsyncIterator[None]:
+        async for event in stream.events():
+            message = event.message
+            try:
+                await apply_preferences(ctx, message)
+            except Exception as exc:
+                await ctx.to_dead_letters(message, exc, stage="preferences")
+            yield None
+
+
+async def apply_preferences(ctx: WorkerContext, message: Any) -> None:
+    if message.key is None:
+        raise InvalidPreferences("a preferences message needs the user id as its key")
+    user_id = message.key.decode(errors="replace")
+    home = home_partition(user_id, ctx.settings.partitions)
+    if message.partition != home:
+        await ctx.topics.preferences.send(key=message.key, value=message.value, partition=home)
+        ctx.metrics.profiles_rehomed.inc()
+        return
+    if message.value is None:
+        ctx.preferences.pop(user_id, None)
+    else:
+        update = parse_preferences(message.key, message.value)
+        stored = ctx.preferences.get(user_id)
+        current = Preferences.model_validate(stored, strict=False) if stored is not None else None
+        try:
+            merged = merge(current, update)
+        except (ValidationError, ValueError) as exc:
+            raise InvalidPreferences(str(exc)) from None
+        ctx.preferences[user_id] = merged.model_dump(mode="json")
+        if not update.is_whole:
+            # As for profiles: what compaction keeps of a user must be whole.
+            await ctx.send(ctx.topics.preferences, user_id, PreferencesUpdate.whole(merged))
+    ctx.metrics.preferences_applied.inc()

@@ -4,6 +4,7 @@ HeraldError
 ├── RejectedInput            the input itself is wrong; retrying never helps  → DLQ
 │   ├── InvalidEvent         not JSON, or not a valid envelope
 │   ├── InvalidProfile       a user profile that fails validation
+│   ├── InvalidPreferences   user preferences that fail validation
 │   ├── NoRule               no routing rule matches the event type
 │   ├── UnknownUser          the recipient has no profile
 │   └── TemplateFailure      a template is missing or cannot render with this data
@@ -36,6 +37,10 @@ class InvalidEvent(RejectedInput):
 
 class InvalidProfile(RejectedInput):
     reason = "invalid_profile"
+
+
+class InvalidPreferences(RejectedInput):
+    reason = "invalid_preferences"
 
 
 class NoRule(RejectedInput):

@@ -77,6 +77,11 @@ class WorkerMetrics:
         self.rules_rejected = Counter(
             "herald_rules_rejected_total", "Published rulesets refused by this worker", registry=registry
         )
+        self.preferences_applied = Counter(
+            "herald_preferences_applied_total",
+            "User preference updates merged into (or deleted from) the preferences table",
+            registry=registry,
+        )
         self.profiles_rehomed = Counter(
             "herald_profiles_rehomed_total",
             "Profiles found on a partition other than their user's, forwarded to the right one",

@@ -16,16 +16,19 @@ from schemas.notifications import (
     SmsNotification,
     notification_id,
 )
+from schemas.preferences import Preferences
 from schemas.rules import Rule
 from schemas.users import UserProfile
 from streams.errors import TemplateFailure
+from streams.preferences import Defer, Suppress, decide_for_rule
 from streams.rendering import TemplateStore
+from streams.sms_segments import count_segments
 
 
 @dataclass(frozen=True)
 class Skipped:
     channel: Channel
-    reason: str  # bounded: "no_address", "channel_disabled", "no_provider"
+    reason: str  # bounded: streams.preferences.Reason values
     notification_id: str
 
 
@@ -36,9 +39,17 @@ class Failed:
     notification_id: str
 
 
+@dataclass(frozen=True)
+class Deferred:
+    notification: NotificationBase
+    until: datetime
+    reason: str  # "quiet_hours"
+
+
 @dataclass
 class Plan:
     notifications: list[NotificationBase] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
 
@@ -63,21 +74,16 @@ def plan_notifications(
     rule: Rule,
     templates: TemplateStore,
     now: datetime,
+    preferences: Preferences | None = None,
 ) -> Plan:
     plan = Plan()
     context = template_context(event, profile)
-    chosen = _fallback_choice(rule, profile)
+    decisions = decide_for_rule(rule, profile, preferences, now)
     for channel, route in rule.channels.items():
         nid = notification_id(event.dedup_key, profile.user_id, channel)
-        if chosen is not None and channel is not chosen:
-            plan.skipped.append(Skipped(channel, "fallback_not_needed", nid))
-            continue
-        address = _address(channel, profile)
-        if address is _NO_ADDRESS:
-            plan.skipped.append(Skipped(channel, "no_address", nid))
-            continue
-        if address is _DISABLED:
-            plan.skipped.append(Skipped(channel, "channel_disabled", nid))
+        decision = decisions[channel]
+        if isinstance(decision, Suppress):
+            plan.skipped.append(Skipped(channel, decision.reason.value, nid))
             continue
         try:
             parts = templates.render(route.template, channel, profile.locale, context)
@@ -91,7 +97,7 @@ def plan_notifications(
             "recipient": profile.user_id,
             "occurred_at": event.occurred_at,
             "created_at": now,
-            "priority": event.priority,
+            "priority": rule.priority or event.priority,
         }
         message: NotificationBase
         if channel is Channel.INAPP:
@@ -103,41 +109,26 @@ def plan_notifications(
                 data=event.data,
             )
         elif channel is Channel.EMAIL:
-            assert isinstance(address, str)
+            assert profile.email is not None
             message = EmailNotification(
-                **common, to=address, subject=parts["subject"], text=parts["text"], html=parts.get("html")
+                **common,
+                to=profile.email,
+                subject=parts["subject"],
+                text=parts["text"],
+                html=parts.get("html"),
             )
         elif channel is Channel.PUSH:
-            assert isinstance(address, list)
-            message = PushNotification(**common, devices=address, title=parts["title"], body=parts["body"])
+            message = PushNotification(
+                **common, devices=list(profile.devices), title=parts["title"], body=parts["body"]
+            )
         else:
-            assert isinstance(address, str)
-            message = SmsNotification(**common, to=address, text=parts["text"])
-        plan.notifications.append(message)
+            assert profile.phone is not None
+            text = parts["text"]
+            message = SmsNotification(
+                **common, to=profile.phone, text=text, segments=count_segments(text).segments
+            )
+        if isinstance(decision, Defer):
+            plan.deferred.append(Deferred(message, decision.until, decision.reason.value))
+        else:
+            plan.notifications.append(message)
     return plan
-
-
-def _fallback_choice(rule: Rule, profile: UserProfile) -> Channel | None:
-    """With a fallback list, the first of its channels the recipient can be reached on (None: route to all
-    of the rule's channels; the last of the list when none can, so the skip records why)."""
-    if not rule.fallback:
-        return None
-    for channel in rule.fallback:
-        address = _address(channel, profile)
-        if address is not _NO_ADDRESS and address is not _DISABLED:
-            return channel
-    return rule.fallback[-1]
-
-
-_NO_ADDRESS = object()
-_DISABLED = object()
-
-
-def _address(channel: Channel, profile: UserProfile) -> object:
-    if channel is Channel.INAPP:
-        return profile.user_id if profile.inapp_enabled else _DISABLED
-    if channel is Channel.EMAIL:
-        return profile.email or _NO_ADDRESS
-    if channel is Channel.SMS:
-        return profile.phone or _NO_ADDRESS
-    return list(profile.devices) or _NO_ADDRESS

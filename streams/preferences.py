@@ -18,6 +18,8 @@ from streams.quiet_hours import quiet_until
 
 # Categories that are critical unless a rule says otherwise (`Rule.critical` left unset).
 CRITICAL_CATEGORIES: frozenset[str] = frozenset({"security", "password_reset"})
+# Quiet hours hold back what buzzes a phone; an email or an in-app message waits in an inbox anyway.
+INTERRUPTIVE: frozenset[Channel] = frozenset({Channel.PUSH, Channel.SMS})
 
 
 class Reason(StrEnum):
@@ -146,6 +148,6 @@ def _one(
         return Suppress(Reason.MUTED)
     if not prefs.opted_in(category, channel):
         return Suppress(Reason.OPTED_OUT)
-    if quiet_end is not None:
+    if quiet_end is not None and channel in INTERRUPTIVE:
         return Defer(quiet_end)
     return SEND

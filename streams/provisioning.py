@@ -25,6 +25,7 @@ def topic_names(settings: Settings) -> list[str]:
     return [
         settings.topic_events,
         settings.topic_users,
+        settings.topic_preferences,
         settings.topic_routed,
         *settings.delivery_topics.values(),
         *retry_topic_names(settings),
@@ -50,7 +51,7 @@ async def provision_topics(settings: Settings) -> None:
         topic_names(settings),
         settings.partitions,
         settings.replication_factor,
-        compacted={settings.topic_users},
+        compacted={settings.topic_users, settings.topic_preferences},
     )
     # One partition: the rules are one document, and every worker reads all of it.
     await ensure_topics(
@@ -60,12 +61,12 @@ async def provision_topics(settings: Settings) -> None:
         settings.replication_factor,
         compacted={settings.topic_rules},
     )
-    copartitioned = [settings.topic_users, settings.topic_routed]
+    copartitioned = [settings.topic_users, settings.topic_preferences, settings.topic_routed]
     counts = await partition_counts(settings.bootstrap_servers, copartitioned)
     wrong = {name: n for name, n in counts.items() if n != settings.partitions}
     if wrong:
         found = ", ".join(f"{name} has {n}" for name, n in sorted(wrong.items()))
         raise ConfigurationError(
-            f"HERALD_PARTITIONS is {settings.partitions} but {found}: the users and routed topics must have "
-            "exactly that many partitions so each user's profile and events meet on one worker"
+            f"HERALD_PARTITIONS is {settings.partitions} but {found}: the users, preferences and routed "
+            "topics must have exactly that many partitions so each user's state and events meet on one worker"
         )

@@ -77,7 +77,7 @@ def quiet_until(instant: datetime, zone: tzinfo, windows: Mapping[Weekday, Quiet
     end = _end_of_window_at(at, zone, windows)
     if end is None:
         return None
-    for _ in range(0):
+    for _ in range(_MAX_CHAIN):
         later = _end_of_window_at(end, zone, windows)
         if later is None:
             break

@@ -16,6 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from schemas.channels import Channel
 from schemas.rules import Rule
 from streams.errors import TemplateFailure
+from streams.formatting import context_filters
 
 # Which parts each channel's template set holds; the optional ones may be absent.
 REQUIRED_PARTS: dict[Channel, tuple[str, ...]] = {
@@ -74,6 +75,8 @@ class TemplateStore:
             lstrip_blocks=True,
             auto_reload=False,
         )
+        # Dates, numbers and currencies in the recipient's locale and timezone (read from the context).
+        self._env.filters.update(context_filters())
 
     def _source_name(self, template: str, channel: Channel, part: str, locale: str) -> str | None:
         for candidate in locale_chain(locale):

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
 from schemas.events import DomainEvent, RecipientEvent
+from schemas.preferences import Preferences
 from schemas.rules import parse_duration
 from schemas.status import DeliveryStatus, Outcome
 from schemas.users import UserProfile
@@ -78,8 +79,10 @@ async def _route_one(ctx: WorkerContext, raw: bytes) -> list[Failed]:
     if stored is None:
         raise UnknownUser(f"no profile for recipient {recipient!r}")
     profile = UserProfile.model_validate(stored, strict=False)
+    stored_preferences = ctx.preferences.get(recipient)
+    preferences = Preferences.model_validate(stored_preferences, strict=False) if stored_preferences else None
     rule = ctx.rules.book.match(domain_event.type, domain_event.data)
-    plan = plan_notifications(domain_event, profile, rule, ctx.templates, ctx.clock())
+    plan = plan_notifications(domain_event, profile, rule, ctx.templates, ctx.clock(), preferences)
     delay = parse_duration(rule.delay) if rule.delay else 0
     for notification in plan.notifications:
         topic = ctx.channel_topic(notification.channel)
@@ -94,6 +97,29 @@ async def _route_one(ctx: WorkerContext, raw: bytes) -> list[Failed]:
         else:
             await ctx.send(topic, recipient, notification)
         ctx.metrics.notifications_routed.labels(channel=notification.channel.value).inc()
+    for deferred in plan.deferred:
+        held = deferred.notification
+        await ctx.scheduler.schedule(
+            deferred.until,
+            ctx.channel_topic(held.channel),
+            recipient.encode(),
+            held.to_json(),
+            reason=deferred.reason,
+        )
+        ctx.metrics.notifications_deferred.labels(channel=held.channel.value, reason=deferred.reason).inc()
+        await ctx.send_status(
+            DeliveryStatus(
+                notification_id=held.notification_id,
+                event_id=domain_event.event_id,
+                recipient=recipient,
+                channel=held.channel,
+                provider="-",
+                outcome=Outcome.DEFERRED,
+                attempt=1,
+                at=ctx.clock(),
+                reason=deferred.reason,
+            )
+        )
     for skipped in plan.skipped:
         ctx.metrics.notifications_skipped.labels(channel=skipped.channel.value, reason=skipped.reason).inc()
         await ctx.send_status(

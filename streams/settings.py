@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     # --- topics -------------------------------------------------------------------------------------------
     topic_events: str = "herald.events"
     topic_users: str = "herald.users"
+    topic_preferences: str = "herald.preferences"
     topic_rules: str = "herald.rules"
     topic_routed: str = "herald.routed"
     topic_inapp: str = "herald.deliver.inapp"

@@ -16,13 +16,22 @@ from streams.settings import Settings
 class Topics:
     events: Any
     users: Any
+    preferences: Any
     routed: Any
     delivery: dict[Channel, Any]
     status: Any
     dlq: Any
 
     def all(self) -> list[Any]:
-        return [self.events, self.users, self.routed, *self.delivery.values(), self.status, self.dlq]
+        return [
+            self.events,
+            self.users,
+            self.preferences,
+            self.routed,
+            *self.delivery.values(),
+            self.status,
+            self.dlq,
+        ]
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -39,6 +48,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     return Topics(
         events=topic(settings.topic_events),
         users=topic(settings.topic_users, compacting=True),
+        preferences=topic(settings.topic_preferences, compacting=True),
         routed=topic(settings.topic_routed),
         delivery={Channel(ch): topic(name) for ch, name in settings.delivery_topics.items()},
         status=topic(settings.topic_status),

@@ -103,9 +103,52 @@ def test_fallback_picks_the_first_reachable_channel() -> None:
     plan = plan_notifications(ev, with_phone, rule, store, NOW)
     assert [n.channel for n in plan.notifications] == [Channel.SMS]  # no device: push is passed over
     assert {(s.channel, s.reason) for s in plan.skipped} == {
-        (Channel.PUSH, "fallback_not_needed"),
+        (Channel.PUSH, "no_address"),
         (Channel.EMAIL, "fallback_not_needed"),
     }
     unreachable = plan_notifications(ev, UserProfile(user_id="b"), rule, store, NOW)
     assert not unreachable.notifications
     assert (Channel.EMAIL, "no_address") in {(s.channel, s.reason) for s in unreachable.skipped}
+
+
+def test_preferences_and_quiet_hours_shape_the_plan() -> None:
+    from schemas.preferences import Preferences
+    from schemas.rules import Rule
+    from streams.rendering import TemplateStore as Store
+
+    rule = Rule.model_validate(
+        {
+            "match": "security.login",
+            "category": "account",
+            "channels": {c: {"template": "security_login"} for c in ("push", "sms", "email")},
+        },
+        strict=False,
+    )
+    profile = UserProfile.model_validate(
+        {
+            "user_id": "a",
+            "email": "a@example.com",
+            "phone": "+33612345678",
+            "timezone": "Europe/Paris",
+            "devices": [{"token": "t1", "platform": "android"}],
+        },
+        strict=False,
+    )
+    # 23:30 in Paris on a Tuesday, inside tue 22:00-07:00; email opted out for the category.
+    now = datetime(2026, 11, 24, 22, 30, tzinfo=UTC)
+    prefs = Preferences.model_validate(
+        {
+            "user_id": "a",
+            "categories": {"account": {"email": False}},
+            "quiet_hours": {"tue": {"start": "22:00", "end": "07:00"}},
+        },
+        strict=False,
+    )
+    ev = event(type="security.login", data={"device": "Firefox", "city": "Lyon"})
+    plan = plan_notifications(ev, profile, rule, Store(EXAMPLES / "templates"), now, prefs)
+    assert not plan.notifications
+    assert {d.notification.channel for d in plan.deferred} == {Channel.PUSH, Channel.SMS}
+    assert all(d.until == datetime(2026, 11, 25, 6, 0, tzinfo=UTC) for d in plan.deferred)  # 07:00 Paris
+    assert [(s.channel, s.reason) for s in plan.skipped] == [(Channel.EMAIL, "opted_out")]
+    sms = next(d.notification for d in plan.deferred if d.notification.channel is Channel.SMS)
+    assert getattr(sms, "segments", None) == 1

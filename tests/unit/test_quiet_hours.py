@@ -238,3 +238,57 @@ def test_away_from_clock_changes_quiet_hours_are_plain_wall_clock_intervals(
     if len(offsets) > 1:
         return
     assert is_quiet(instant, zone, windows) == _wall_oracle(instant, zone, windows)
+
+
+# Each 2026 clock change with its zone, for windows built to start or end right around it.
+CHANGES = [
+    (NEW_YORK, TRANSITIONS[0]),
+    (NEW_YORK, TRANSITIONS[1]),
+    (LONDON, TRANSITIONS[2]),
+    (LONDON, TRANSITIONS[3]),
+    (BERLIN, TRANSITIONS[2]),
+    (BERLIN, TRANSITIONS[3]),
+    (LORD_HOWE, TRANSITIONS[4]),
+    (LORD_HOWE, TRANSITIONS[5]),
+    (CHATHAM, TRANSITIONS[6]),
+    (CHATHAM, TRANSITIONS[7]),
+]
+
+
+def _first_reaching(wall: datetime, zone: ZoneInfo, after: datetime) -> datetime:
+    """Oracle: the first whole minute from `after` at which the wall clock in `zone` shows `wall` or later
+    (a skipped time is reached at the jump, a repeated time at its first showing)."""
+    t = after
+    while t.astimezone(zone).replace(tzinfo=None) < wall:
+        t += timedelta(minutes=1)
+    return t
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(CHANGES),
+    st.integers(-90, 150),
+    st.integers(30, 23 * 60),
+    st.booleans(),
+    st.integers(-20 * 60, 4 * 60),
+)
+def test_windows_around_clock_changes_match_a_minute_by_minute_oracle(
+    change: tuple[ZoneInfo, datetime], shift: int, length: int, around_end: bool, offset: int
+) -> None:
+    zone, transition = change
+    # The wall time at which the clock changes, read on the clock from before.
+    changes_at = (transition - timedelta(seconds=1)).astimezone(zone).replace(tzinfo=None)
+    changes_at += timedelta(seconds=1)
+    if around_end:
+        end = changes_at + timedelta(minutes=shift)
+        start = end - timedelta(minutes=length)
+    else:
+        start = changes_at + timedelta(minutes=shift)
+        end = start + timedelta(minutes=length)
+    windows = {Weekday.of(start.weekday()): QuietWindow(start=start.time(), end=end.time())}
+    instant = transition + timedelta(minutes=offset)
+
+    starts = _first_reaching(start, zone, start.replace(tzinfo=UTC) - timedelta(hours=15))
+    ends = _first_reaching(end, zone, starts)
+    expected = ends if starts <= instant < ends else None
+    assert quiet_until(instant, zone, windows) == expected

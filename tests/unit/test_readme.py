@@ -25,3 +25,21 @@ def test_first_lines_give_the_two_commands() -> None:
     assert block[1] == "./scripts/test"
     script = (Path(__file__).resolve().parents[2] / "scripts" / "test").read_text(encoding="utf-8")
     assert "pytest" in script
+
+
+def test_every_metric_is_documented() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.metrics import GatewayMetrics
+    from streams.bounces import WebhookMetrics
+    from streams.lag import COMMITTED, END, FAILURES, LAG, REFRESHED, TABLE_KEYS
+    from streams.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    WorkerMetrics(registry, "test")
+    GatewayMetrics(registry)
+    WebhookMetrics(registry)
+    names = {m.name for m in registry.collect()} | {LAG, COMMITTED, END, REFRESHED, TABLE_KEYS}
+    names |= {FAILURES.removesuffix("_total")}
+    undocumented = {n for n in names if f"`{n}" not in README}
+    assert undocumented == set()

@@ -41,5 +41,17 @@ class DomainEvent(WireModel):
 class RecipientEvent(WireModel):
     """A domain event narrowed to one recipient, re-keyed by user id so it meets that user's state."""
 
+    kind: Literal["event"] = "event"
     event: DomainEvent
     recipient: UserId
+
+
+class DigestRelease(WireModel):
+    """The time has come to send a recipient's digest bucket (scheduled when the bucket opened)."""
+
+    kind: Literal["digest_release"] = "digest_release"
+    recipient: UserId
+    bucket: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+Routed = Annotated[RecipientEvent | DigestRelease, Field(discriminator="kind")]

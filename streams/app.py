@@ -131,6 +131,8 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
         users=declare_table(app, settings, "users"),
         preferences=declare_table(app, settings, "preferences"),
         delivered=declare_table(app, settings, "delivered"),
+        digests=declare_table(app, settings, "digests"),
+        throttles=declare_table(app, settings, "throttles"),
     )
     ctx.scheduler = Scheduler(ctx, [*ctx.topics.delivery.values(), ctx.topics.routed])
     ctx.scheduler.register()

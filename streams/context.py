@@ -38,6 +38,8 @@ class WorkerContext:
     users: Any  # faust Table: user id -> profile dict
     preferences: Any  # faust Table: user id -> preferences dict
     delivered: Any  # faust Table: recipient -> {notification id: when delivered (epoch seconds)}
+    digests: Any  # faust Table: recipient -> {bucket: {rule, due, count, events}}
+    throttles: Any  # faust Table: recipient -> {scope key: [send times (epoch seconds)]}
     clock: Callable[[], datetime] = utc_now
     scheduler: Any = None  # streams.scheduler.Scheduler, set once the context exists
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,9 +76,10 @@ def plan_notifications(
     templates: TemplateStore,
     now: datetime,
     preferences: Preferences | None = None,
+    extra_context: Mapping[str, Any] | None = None,
 ) -> Plan:
     plan = Plan()
-    context = template_context(event, profile)
+    context = {**template_context(event, profile), **(extra_context or {})}
     decisions = decide_for_rule(rule, profile, preferences, now)
     for channel, route in rule.channels.items():
         nid = notification_id(event.dedup_key, profile.user_id, channel)

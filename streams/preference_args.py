@@ -11,7 +11,7 @@ from schemas.base import describe_validation_error
 from schemas.preferences import PreferencesUpdate, Weekday
 from streams.publishing import InvalidInput
 
-_QUIET = re.compile(r"^(?P<days>[a-z,-]+)=(?P<start>\d{1,2}:\d{2})-(?P<end>\d{1,2}:\d{2})$")
+_QUIET = re.compile(r"^(?P<days>[a-z,-]+)=(?P<start>\d{1,2}:\d{2}(:\d{2})?)-(?P<end>\d{1,2}:\d{2}(:\d{2})?)$")
 _DAYS = [day.value for day in Weekday]
 _GROUPS = {"all": _DAYS, "weekdays": _DAYS[:5], "weekend": _DAYS[5:]}
 

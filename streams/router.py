@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from schemas.base import describe_validation_error
-from schemas.events import DomainEvent, RecipientEvent
+from schemas.channels import Channel
+from schemas.events import DigestRelease, DomainEvent, RecipientEvent, Routed
+from schemas.notifications import NotificationBase
 from schemas.preferences import Preferences
-from schemas.rules import parse_duration
+from schemas.rules import Rule, parse_duration
 from schemas.status import DeliveryStatus, Outcome
 from schemas.users import UserProfile
 from streams.context import WorkerContext
+from streams.digests import add as add_to_digest
+from streams.digests import bucket_of, summary_event
 from streams.errors import InvalidEvent, UnknownUser
-from streams.planning import Failed, plan_notifications
+from streams.planning import Deferred, Failed, Plan, Skipped, plan_notifications
+from streams.throttling import check, scope_key
+from streams.throttling import record as record_send
 
 log = logging.getLogger("herald.router")
 
@@ -72,17 +78,89 @@ def register_router(ctx: WorkerContext) -> None:
             yield None
 
 
+_routed: TypeAdapter[RecipientEvent | DigestRelease] = TypeAdapter(Routed)  # type: ignore[arg-type]
+
+
+def parse_routed(raw: bytes) -> RecipientEvent | DigestRelease:
+    try:
+        return _routed.validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidEvent(describe_validation_error(exc)) from None
+
+
 async def _route_one(ctx: WorkerContext, raw: bytes) -> list[Failed]:
-    item = RecipientEvent.model_validate_json(raw)
-    domain_event, recipient = item.event, item.recipient
+    item = parse_routed(raw)
+    recipient = item.recipient
     stored = ctx.users.get(recipient)
     if stored is None:
         raise UnknownUser(f"no profile for recipient {recipient!r}")
     profile = UserProfile.model_validate(stored, strict=False)
     stored_preferences = ctx.preferences.get(recipient)
     preferences = Preferences.model_validate(stored_preferences, strict=False) if stored_preferences else None
-    rule = ctx.rules.book.match(domain_event.type, domain_event.data)
-    plan = plan_notifications(domain_event, profile, rule, ctx.templates, ctx.clock(), preferences)
+    extra: dict[str, Any] = {}
+    if isinstance(item, DigestRelease):
+        buckets = dict(ctx.digests.get(recipient) or {})
+        content = buckets.pop(item.bucket, None)
+        if content is None:
+            return []  # already released (a replay of the release record)
+        ctx.digests[recipient] = buckets
+        rule, domain_event, extra["digest"] = summary_event(recipient, item.bucket, content)
+    else:
+        domain_event = item.event
+        rule = ctx.rules.book.match(domain_event.type, domain_event.data)
+        if rule.digest is not None:
+            await _collect(ctx, rule, domain_event, profile)
+            return []
+    plan = plan_notifications(domain_event, profile, rule, ctx.templates, ctx.clock(), preferences, extra)
+    if rule.throttle is not None:
+        _throttle(ctx, plan, rule, recipient)
+    await _publish(ctx, plan, rule, domain_event, recipient)
+    return plan.failed
+
+
+async def _collect(ctx: WorkerContext, rule: Rule, event: DomainEvent, profile: UserProfile) -> None:
+    """Add the event to the recipient's digest; the first event of a bucket schedules its release."""
+    recipient = profile.user_id
+    bucket = bucket_of(rule, event)
+    buckets, opened = add_to_digest(
+        ctx.digests.get(recipient), bucket, rule, event, ctx.clock(), profile.timezone
+    )
+    ctx.digests[recipient] = buckets
+    for channel in rule.channels:
+        ctx.metrics.notifications_deferred.labels(channel=channel.value, reason="digest").inc()
+    if opened is not None:
+        release = DigestRelease(recipient=recipient, bucket=bucket)
+        await ctx.scheduler.schedule(
+            opened, ctx.topics.routed, recipient.encode(), release.to_json(), reason="digest"
+        )
+
+
+def _throttle(ctx: WorkerContext, plan: Plan, rule: Rule, recipient: str) -> None:
+    """Hold the plan's notifications to the rule's limit: the excess is dropped or deferred, as it says."""
+    throttle = rule.throttle
+    assert throttle is not None
+    now = ctx.clock().timestamp()
+    state = ctx.throttles.get(recipient)
+    kept: list[NotificationBase] = []
+    for notification in plan.notifications:
+        key = scope_key(throttle, notification.channel.value, rule.category)
+        verdict = check((state or {}).get(key, []), throttle, now)
+        if verdict.allowed:
+            state = record_send(state, key, now, ctx.settings.throttle_memory_seconds)
+            kept.append(notification)
+        elif throttle.excess == "defer" and verdict.free_at is not None:
+            free_at = datetime.fromtimestamp(verdict.free_at, UTC)
+            plan.deferred.append(Deferred(notification, free_at, "throttle"))
+        else:
+            plan.skipped.append(Skipped(notification.channel, "throttled", notification.notification_id))
+    plan.notifications = kept
+    if state is not None:
+        ctx.throttles[recipient] = state
+
+
+async def _publish(
+    ctx: WorkerContext, plan: Plan, rule: Rule, domain_event: DomainEvent, recipient: str
+) -> None:
     delay = parse_duration(rule.delay) if rule.delay else 0
     for notification in plan.notifications:
         topic = ctx.channel_topic(notification.channel)
@@ -107,32 +185,47 @@ async def _route_one(ctx: WorkerContext, raw: bytes) -> list[Failed]:
             reason=deferred.reason,
         )
         ctx.metrics.notifications_deferred.labels(channel=held.channel.value, reason=deferred.reason).inc()
-        await ctx.send_status(
-            DeliveryStatus(
-                notification_id=held.notification_id,
-                event_id=domain_event.event_id,
-                recipient=recipient,
-                channel=held.channel,
-                provider="-",
-                outcome=Outcome.DEFERRED,
-                attempt=1,
-                at=ctx.clock(),
-                reason=deferred.reason,
-            )
+        await _status(
+            ctx,
+            held.notification_id,
+            domain_event,
+            recipient,
+            held.channel,
+            Outcome.DEFERRED,
+            deferred.reason,
         )
     for skipped in plan.skipped:
         ctx.metrics.notifications_skipped.labels(channel=skipped.channel.value, reason=skipped.reason).inc()
-        await ctx.send_status(
-            DeliveryStatus(
-                notification_id=skipped.notification_id,
-                event_id=domain_event.event_id,
-                recipient=recipient,
-                channel=skipped.channel,
-                provider="-",
-                outcome=Outcome.SKIPPED,
-                attempt=1,
-                at=ctx.clock(),
-                reason=skipped.reason,
-            )
+        await _status(
+            ctx,
+            skipped.notification_id,
+            domain_event,
+            recipient,
+            skipped.channel,
+            Outcome.SKIPPED,
+            skipped.reason,
         )
-    return plan.failed
+
+
+async def _status(
+    ctx: WorkerContext,
+    notification_id: str,
+    domain_event: DomainEvent,
+    recipient: str,
+    channel: Channel,
+    outcome: Outcome,
+    reason: str,
+) -> None:
+    await ctx.send_status(
+        DeliveryStatus(
+            notification_id=notification_id,
+            event_id=domain_event.event_id,
+            recipient=recipient,
+            channel=channel,
+            provider="-",
+            outcome=outcome,
+            attempt=1,
+            at=ctx.clock(),
+            reason=reason,
+        )
+    )

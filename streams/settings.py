@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     retry_max_attempts: int = Field(default=5, ge=1, le=100)
     retry_tiers: int = Field(default=3, ge=1, le=10)
+    # How long a recipient's send times are kept for throttling: at least the longest `per` of any rule.
+    throttle_memory_seconds: float = Field(default=24 * 3600, gt=0)
     dedup_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     dedup_max_per_recipient: int = Field(default=1000, ge=1)
     circuit_failure_threshold: int = Field(default=5, ge=1)

@@ -1,0 +1,61 @@
+"""How big each measurement is: the full run (about 8 minutes on 2 cores), `--quick`, and the smoke test's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    name: str
+    partitions: int
+    events: int  # the backlog both the pass-through and the pipeline drain
+    pipeline_seconds: float  # the pipeline's drain is cut off after this long
+    users: int  # users in the tables for the throughput and latency runs
+    latency_seconds: float
+    memory_users: tuple[int, ...]
+    memory_events: int
+    gateway_connections: tuple[int, ...]
+    gateway_seconds: float
+
+
+FULL = Sizes(
+    name="full",
+    partitions=8,
+    events=40_000,
+    pipeline_seconds=60.0,
+    users=100_000,
+    latency_seconds=20.0,
+    memory_users=(100_000, 1_000_000),
+    memory_events=2_000,
+    gateway_connections=(1_000, 10_000),
+    gateway_seconds=15.0,
+)
+
+QUICK = Sizes(
+    name="quick",
+    partitions=8,
+    events=5_000,
+    pipeline_seconds=20.0,
+    users=10_000,
+    latency_seconds=8.0,
+    memory_users=(10_000, 100_000),
+    memory_events=500,
+    gateway_connections=(200, 1_000),
+    gateway_seconds=6.0,
+)
+
+TINY = Sizes(
+    name="tiny",
+    partitions=4,
+    events=300,
+    pipeline_seconds=30.0,
+    users=500,
+    latency_seconds=3.0,
+    memory_users=(500,),
+    memory_events=100,
+    gateway_connections=(20,),
+    gateway_seconds=3.0,
+)
+
+BY_NAME = {s.name: s for s in (FULL, QUICK, TINY)}

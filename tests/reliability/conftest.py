@@ -1,0 +1,100 @@
+"""Fixtures of the reliability suite: the provider fakes (shared, faults reset per case), deployments that
+stop their processes after each case, and the figures each case reports (a JSON file and a summary)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.email.sink import SmtpSink
+from tests.fakes.fcm import make_service_account
+from tests.integration.stack import Stack
+from tests.reliability.harness import RETRY_ENV, Deployment, Providers
+from tests.reliability.invariants import Figures
+from tests.reliability.providers import UnreliableFcm, UnreliableSendGrid, UnreliableSns, UnreliableTwilio
+
+FIGURES: list[Figures] = []
+LOG_DIRS: list[Path] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.reliability)
+
+
+@pytest.fixture(scope="session")
+def providers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Providers]:
+    smtp = SmtpSink("127.0.0.1", 0)
+    smtp.start()
+    fakes = [UnreliableSendGrid(), UnreliableTwilio(), UnreliableSns(), UnreliableFcm()]
+    for fake in fakes:
+        fake.start()
+    sendgrid, twilio, sns, fcm = fakes
+    assert isinstance(fcm, UnreliableFcm)
+    account, public_key = make_service_account(fcm.token_uri, "herald-test")
+    fcm.public_key = public_key
+    key_file = tmp_path_factory.mktemp("fcm") / "service-account.json"
+    key_file.write_text(json.dumps(account))
+    yield Providers(smtp, sendgrid, twilio, sns, fcm, key_file)  # type: ignore[arg-type]
+    for fake in fakes:
+        fake.stop()
+    smtp.stop()
+
+
+@pytest.fixture
+async def deployment(
+    broker_url: str,
+    bootstrap_servers: list[str],
+    providers: Providers,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Deployment]:
+    providers.reset_faults()
+    tmp = Path(tmp_path_factory.mktemp("reliability"))
+    LOG_DIRS.append(tmp)
+    stack = Stack(broker_url, bootstrap_servers, tmp, extra_env=dict(RETRY_ENV))
+    deployment = Deployment(stack, providers)
+    try:
+        yield deployment
+    finally:
+        stack.stop()
+        providers.reset_faults()
+
+
+@pytest.fixture(scope="session")
+def figures_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(tmp_path_factory.getbasetemp()) / "reliability-figures.json"
+
+
+@pytest.fixture
+def report(figures_file: Path) -> Any:
+    """`report(figures)`: keep a case's figures for the run's JSON file and summary."""
+
+    def keep(figures: Figures) -> None:
+        FIGURES.append(figures)
+        figures_file.write_text(json.dumps([asdict(f) for f in FIGURES], indent=2, default=str))
+        print(f"\n{figures.case}: {json.dumps(asdict(figures), default=str)}")
+
+    return keep
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FIGURES:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("reliability figures")
+    write(f"{'case':28} {'events':>7} {'expect':>7} {'deliv':>7} {'dlq':>5} {'lost':>5} {'dup':>4} faults")
+    for f in FIGURES:
+        faults = sum(f.faults_injected.values()) + f.hostile_inputs
+        write(
+            f"{f.case:28} {f.events:>7} {f.expected:>7} {f.delivered:>7} {f.dead_lettered:>5} "
+            f"{f.lost:>5} {f.duplicated:>4} {faults}"
+        )
+    path = Path(terminalreporter.config._tmp_path_factory.getbasetemp()) / "reliability-figures.json"
+    write(f"figures: {path}")

@@ -36,6 +36,7 @@ class Deployment:
     partitions: int
     run: str = "0"
     extra_env: dict[str, str] = field(default_factory=dict)
+    worker_port: int = field(default_factory=free_port)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -70,7 +71,7 @@ class Deployment:
                 "HERALD_TOPIC_SCHEDULED_PREFIX": self.topic("scheduled"),
                 "HERALD_TOPIC_DLQ": self.topic("dlq"),
                 "HERALD_INBOX_TOPIC": self.topic("inbox"),
-                "HERALD_WORKER_PORT": str(free_port()),
+                "HERALD_WORKER_PORT": str(self.worker_port),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -90,6 +91,10 @@ class Deployment:
         log.close()
         self.processes.append(process)
         return process
+
+    @property
+    def readyz(self) -> str:
+        return f"http://127.0.0.1:{self.worker_port}/readyz"
 
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")

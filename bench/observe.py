@@ -1,0 +1,114 @@
+"""Watching a run from outside: records arriving on topics, a process's resident memory, percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psutil
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+
+@dataclass
+class Arrivals:
+    """When each counted record arrived (time.time()), and how many records were read in all."""
+
+    times: list[float] = field(default_factory=list)
+    read: int = 0
+
+
+async def watch_topics(
+    bootstrap: str,
+    topics: list[str],
+    counts: Callable[[ConsumerRecord], bool],
+    arrivals: Arrivals,
+    stop: asyncio.Event,
+    on_count: Callable[[ConsumerRecord], None] = lambda record: None,
+) -> None:
+    """Read `topics` from the beginning, without a group, until `stop`; note each record `counts` accepts."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        tps: list[TopicPartition] = []
+        while not tps and not stop.is_set():
+            await consumer.topics()
+            found = {t: consumer.partitions_for_topic(t) for t in topics}
+            if all(found.values()):
+                tps = [TopicPartition(t, p) for t, parts in found.items() for p in parts or ()]
+            else:
+                await asyncio.sleep(0.2)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    arrivals.read += 1
+                    if counts(record):
+                        arrivals.times.append(now)
+                        on_count(record)
+    finally:
+        await consumer.stop()
+
+
+class RssSampler:
+    """Samples a process's resident set size (bytes) every `interval` seconds in a thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self._process = psutil.Process(pid)
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = 0
+        self.last = 0
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = int(self._process.memory_info().rss)
+            except psutil.Error:
+                return
+            self.last = rss
+            self.peak = max(self.peak, rss)
+            self._stop.wait(self._interval)
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def latency_summary(seconds: list[float]) -> dict[str, float]:
+    values = sorted(seconds)
+    return {
+        "count": len(values),
+        "p50_ms": percentile(values, 50) * 1000,
+        "p95_ms": percentile(values, 95) * 1000,
+        "p99_ms": percentile(values, 99) * 1000,
+        "max_ms": (values[-1] * 1000) if values else float("nan"),
+    }
+
+
+def steady_rate(times: list[float], low: float = 0.1, high: float = 0.9) -> float:
+    """Records per second between the `low` and `high` fractions of the arrivals (start-up and tail left out)."""
+    if len(times) < 10:
+        return float(len(times)) / max(1e-9, (max(times) - min(times))) if len(times) > 1 else 0.0
+    ordered = sorted(times)
+    first, last = int(len(ordered) * low), int(len(ordered) * high) - 1
+    span = ordered[last] - ordered[first]
+    return (last - first) / span if span > 0 else 0.0

@@ -1,0 +1,265 @@
+"""Measurements (1)–(3): the raw pass-through limit, Herald's sustained pipeline rate over the same backlog,
+and end-to-end latency at half that rate. Providers are real (SMTP, Twilio SDK) against local sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from tqdm import tqdm
+
+from adapters.broker.embedded import free_port
+from adapters.broker.topics import ensure_topics
+from bench.deployment import Deployment, wait_http_ok
+from bench.observe import Arrivals, RssSampler, latency_summary, steady_rate, watch_topics
+from bench.sizes import Sizes
+from bench.workload import CHANNELS, backlog, event, fast_producer, parse_stamp, produce_all, table_records, user_id
+
+FANOUT = len(CHANNELS)
+
+
+def provider_env(dep: Deployment, rules: Path, templates: Path, smtp_port: int, http_port: int) -> dict[str, str]:
+    return {
+        "HERALD_RULES_FILE": str(rules),
+        "HERALD_TEMPLATES_DIR": str(templates),
+        "HERALD_EMAIL_PROVIDERS": "smtp",
+        "HERALD_SMTP_HOST": "127.0.0.1",
+        "HERALD_SMTP_PORT": str(smtp_port),
+        "HERALD_SMS_PROVIDERS": "twilio",
+        "HERALD_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "HERALD_TWILIO_AUTH_TOKEN": "bench",
+        "HERALD_TWILIO_FROM": "+14155550100",
+        "HERALD_TWILIO_BASE_URL": f"http://127.0.0.1:{http_port}",
+    }
+
+
+async def load_tables(dep: Deployment, users: int, label: str) -> float:
+    """Write `users` profiles and preferences to the app's table changelogs; returns seconds taken."""
+    await ensure_topics(
+        [dep.bootstrap], [dep.changelog("users"), dep.changelog("preferences")], dep.partitions, 1, compacted=set()
+    )
+    started = time.monotonic()
+    names = {"users": dep.changelog("users"), "preferences": dep.changelog("preferences")}
+    with tqdm(total=users * 2, desc=f"load {label}", unit="rec", leave=False) as bar:
+        records = ((names[t], p, k, v) for t, p, k, v in table_records(users, dep.partitions))
+        await asyncio.to_thread(produce_all, fast_producer(dep.bootstrap), records, bar.update)
+    return time.monotonic() - started
+
+
+async def run_passthrough(dep: Deployment, client: str, source: str, events: int) -> dict[str, Any]:
+    sink = f"{dep.prefix}.passthrough.{client}"
+    await ensure_topics([dep.bootstrap], [sink], dep.partitions, 1, compacted=set())
+    out = dep.tmp / f"passthrough-{client}.json"
+    process = dep.spawn(
+        "bench.passthrough", client, dep.bootstrap, source, sink, str(events), str(out), log_name=f"pass-{client}"
+    )
+    with tqdm(desc=f"limit ({client})", total=None, leave=False, bar_format="{desc}: {elapsed}") as bar:
+        while process.poll() is None:
+            await asyncio.sleep(0.2)
+            bar.update(0)
+    if process.returncode != 0:
+        raise RuntimeError(f"pass-through ({client}) failed:\n{dep.log(f'pass-{client}')[-2000:]}")
+    result: dict[str, Any] = orjson.loads(out.read_bytes())
+    result["events_per_second"] = result["events"] / result["seconds"]
+    return result
+
+
+class HeraldUnderTest:
+    """A worker and its provider sinks for one run of a deployment."""
+
+    def __init__(self, dep: Deployment, rules: Path, templates: Path, *, store: str | None = None) -> None:
+        self.dep = dep
+        self.smtp_port, self.http_port = free_port(), free_port()
+        self.sinks_out = dep.tmp / f"sinks-{dep.prefix}-{dep.run}.json"
+        self.env = {**dep.env, **provider_env(dep, rules, templates, self.smtp_port, self.http_port)}
+        if store:
+            self.env["BENCH_STORE"] = store
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.sinks: subprocess.Popen[bytes] | None = None
+        self.rss: RssSampler | None = None
+        self.ready_seconds = 0.0
+
+    async def start(self) -> None:
+        self.sinks = self.dep.spawn(
+            "bench.sinks", str(self.sinks_out), str(self.smtp_port), str(self.http_port),
+            log_name=f"sinks-{self.dep.run}",
+        )
+        self.worker = self.dep.spawn("bench.worker", log_name=f"worker-{self.dep.run}", env=self.env)
+        self.rss = RssSampler(self.worker.pid).start()
+        try:
+            self.ready_seconds = await wait_http_ok(self.dep.readyz, self.worker, timeout=300)
+        except Exception as exc:
+            raise RuntimeError(f"{exc}\n{self.dep.log(f'worker-{self.dep.run}')[-3000:]}") from None
+
+    def stop(self) -> dict[str, Any]:
+        """Stops both; returns what the sinks saw."""
+        if self.rss is not None:
+            self.rss.stop()
+        if self.worker is not None:
+            self.dep.stop(self.worker)
+        if self.sinks is not None:
+            self.dep.stop(self.sinks)
+        if self.sinks_out.exists():
+            seen: dict[str, Any] = orjson.loads(self.sinks_out.read_bytes())
+            return seen
+        return {"rows": {"email": [], "sms": []}, "unstamped": 0}
+
+
+def _delivered(record: Any) -> bool:
+    """A notification done: a `delivered` status record (email, SMS) or an in-app record on its topic."""
+    if record.topic.endswith("deliver.inapp." + record.topic.rsplit(".", 1)[-1]):
+        return True
+    return b'"outcome":"delivered"' in record.value
+
+
+def start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not os.path.exists(py_spy):
+        return None
+    return subprocess.Popen(  # noqa: S603 - py-spy from our own environment
+        [py_spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def measure_pipeline(
+    bootstrap: str, tmp: Path, sizes: Sizes, rules: Path, templates: Path, *, profile: bool = False
+) -> dict[str, Any]:
+    dep = Deployment(bootstrap, tmp, prefix="pipe", partitions=sizes.partitions, run="tp")
+    await ensure_topics(
+        [bootstrap],
+        [dep.topic("events"), dep.topic("status"), dep.topic("deliver.inapp")],
+        sizes.partitions,
+        1,
+        compacted=set(),
+    )
+    load_seconds = await load_tables(dep, sizes.users, f"{sizes.users:,} users")
+    with tqdm(total=sizes.events, desc="backlog", unit="ev", leave=False) as bar:
+        await asyncio.to_thread(
+            produce_all, fast_producer(bootstrap), backlog(dep.topic("events"), sizes.events, sizes.users), bar.update
+        )
+
+    limits = {}
+    for client in ("confluent", "aiokafka"):
+        limits[client] = await run_passthrough(dep, client, dep.topic("events"), sizes.events)
+    best = max(limits.values(), key=lambda r: float(r["events_per_second"]))
+
+    herald = HeraldUnderTest(dep, rules, templates)
+    arrivals = Arrivals()
+    stop = asyncio.Event()
+    expected = sizes.events * FANOUT
+    profiler = None
+    try:
+        await herald.start()
+        watcher = asyncio.create_task(
+            watch_topics(bootstrap, [dep.topic("status"), dep.topic("deliver.inapp")], _delivered, arrivals, stop)
+        )
+        started = time.time()
+        with tqdm(total=expected, desc="herald pipeline", unit="ntf", leave=False) as bar:
+            while len(arrivals.times) < expected and time.time() - started < sizes.pipeline_seconds:
+                await asyncio.sleep(0.25)
+                bar.update(len(arrivals.times) - bar.n)
+                if profile and profiler is None and len(arrivals.times) > expected * 0.05:
+                    assert herald.worker is not None
+                    profiler = start_profiler(herald.worker.pid, 20, tmp / "worker-profile.txt")
+        stop.set()
+        await watcher
+    finally:
+        if profiler is not None:
+            profiler.wait(timeout=60)
+        herald.stop()
+    notifications_per_second = steady_rate(arrivals.times)
+    events_per_second = notifications_per_second / FANOUT
+    pipeline = {
+        "users": sizes.users,
+        "table_load_seconds": load_seconds,
+        "worker_ready_seconds": herald.ready_seconds,
+        "notifications_completed": len(arrivals.times),
+        "notifications_expected": expected,
+        "events_per_second": events_per_second,
+        "notifications_per_second": notifications_per_second,
+        "ratio_to_limit": events_per_second / float(best["events_per_second"]),
+        "worker_peak_rss_bytes": herald.rss.peak if herald.rss else 0,
+        "drained": len(arrivals.times) >= expected,
+    }
+    limit = {"by_client": limits, "client": best["client"], "events_per_second": best["events_per_second"]}
+    latency = await measure_latency(dep, sizes, rules, templates, max(1.0, events_per_second / 2))
+    latency["ratio_to_limit_offered"] = latency["offered_events_per_second"] / float(best["events_per_second"])
+    return {"limit": limit, "pipeline": pipeline, "latency": latency}
+
+
+async def measure_latency(
+    dep: Deployment, sizes: Sizes, rules: Path, templates: Path, rate: float
+) -> dict[str, Any]:
+    dep.run = "lat"
+    await ensure_topics(
+        [dep.bootstrap],
+        [dep.topic("events"), dep.topic("status"), dep.topic("deliver.inapp")],
+        dep.partitions,
+        1,
+        compacted=set(),
+    )
+    herald = HeraldUnderTest(dep, rules, templates)
+    inapp: list[float] = []
+    arrivals = Arrivals()
+    stop = asyncio.Event()
+
+    def on_inapp(record: Any) -> None:
+        stamp = parse_stamp(orjson.loads(record.value).get("body", ""))
+        if stamp is not None:
+            inapp.append(time.time() - stamp[1])
+
+    def is_inapp(record: Any) -> bool:
+        return True
+
+    total = int(rate * sizes.latency_seconds)
+    try:
+        await herald.start()
+        watcher = asyncio.create_task(
+            watch_topics(dep.bootstrap, [dep.topic("deliver.inapp")], is_inapp, arrivals, stop, on_inapp)
+        )
+        producer = fast_producer(dep.bootstrap)
+        producer_topic = dep.topic("events")
+        began = time.monotonic()
+        sent = 0
+        with tqdm(total=total, desc=f"latency @ {rate:,.0f} ev/s", unit="ev", leave=False) as bar:
+            while sent < total:
+                due = min(total, int((time.monotonic() - began) * rate) + 1)
+                while sent < due:
+                    recipient = user_id(sent % max(1, sizes.users))
+                    producer.produce(producer_topic, event(sent, recipient, time.time()), recipient.encode())
+                    sent += 1
+                producer.poll(0)
+                bar.update(sent - bar.n)
+                await asyncio.sleep(0.005)
+        producer.flush(30)
+        offered_seconds = time.monotonic() - began
+        deadline = time.monotonic() + 20
+        while len(inapp) < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2.0)  # let the email and SMS stragglers arrive
+        stop.set()
+        await watcher
+    finally:
+        seen = herald.stop()
+    rows = seen["rows"]
+    providers = [received - sent_at for channel in ("email", "sms") for _, sent_at, received in rows[channel]]
+    return {
+        "offered_events_per_second": total / offered_seconds,
+        "events": total,
+        "provider": latency_summary(providers),
+        "by_channel": {
+            "email": latency_summary([r - s for _, s, r in rows["email"]]),
+            "sms": latency_summary([r - s for _, s, r in rows["sms"]]),
+            "inapp_topic": latency_summary(inapp),
+        },
+        "cdf_ms": sorted(x * 1000 for x in providers),
+    }

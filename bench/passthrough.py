@@ -17,8 +17,9 @@ import orjson
 async def run_aiokafka(bootstrap: str, source: str, sink: str, expected: int) -> tuple[int, float]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from aiokafka.structs import TopicPartition
+
     consumer = AIOKafkaConsumer(
-        source,
         bootstrap_servers=bootstrap,
         group_id=f"bench-pass-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
@@ -28,6 +29,11 @@ async def run_aiokafka(bootstrap: str, source: str, sink: str, expected: int) ->
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
     await consumer.start()
     await producer.start()
+    # Assigned, not subscribed: a group join costs seconds on the embedded broker and measures nothing here.
+    await consumer.topics()
+    tps = [TopicPartition(source, p) for p in sorted(consumer.partitions_for_topic(source) or ())]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
     moved, started = 0, 0.0
     try:
         while moved < expected:
@@ -50,7 +56,7 @@ async def run_aiokafka(bootstrap: str, source: str, sink: str, expected: int) ->
 
 
 def run_confluent(bootstrap: str, source: str, sink: str, expected: int) -> tuple[int, float]:
-    from confluent_kafka import Consumer, KafkaException, Producer
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
     consumer = Consumer(
         {
@@ -61,7 +67,8 @@ def run_confluent(bootstrap: str, source: str, sink: str, expected: int) -> tupl
         }
     )
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
-    consumer.subscribe([source])
+    partitions = consumer.list_topics(source, timeout=10).topics[source].partitions
+    consumer.assign([TopicPartition(source, p, OFFSET_BEGINNING) for p in sorted(partitions)])
     moved, started = 0, 0.0
     try:
         while moved < expected:

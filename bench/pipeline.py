@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from adapters.broker.topics import ensure_topics
 from bench.deployment import Deployment, wait_http_ok
 from bench.observe import Arrivals, RssSampler, latency_summary, steady_rate, watch_topics
 from bench.sizes import Sizes
-from bench.workload import CHANNELS, backlog, event, fast_producer, parse_stamp, produce_all, table_records, user_id
+from bench.workload import CHANNELS, backlog, event, fast_producer, parse_stamp, produce_all, seal, table_records, user_id
 
 FANOUT = len(CHANNELS)
 
@@ -47,9 +48,17 @@ async def load_tables(dep: Deployment, users: int, label: str) -> float:
     )
     started = time.monotonic()
     names = {"users": dep.changelog("users"), "preferences": dep.changelog("preferences")}
+    last: dict[tuple[str, int], tuple[bytes, bytes]] = {}
+
+    def records() -> Iterator[tuple[str, int | None, bytes, bytes]]:
+        for table, partition, key, value in table_records(users, dep.partitions):
+            last[names[table], partition] = key, value
+            yield names[table], partition, key, value
+
+    producer = fast_producer(dep.bootstrap)
     with tqdm(total=users * 2, desc=f"load {label}", unit="rec", leave=False) as bar:
-        records = ((names[t], p, k, v) for t, p, k, v in table_records(users, dep.partitions))
-        await asyncio.to_thread(produce_all, fast_producer(dep.bootstrap), records, bar.update)
+        await asyncio.to_thread(produce_all, producer, records(), bar.update)
+    await asyncio.to_thread(seal, producer, last)
     return time.monotonic() - started
 
 
@@ -112,11 +121,13 @@ class HeraldUnderTest:
         return {"rows": {"email": [], "sms": []}, "unstamped": 0}
 
 
-def _delivered(record: Any) -> bool:
+def completed(inapp_topic: str) -> Callable[[Any], bool]:
     """A notification done: a `delivered` status record (email, SMS) or an in-app record on its topic."""
-    if record.topic.endswith("deliver.inapp." + record.topic.rsplit(".", 1)[-1]):
-        return True
-    return b'"outcome":"delivered"' in record.value
+
+    def done(record: Any) -> bool:
+        return record.topic == inapp_topic or b'"outcome":"delivered"' in record.value
+
+    return done
 
 
 def start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
@@ -144,7 +155,7 @@ async def measure_pipeline(
     load_seconds = await load_tables(dep, sizes.users, f"{sizes.users:,} users")
     with tqdm(total=sizes.events, desc="backlog", unit="ev", leave=False) as bar:
         await asyncio.to_thread(
-            produce_all, fast_producer(bootstrap), backlog(dep.topic("events"), sizes.events, sizes.users), bar.update
+            produce_all, fast_producer(bootstrap), backlog(dep.topic("events"), sizes.events, sizes.users, dep.run), bar.update
         )
 
     limits = {}
@@ -160,7 +171,11 @@ async def measure_pipeline(
     try:
         await herald.start()
         watcher = asyncio.create_task(
-            watch_topics(bootstrap, [dep.topic("status"), dep.topic("deliver.inapp")], _delivered, arrivals, stop)
+            watch_topics(bootstrap, [dep.topic("status"), dep.topic("deliver.inapp")],
+                completed(dep.topic("deliver.inapp")),
+                arrivals,
+                stop,
+            )
         )
         started = time.time()
         with tqdm(total=expected, desc="herald pipeline", unit="ntf", leave=False) as bar:
@@ -235,7 +250,7 @@ async def measure_latency(
                 due = min(total, int((time.monotonic() - began) * rate) + 1)
                 while sent < due:
                     recipient = user_id(sent % max(1, sizes.users))
-                    producer.produce(producer_topic, event(sent, recipient, time.time()), recipient.encode())
+                    producer.produce(producer_topic, event(sent, recipient, time.time(), dep.run), recipient.encode())
                     sent += 1
                 producer.poll(0)
                 bar.update(sent - bar.n)

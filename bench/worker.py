@@ -19,9 +19,9 @@ class _StoreOverride(streams.app.HeraldApp):
 def main() -> None:
     if os.environ.get("BENCH_STORE"):
         streams.app.HeraldApp = _StoreOverride  # type: ignore[misc]
-    streams.app.main(["herald", "worker", "-l", "warning"])
+    streams.app.main(["herald", "worker", "-l", "warn"])
 
 
 if __name__ == "__main__":
-    sys.argv = ["herald", "worker", "-l", "warning"]
+    sys.argv = ["herald", "worker", "-l", "warn"]
     main()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import logging
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import faust.streams as faust_streams
 
 from schemas.base import WireModel
 from schemas.channels import Channel
@@ -21,6 +26,11 @@ from streams.settings import Settings
 from streams.topics import Topics
 
 log = logging.getLogger("herald.worker")
+
+# The send acknowledgements a batch is still to wait for (see WorkerContext.batch).
+_pending_sends: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "pending_sends", default=None
+)
 
 
 def utc_now() -> datetime:
@@ -53,8 +63,34 @@ class WorkerContext:
             replicas=self.settings.replication_factor,
         )
 
+    async def produce(
+        self, topic: Any, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
+        """Hand a record to the producer. Inside `batch()` its acknowledgement is awaited with the rest of the
+        batch's; outside, at once. Either way it is acknowledged before the input is, so nothing is lost."""
+        name = topic if isinstance(topic, str) else topic.get_topic_name()
+        future = await self.app.producer.send(name, key, value, partition, None, None)
+        pending = _pending_sends.get()
+        if pending is None:
+            await future
+        else:
+            pending.append(future)
+
     async def send(self, topic: Any, key: str, value: WireModel) -> None:
-        await topic.send(key=key.encode(), value=value.to_json())
+        await self.produce(topic, key.encode(), value.to_json())
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Produce without waiting on each record; leaving the block waits for all of them (and raises if
+        any failed), so a batch is acknowledged only once everything it produced is on the broker."""
+        pending: list[Any] = []
+        token = _pending_sends.set(pending)
+        try:
+            yield
+        finally:
+            _pending_sends.reset(token)
+            if pending:
+                await asyncio.gather(*pending)
 
     async def send_status(self, status: DeliveryStatus) -> None:
         await self.send(self.topics.status, status.recipient, status)
@@ -70,7 +106,7 @@ class WorkerContext:
             error=error,
             stage=stage,
         )
-        await self.topics.dlq.send(key=message.key, value=record.to_json())
+        await self.produce(self.topics.dlq, message.key, record.to_json())
         self.metrics.dead_letters.labels(stage=stage, reason=record.reason).inc()
         log.warning(
             "dead-lettered",
@@ -86,3 +122,9 @@ class WorkerContext:
 
     def channel_topic(self, channel: Channel) -> Any:
         return self.topics.delivery[channel]
+
+
+def bind_event(event: Any) -> None:
+    """Make `event` the current one in this task. Faust writes a table key to the changelog partition of
+    the current event, kept in a context variable: batches and tasks started with `gather` need it set."""
+    faust_streams._current_event.set(weakref.ref(event))

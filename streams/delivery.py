@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import faust.streams as faust_streams
 from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
 from schemas.channels import Channel
 from schemas.notifications import NotificationBase
 from schemas.status import DeliveryStatus, Outcome
-from streams.context import WorkerContext
+from streams.context import WorkerContext, bind_event
 from streams.dedup import already_delivered, remember
 from streams.errors import DeliveryError, InvalidEvent, PermanentDeliveryError, RetriableDeliveryError
 from streams.failover import Attempt, Sent
@@ -33,12 +31,6 @@ log = logging.getLogger("herald.delivery")
 Send = Callable[[NotificationBase, Callable[[Attempt], Awaitable[None]]], Awaitable[Sent]]
 # Called after a permanent refusal, e.g. to drop an unregistered push token from the profile.
 OnRefused = Callable[[NotificationBase, PermanentDeliveryError], Awaitable[None]]
-
-
-def bind_event(event: Any) -> None:
-    """Make `event` the current one in this task. Faust writes a table key to the changelog partition of the
-    current event, which it keeps in a context variable; tasks started with `gather` would not have it."""
-    faust_streams._current_event.set(weakref.ref(event))
 
 
 class ChannelDelivery:
@@ -70,7 +62,8 @@ class ChannelDelivery:
             async for events in stream.take_events(
                 settings.delivery_batch_size, within=settings.delivery_batch_seconds
             ):
-                await self.handle_batch(events)
+                async with self.ctx.batch():
+                    await self.handle_batch(events)
                 yield None
 
         app.agent(self.ctx.topics.delivery[self.channel], name=f"herald.deliver.{self.channel.value}")(fresh)

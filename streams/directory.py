@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from schemas.base import describe_validation_error
 from schemas.preferences import Preferences, PreferencesUpdate, merge
 from schemas.users import ProfileUpdate, UserProfile
-from streams.context import WorkerContext
+from streams.context import WorkerContext, bind_event
 from streams.errors import InvalidPreferences, InvalidProfile
 
 log = logging.getLogger("herald.directory")
@@ -42,12 +42,14 @@ def home_partition(user_id: str, partitions: int) -> int:
 def register_directory(ctx: WorkerContext) -> None:
     @ctx.app.agent(ctx.topics.users, name="herald.directory")
     async def directory(stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message = event.message
-            try:
-                await apply_message(ctx, message)
-            except Exception as exc:
-                await ctx.to_dead_letters(message, exc, stage="directory")
+        async for events in stream.take_events(ctx.settings.batch_size, within=ctx.settings.batch_seconds):
+            async with ctx.batch():
+                for event in events:
+                    bind_event(event)
+                    try:
+                        await apply_message(ctx, event.message)
+                    except Exception as exc:
+                        await ctx.to_dead_letters(event.message, exc, stage="directory")
             yield None
 
 
@@ -59,7 +61,7 @@ async def apply_message(ctx: WorkerContext, message: Any) -> None:
     if message.partition != home:
         # A producer with another partitioner (librdkafka's default is not murmur2) put it on a partition
         # where this user's events never arrive: move it home instead of applying it here.
-        await ctx.topics.users.send(key=message.key, value=message.value, partition=home)
+        await ctx.produce(ctx.topics.users, message.key, message.value, partition=home)
         ctx.metrics.profiles_rehomed.inc()
         return
     if message.value is None:  # a tombstone: the user is deleted
@@ -98,12 +100,14 @@ def parse_preferences(key: bytes, raw: bytes) -> PreferencesUpdate:
 def register_preferences(ctx: WorkerContext) -> None:
     @ctx.app.agent(ctx.topics.preferences, name="herald.preferences")
     async def preferences(stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message = event.message
-            try:
-                await apply_preferences(ctx, message)
-            except Exception as exc:
-                await ctx.to_dead_letters(message, exc, stage="preferences")
+        async for events in stream.take_events(ctx.settings.batch_size, within=ctx.settings.batch_seconds):
+            async with ctx.batch():
+                for event in events:
+                    bind_event(event)
+                    try:
+                        await apply_preferences(ctx, event.message)
+                    except Exception as exc:
+                        await ctx.to_dead_letters(event.message, exc, stage="preferences")
             yield None
 
 
@@ -113,7 +117,7 @@ async def apply_preferences(ctx: WorkerContext, message: Any) -> None:
     user_id = message.key.decode(errors="replace")
     home = home_partition(user_id, ctx.settings.partitions)
     if message.partition != home:
-        await ctx.topics.preferences.send(key=message.key, value=message.value, partition=home)
+        await ctx.produce(ctx.topics.preferences, message.key, message.value, partition=home)
         ctx.metrics.profiles_rehomed.inc()
         return
     if message.value is None:

@@ -48,7 +48,7 @@ class Scheduler:
 
     async def _place(self, record: Scheduled, key: bytes) -> None:
         remaining = (record.due_at - self.ctx.clock()).total_seconds()
-        await self.tiers[tier_for(remaining)].send(key=key, value=record.to_json())
+        await self.ctx.produce(self.tiers[tier_for(remaining)], key, record.to_json())
 
     def register(self) -> None:
         for tier, topic in self.tiers.items():
@@ -84,5 +84,5 @@ class Scheduler:
         if (record.due_at - self.ctx.clock()).total_seconds() > 0.05:
             await self._place(record, message.key)  # not yet: down to a shorter tier
             return
-        await target.send(key=record.key, value=record.value)
+        await self.ctx.produce(target, record.key, record.value)
         self.ctx.metrics.released.labels(reason=record.reason).inc()

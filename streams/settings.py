@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     apns_time_to_live_seconds: float = Field(default=86400.0, ge=0)
     apns_token_renew_seconds: float = Field(default=3000.0, ge=1200, lt=3600)
 
+    # --- batching -----------------------------------------------------------------------------------------
+    batch_size: int = Field(default=1000, ge=1, le=100000)
+    batch_seconds: float = Field(default=0.02, gt=0, le=10)
+
     # --- delivery -----------------------------------------------------------------------------------------
     delivery_concurrency: int = Field(default=32, ge=1, le=1024)
     delivery_batch_size: int = Field(default=256, ge=1, le=10000)

@@ -186,6 +186,8 @@ class Deployment:
     ports: dict[str, int] = field(default_factory=dict)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    spawns: dict[str, int] = field(default_factory=dict)
+    log_names: dict[str, str] = field(default_factory=dict)
     _events: int = 0
 
     @property
@@ -197,8 +199,11 @@ class Deployment:
         self.stack.extra_env.update(
             {"HERALD_WORKER_PORT": str(port), "HERALD_DATA_DIR": str(self.stack.tmp / f"data-{name}")}
         )
-        process = self.stack.spawn("worker", "-l", "info", log_name=name)
+        self.spawns[name] = self.spawns.get(name, 0) + 1
+        log_name = name if self.spawns[name] == 1 else f"{name}.{self.spawns[name]}"
+        process = self.stack.spawn("worker", "-l", "info", log_name=log_name)
         self.workers[name] = process
+        self.log_names[name] = log_name
         return process
 
     async def start_worker(self, name: str, timeout: float = 90) -> subprocess.Popen[bytes]:
@@ -206,7 +211,7 @@ class Deployment:
         try:
             await wait_ready(self.url(name, "/readyz"), process, timeout=timeout)
         except Exception:
-            print(self.stack.log(name)[-4000:])
+            print(self.stack.log(self.log_names[name])[-4000:])
             raise
         return process
 
@@ -240,8 +245,10 @@ class Deployment:
             )
         return made
 
-    async def add_users(self, profiles: list[dict[str, Any]], worker: str) -> None:
-        before = await self.metric(worker, "herald_profiles_applied_total")
+    async def add_users(self, profiles: list[dict[str, Any]], *workers: str) -> None:
+        """Publish profiles and wait until the workers (together) applied them all."""
+        sample = "herald_profiles_applied_total"
+        before = sum([await self.metric(w, sample) for w in workers])
         await produce_all(
             self.bootstrap,
             self.stack.topic("users"),
@@ -249,7 +256,10 @@ class Deployment:
         )
         for p in profiles:
             self.profiles[p["user_id"]] = p
-        await self.wait_metric(worker, "herald_profiles_applied_total", before + len(profiles), timeout=60)
+        deadline = time.monotonic() + 60
+        while sum([await self.metric(w, sample) for w in workers]) < before + len(profiles):
+            assert time.monotonic() < deadline, f"{sample} did not reach {before + len(profiles)}"
+            await asyncio.sleep(0.2)
 
     def event(self, event_type: str, recipient: str, **data: Any) -> dict[str, Any]:
         self._events += 1

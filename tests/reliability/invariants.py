@@ -177,6 +177,7 @@ def check(
         lost_sample=[f"{expected[n].event_id}/{expected[n].recipient}/{expected[n].channel}" for n in lost[:5]],
         unexpected_sample=[str(x) for x in unexpected[:5]],
         duplicated_sample=[
-            f"{nid} x{n} ({recorded[nid]} recorded)" for nid, n in list(duplicated.items())[:5]
+            f"{observed.channel_of[nid].value} {nid} x{n} ({recorded[nid]} recorded)"
+            for nid, n in list((d for d in duplicated.items() if d[0] not in explained))[:5]
         ],
     )

@@ -1,0 +1,118 @@
+"""`python -m bench [--quick]`: every measurement in one run on an embedded broker, then JSON, PNG and a table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+from adapters.broker.embedded import EmbeddedBroker, free_port
+from bench.deployment import ROOT, raise_fd_limit
+from bench.report import plot, print_table
+from bench.sizes import BY_NAME, FULL, QUICK, Sizes
+from bench.workload import write_rules
+
+PHASES = ("pipeline", "memory", "gateway")  # the limit is measured with the pipeline, on the same backlog
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "ram_bytes": psutil.virtual_memory().total,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _thin(values: list[float], points: int = 2000) -> list[float]:
+    if len(values) <= points:
+        return values
+    step = len(values) / points
+    return [values[int(i * step)] for i in range(points)] + [values[-1]]
+
+
+async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> dict[str, Any]:
+    from bench.gateway_load import measure_gateway
+    from bench.memory import measure_memory
+    from bench.pipeline import measure_pipeline
+
+    started = time.monotonic()
+    result: dict[str, Any] = {"machine": machine(), "sizes": asdict(sizes), "phases": sorted(phases)}
+    with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        rules, templates = write_rules(tmp / "routing")
+        broker = EmbeddedBroker("127.0.0.1", free_port(), log_path=tmp / "broker.log")
+        broker.start()
+        await asyncio.to_thread(broker.wait_ready)
+        try:
+            if "pipeline" in phases:
+                result.update(await measure_pipeline(broker.bootstrap, tmp, sizes, rules, templates, profile=profile))
+                if profile and (tmp / "worker-profile.txt").exists():
+                    (out / "worker-profile.txt").write_bytes((tmp / "worker-profile.txt").read_bytes())
+            if "memory" in phases:
+                result["memory"] = await measure_memory(broker.bootstrap, tmp, sizes, rules, templates)
+            if "gateway" in phases:
+                result["gateway"] = await measure_gateway(broker.bootstrap, tmp, sizes)
+        finally:
+            broker.stop()
+            if os.environ.get("BENCH_KEEP_LOGS"):
+                for log in tmp.glob("*.log"):
+                    (out / "logs").mkdir(exist_ok=True)
+                    (out / "logs" / log.name).write_bytes(log.read_bytes())
+    result["elapsed_seconds"] = time.monotonic() - started
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="scaled-down sizes (about 3 minutes)")
+    parser.add_argument("--size", choices=sorted(BY_NAME), help="a named size (full, quick, tiny)")
+    parser.add_argument("--only", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where results go")
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker for 20 s of the pipeline run")
+    args = parser.parse_args(argv)
+    sizes = BY_NAME[args.size] if args.size else (QUICK if args.quick else FULL)
+    phases = {p.strip() for p in args.only.split(",") if p.strip()}
+    unknown = phases - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    raise_fd_limit()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if sizes is not FULL:
+        print(f"bench: {sizes.name} sizes — scaled down, not comparable with the targets", file=sys.stderr)
+    result = asyncio.run(run(sizes, phases, args.out, profile=args.profile))
+    if "latency" in result:
+        result["latency"]["cdf_ms"] = _thin(result["latency"]["cdf_ms"])
+    for g in result.get("gateway", []):
+        g["cdf_ms"] = _thin(g.get("cdf_ms", []))
+    (args.out / "result.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    plot(result, args.out / "result.png")
+    print(print_table(result))
+    if sizes is not FULL:
+        print(f"({sizes.name} run: sizes scaled down — users {sizes.users:,}, events {sizes.events:,}; "
+              "use the full run for the targets)")
+    print(f"results: {args.out / 'result.json'}, {args.out / 'result.png'} ({result['elapsed_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""The run's outputs: the JSON result file, the PNG (throughput bars, latency CDFs) and the printed table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+
+
+def _fmt(value: float, unit: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if unit == "MB":
+        return f"{value / 1e6:,.0f} MB"
+    if unit == "KB":
+        return f"{value / 1e3:,.1f} KB"
+    if unit == "ms":
+        return f"{value:,.1f} ms"
+    return f"{value:,.0f} {unit}"
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(figure, value, ratio to the limit) lines for the printed table."""
+    out: list[tuple[str, str, str]] = []
+    limit = result.get("limit", {}).get("events_per_second")
+    if limit:
+        out.append((f"limit: pass-through ({result['limit']['client']})", _fmt(limit, "ev/s"), "1.00"))
+        for client, r in result["limit"]["by_client"].items():
+            out.append((f"  pass-through {client}", _fmt(r["events_per_second"], "ev/s"),
+                        f"{r['events_per_second'] / limit:.2f}"))
+    if "pipeline" in result:
+        p = result["pipeline"]
+        out.append((f"herald pipeline ({p['users']:,} users)", _fmt(p["events_per_second"], "ev/s"),
+                    f"{p['ratio_to_limit']:.3f}"))
+        out.append(("  notifications", _fmt(p["notifications_per_second"], "ntf/s"),
+                    f"{p['notifications_per_second'] / limit:.3f}" if limit else "-"))
+    if "latency" in result:
+        lat = result["latency"]
+        ratio = f"{lat['ratio_to_limit_offered']:.3f}"
+        out.append(("latency load (half sustained)", _fmt(lat["offered_events_per_second"], "ev/s"), ratio))
+        for q in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+            out.append((f"  event→provider {q[:-3]}", _fmt(lat["provider"][q], "ms"), ""))
+        out.append(("  event→in-app topic p99", _fmt(lat["by_channel"]["inapp_topic"]["p99_ms"], "ms"), ""))
+    for m in result.get("memory", []):
+        label = f"worker peak RSS, {m['users']:,} users, {m['store']}"
+        value = _fmt(m["peak_rss_bytes"], "MB") if m.get("ok") else f"failed: {m.get('error', '')[:40]}"
+        out.append((label, value, ""))
+    for g in result.get("gateway", []):
+        n = g["connections"]
+        out.append((f"gateway {n:,} conns: delivered", _fmt(g["messages_per_second"], "msg/s"),
+                    f"{g['messages_per_second'] / limit:.3f}" if limit else "-"))
+        out.append((f"  connected / offered rate", f"{g['connected']:,} / {g['offered_per_second']:,.0f}/s", ""))
+        out.append(("  kafka→client p99", _fmt(g["latency"]["p99_ms"], "ms"), ""))
+        out.append(("  gateway RSS per connection", _fmt(g["rss_per_connection_bytes"], "KB"), ""))
+    return out
+
+
+def print_table(result: dict[str, Any]) -> str:
+    lines = rows(result)
+    width = max(len(r[0]) for r in lines) + 2
+    text = [f"{'figure':<{width}}{'value':>22}  ratio to limit", "-" * (width + 38)]
+    text += [f"{a:<{width}}{b:>22}  {c}" for a, b, c in lines]
+    return "\n".join(text)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    figure, (bars, cdf) = plt.subplots(1, 2, figsize=(13, 5))
+    labels, values = [], []
+    for client, r in result.get("limit", {}).get("by_client", {}).items():
+        labels.append(f"pass-through\n{client}")
+        values.append(r["events_per_second"])
+    if "pipeline" in result:
+        labels.append("herald\nevents")
+        values.append(result["pipeline"]["events_per_second"])
+        labels.append("herald\nnotifications")
+        values.append(result["pipeline"]["notifications_per_second"])
+    for g in result.get("gateway", []):
+        labels.append(f"gateway\n{g['connections']:,} conns")
+        values.append(g["messages_per_second"])
+    bars.bar(labels, values, color="#4477aa")
+    bars.set_yscale("log")
+    bars.set_ylabel("per second (log)")
+    bars.set_title(f"Throughput ({result['sizes']['name']} run)")
+    bars.tick_params(axis="x", labelsize=8)
+    for name, series in _cdfs(result):
+        if series:
+            ys = [(i + 1) / len(series) for i in range(len(series))]
+            cdf.plot(series, ys, label=name)
+    cdf.set_xscale("log")
+    cdf.set_xlabel("latency (ms, log)")
+    cdf.set_ylabel("fraction")
+    cdf.set_title("Latency CDFs")
+    cdf.axvline(100, color="grey", linestyle=":", label="100 ms target")
+    cdf.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _cdfs(result: dict[str, Any]) -> list[tuple[str, list[float]]]:
+    out = []
+    if "latency" in result:
+        out.append(("event→provider (half load)", result["latency"]["cdf_ms"]))
+    for g in result.get("gateway", []):
+        out.append((f"kafka→client, {g['connections']:,} conns", g.get("cdf_ms", [])))
+    return out

@@ -1,4 +1,4 @@
-"""`python -m bench [--quick]`: every measurement in one run on an embedded broker, then JSON, PNG and a table."""
+"""`python -m bench [--quick]`: every measurement in one run on an embedded broker; JSON, PNG and a table."""
 
 from __future__ import annotations
 
@@ -65,7 +65,9 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
         await asyncio.to_thread(broker.wait_ready)
         try:
             if "pipeline" in phases:
-                result.update(await measure_pipeline(broker.bootstrap, tmp, sizes, rules, templates, profile=profile))
+                result.update(
+                    await measure_pipeline(broker.bootstrap, tmp, sizes, rules, templates, profile=profile)
+                )
                 if profile and (tmp / "worker-profile.txt").exists():
                     (out / "worker-profile.txt").write_bytes((tmp / "worker-profile.txt").read_bytes())
             if "memory" in phases:
@@ -75,7 +77,7 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
         finally:
             broker.stop()
             if os.environ.get("BENCH_KEEP_LOGS"):
-                for log in tmp.glob("*.log"):
+                for log in tmp.glob("*.log"):  # noqa: ASYNC240 - a few files, after the run
                     (out / "logs").mkdir(exist_ok=True)
                     (out / "logs" / log.name).write_bytes(log.read_bytes())
     result["elapsed_seconds"] = time.monotonic() - started
@@ -86,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="scaled-down sizes (about 3 minutes)")
     parser.add_argument("--size", choices=sorted(BY_NAME), help="a named size (full, quick, tiny)")
-    parser.add_argument("--only", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument(
+        "--only", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where results go")
-    parser.add_argument("--profile", action="store_true", help="py-spy the worker for 20 s of the pipeline run")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the worker for 20 s of the pipeline run"
+    )
     args = parser.parse_args(argv)
     sizes = BY_NAME[args.size] if args.size else (QUICK if args.quick else FULL)
     phases = {p.strip() for p in args.only.split(",") if p.strip()}
@@ -108,9 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     plot(result, args.out / "result.png")
     print(print_table(result))
     if sizes is not FULL:
-        print(f"({sizes.name} run: sizes scaled down — users {sizes.users:,}, events {sizes.events:,}; "
-              "use the full run for the targets)")
-    print(f"results: {args.out / 'result.json'}, {args.out / 'result.png'} ({result['elapsed_seconds']:.0f} s)")
+        print(
+            f"({sizes.name} run: sizes scaled down — users {sizes.users:,}, events {sizes.events:,}; "
+            "use the full run for the targets)"
+        )
+    print(
+        f"results: {args.out / 'result.json'}, {args.out / 'result.png'} ({result['elapsed_seconds']:.0f} s)"
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""One Herald deployment under measurement: its app id, topic names and environment, and the processes it runs."""
+"""One Herald deployment under measurement: its app id, topic names, environment and processes."""
 
 from __future__ import annotations
 
@@ -78,15 +78,17 @@ class Deployment:
         env.update(self.extra_env)
         return env
 
-    def spawn(self, module: str, *args: str, log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{log_name}.log", "wb")  # noqa: SIM115 - the child owns it
+    def spawn(
+        self, module: str, *args: str, log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{log_name}.log", "wb")
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
             [sys.executable, "-m", module, *args],
             cwd=ROOT,
             env=env if env is not None else self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=raise_fd_limit,  # noqa: PLW1509 - setrlimit only, before exec
+            preexec_fn=raise_fd_limit,
         )
         log.close()
         self.processes.append(process)
@@ -115,7 +117,7 @@ class Deployment:
             self.stop(process)
 
 
-async def wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> float:
+async def wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> float:  # noqa: ASYNC109
     """Seconds until `url` answered 200; raises if the process died first."""
     started = time.monotonic()
     async with httpx.AsyncClient() as client:

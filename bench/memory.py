@@ -34,7 +34,13 @@ async def measure_memory(
 
 
 async def _one(
-    dep: Deployment, users: int, store: str, url: str | None, sizes: Sizes, rules: Path, templates: Path,
+    dep: Deployment,
+    users: int,
+    store: str,
+    url: str | None,
+    sizes: Sizes,
+    rules: Path,
+    templates: Path,
     load_seconds: float,
 ) -> dict[str, Any]:
     inapp = dep.topic("deliver.inapp")
@@ -44,8 +50,12 @@ async def _one(
     stop = asyncio.Event()
     result: dict[str, Any] = {"users": users, "store": store, "table_load_seconds": load_seconds, "ok": False}
     try:
-        with tqdm(desc=f"memory {users:,} users, {store}: recovering", total=None, leave=False,
-                  bar_format="{desc} {elapsed}") as bar:
+        with tqdm(
+            desc=f"memory {users:,} users, {store}: recovering",
+            total=None,
+            leave=False,
+            bar_format="{desc} {elapsed}",
+        ) as bar:
             starting = asyncio.create_task(herald.start())
             while not starting.done():
                 await asyncio.wait([starting], timeout=0.5)
@@ -55,10 +65,12 @@ async def _one(
         result["rss_after_recovery_bytes"] = herald.rss.last if herald.rss else 0
         watcher = asyncio.create_task(watch_topics(dep.bootstrap, [inapp], lambda r: True, arrivals, stop))
         await asyncio.to_thread(
-            produce_all, fast_producer(dep.bootstrap), backlog(dep.topic("events"), sizes.memory_events, users, store)
+            produce_all,
+            fast_producer(dep.bootstrap),
+            backlog(dep.topic("events"), sizes.memory_events, users, store),
         )
         deadline = time.monotonic() + 60
-        while len(arrivals.times) < sizes.memory_events and time.monotonic() < deadline:
+        while len(arrivals.times) < sizes.memory_events and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a counter
             await asyncio.sleep(0.25)
         stop.set()
         await watcher

@@ -105,7 +105,7 @@ def latency_summary(seconds: list[float]) -> dict[str, float]:
 
 
 def steady_rate(times: list[float], low: float = 0.1, high: float = 0.9) -> float:
-    """Records per second between the `low` and `high` fractions of the arrivals (start-up and tail left out)."""
+    """Records per second between the `low` and `high` fractions of the arrivals (no start-up, no tail)."""
     if len(times) < 10:
         return float(len(times)) / max(1e-9, (max(times) - min(times))) if len(times) > 1 else 0.0
     ordered = sorted(times)

@@ -1,7 +1,6 @@
-"""The limit: a plain consume → produce pass-through of the same events, partition for partition, at least once
-(each batch is produced and acknowledged before its offsets are committed), in its own process like a worker.
-
-`python -m bench.passthrough aiokafka|confluent BOOTSTRAP IN OUT EXPECTED RESULT.json`"""
+"""The limit: a plain consume → produce pass-through of the same events, partition for partition, at least
+once (each batch is produced and acknowledged before its offsets are committed), in its own process like
+a worker. `python -m bench.passthrough aiokafka|confluent BOOTSTRAP IN OUT EXPECTED RESULT.json`"""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ import orjson
 
 async def run_aiokafka(bootstrap: str, source: str, sink: str, expected: int) -> tuple[int, float]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
     from aiokafka.structs import TopicPartition
 
     consumer = AIOKafkaConsumer(
@@ -26,7 +24,9 @@ async def run_aiokafka(bootstrap: str, source: str, sink: str, expected: int) ->
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
     await consumer.start()
     await producer.start()
     # Assigned, not subscribed: a group join costs seconds on the embedded broker and measures nothing here.
@@ -45,7 +45,9 @@ async def run_aiokafka(bootstrap: str, source: str, sink: str, expected: int) ->
             futures = []
             for tp, records in batch.items():
                 for record in records:
-                    futures.append(await producer.send(sink, record.value, record.key, partition=tp.partition))
+                    futures.append(
+                        await producer.send(sink, record.value, record.key, partition=tp.partition)
+                    )
             await asyncio.gather(*futures)
             await consumer.commit()
             moved += len(futures)
@@ -82,7 +84,9 @@ def run_confluent(bootstrap: str, source: str, sink: str, expected: int) -> tupl
                     raise KafkaException(record.error())
                 while True:
                     try:
-                        producer.produce(sink, record.value(), record.key(), partition=record.partition())
+                        producer.produce(
+                            sink, record.value(), record.key(), partition=record.partition() or 0
+                        )
                         break
                     except BufferError:
                         producer.poll(0.01)

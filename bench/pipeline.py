@@ -1,5 +1,6 @@
-"""Measurements (1)–(3): the raw pass-through limit, Herald's sustained pipeline rate over the same backlog,
-and end-to-end latency at half that rate. Providers are real (SMTP, Twilio SDK) against local sinks."""
+"""Measurements (1) to (3): the raw pass-through limit, Herald's sustained pipeline rate over the same
+backlog, and end-to-end latency at half that rate. Providers are real (SMTP, Twilio SDK) against local
+sinks."""
 
 from __future__ import annotations
 
@@ -21,12 +22,24 @@ from adapters.broker.topics import ensure_topics
 from bench.deployment import Deployment, wait_http_ok
 from bench.observe import Arrivals, RssSampler, latency_summary, steady_rate, watch_topics
 from bench.sizes import Sizes
-from bench.workload import CHANNELS, backlog, event, fast_producer, parse_stamp, produce_all, seal, table_records, user_id
+from bench.workload import (
+    CHANNELS,
+    backlog,
+    event,
+    fast_producer,
+    parse_stamp,
+    produce_all,
+    seal,
+    table_records,
+    user_id,
+)
 
 FANOUT = len(CHANNELS)
 
 
-def provider_env(dep: Deployment, rules: Path, templates: Path, smtp_port: int, http_port: int) -> dict[str, str]:
+def provider_env(
+    dep: Deployment, rules: Path, templates: Path, smtp_port: int, http_port: int
+) -> dict[str, str]:
     return {
         "HERALD_RULES_FILE": str(rules),
         "HERALD_TEMPLATES_DIR": str(templates),
@@ -44,7 +57,11 @@ def provider_env(dep: Deployment, rules: Path, templates: Path, smtp_port: int, 
 async def load_tables(dep: Deployment, users: int, label: str) -> float:
     """Write `users` profiles and preferences to the app's table changelogs; returns seconds taken."""
     await ensure_topics(
-        [dep.bootstrap], [dep.changelog("users"), dep.changelog("preferences")], dep.partitions, 1, compacted=set()
+        [dep.bootstrap],
+        [dep.changelog("users"), dep.changelog("preferences")],
+        dep.partitions,
+        1,
+        compacted=set(),
     )
     started = time.monotonic()
     names = {"users": dep.changelog("users"), "preferences": dep.changelog("preferences")}
@@ -67,7 +84,14 @@ async def run_passthrough(dep: Deployment, client: str, source: str, events: int
     await ensure_topics([dep.bootstrap], [sink], dep.partitions, 1, compacted=set())
     out = dep.tmp / f"passthrough-{client}.json"
     process = dep.spawn(
-        "bench.passthrough", client, dep.bootstrap, source, sink, str(events), str(out), log_name=f"pass-{client}"
+        "bench.passthrough",
+        client,
+        dep.bootstrap,
+        source,
+        sink,
+        str(events),
+        str(out),
+        log_name=f"pass-{client}",
     )
     with tqdm(desc=f"limit ({client})", total=None, leave=False, bar_format="{desc}: {elapsed}") as bar:
         while process.poll() is None:
@@ -97,7 +121,10 @@ class HeraldUnderTest:
 
     async def start(self) -> None:
         self.sinks = self.dep.spawn(
-            "bench.sinks", str(self.sinks_out), str(self.smtp_port), str(self.http_port),
+            "bench.sinks",
+            str(self.sinks_out),
+            str(self.smtp_port),
+            str(self.http_port),
             log_name=f"sinks-{self.dep.run}",
         )
         self.worker = self.dep.spawn("bench.worker", log_name=f"worker-{self.dep.run}", env=self.env)
@@ -155,7 +182,10 @@ async def measure_pipeline(
     load_seconds = await load_tables(dep, sizes.users, f"{sizes.users:,} users")
     with tqdm(total=sizes.events, desc="backlog", unit="ev", leave=False) as bar:
         await asyncio.to_thread(
-            produce_all, fast_producer(bootstrap), backlog(dep.topic("events"), sizes.events, sizes.users, dep.run), bar.update
+            produce_all,
+            fast_producer(bootstrap),
+            backlog(dep.topic("events"), sizes.events, sizes.users, dep.run),
+            bar.update,
         )
 
     limits = {}
@@ -171,7 +201,9 @@ async def measure_pipeline(
     try:
         await herald.start()
         watcher = asyncio.create_task(
-            watch_topics(bootstrap, [dep.topic("status"), dep.topic("deliver.inapp")],
+            watch_topics(
+                bootstrap,
+                [dep.topic("status"), dep.topic("deliver.inapp")],
                 completed(dep.topic("deliver.inapp")),
                 arrivals,
                 stop,
@@ -207,7 +239,9 @@ async def measure_pipeline(
     }
     limit = {"by_client": limits, "client": best["client"], "events_per_second": best["events_per_second"]}
     latency = await measure_latency(dep, sizes, rules, templates, max(1.0, events_per_second / 2))
-    latency["ratio_to_limit_offered"] = latency["offered_events_per_second"] / float(best["events_per_second"])
+    latency["ratio_to_limit_offered"] = latency["offered_events_per_second"] / float(
+        best["events_per_second"]
+    )
     return {"limit": limit, "pipeline": pipeline, "latency": latency}
 
 
@@ -250,7 +284,9 @@ async def measure_latency(
                 due = min(total, int((time.monotonic() - began) * rate) + 1)
                 while sent < due:
                     recipient = user_id(sent % max(1, sizes.users))
-                    producer.produce(producer_topic, event(sent, recipient, time.time(), dep.run), recipient.encode())
+                    producer.produce(
+                        producer_topic, event(sent, recipient, time.time(), dep.run), recipient.encode()
+                    )
                     sent += 1
                 producer.poll(0)
                 bar.update(sent - bar.n)
@@ -258,7 +294,7 @@ async def measure_latency(
         producer.flush(30)
         offered_seconds = time.monotonic() - began
         deadline = time.monotonic() + 20
-        while len(inapp) < total and time.monotonic() < deadline:
+        while len(inapp) < total and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a counter
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.0)  # let the email and SMS stragglers arrive
         stop.set()

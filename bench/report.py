@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+import matplotlib.pyplot as plt
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -31,14 +31,29 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     if limit:
         out.append((f"limit: pass-through ({result['limit']['client']})", _fmt(limit, "ev/s"), "1.00"))
         for client, r in result["limit"]["by_client"].items():
-            out.append((f"  pass-through {client}", _fmt(r["events_per_second"], "ev/s"),
-                        f"{r['events_per_second'] / limit:.2f}"))
+            out.append(
+                (
+                    f"  pass-through {client}",
+                    _fmt(r["events_per_second"], "ev/s"),
+                    f"{r['events_per_second'] / limit:.2f}",
+                )
+            )
     if "pipeline" in result:
         p = result["pipeline"]
-        out.append((f"herald pipeline ({p['users']:,} users)", _fmt(p["events_per_second"], "ev/s"),
-                    f"{p['ratio_to_limit']:.3f}"))
-        out.append(("  notifications", _fmt(p["notifications_per_second"], "ntf/s"),
-                    f"{p['notifications_per_second'] / limit:.3f}" if limit else "-"))
+        out.append(
+            (
+                f"herald pipeline ({p['users']:,} users)",
+                _fmt(p["events_per_second"], "ev/s"),
+                f"{p['ratio_to_limit']:.3f}",
+            )
+        )
+        out.append(
+            (
+                "  notifications",
+                _fmt(p["notifications_per_second"], "ntf/s"),
+                f"{p['notifications_per_second'] / limit:.3f}" if limit else "-",
+            )
+        )
     if "latency" in result:
         lat = result["latency"]
         ratio = f"{lat['ratio_to_limit_offered']:.3f}"
@@ -52,9 +67,20 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append((label, value, ""))
     for g in result.get("gateway", []):
         n = g["connections"]
-        out.append((f"gateway {n:,} conns: delivered", _fmt(g["messages_per_second"], "msg/s"),
-                    f"{g['messages_per_second'] / limit:.3f}" if limit else "-"))
-        out.append((f"  connected / offered rate", f"{g['connected']:,} / {g['offered_per_second']:,.0f}/s", ""))
+        out.append(
+            (
+                f"gateway {n:,} conns: delivered",
+                _fmt(g["messages_per_second"], "msg/s"),
+                f"{g['messages_per_second'] / limit:.3f}" if limit else "-",
+            )
+        )
+        out.append(
+            (
+                "  connected / offered / delivered",
+                f"{g['connected']:,} / {g['offered_per_second']:,.0f}/s / {g['delivered_fraction']:.0%}",
+                "",
+            )
+        )
         out.append(("  kafka→client p99", _fmt(g["latency"]["p99_ms"], "ms"), ""))
         out.append(("  gateway RSS per connection", _fmt(g["rss_per_connection_bytes"], "KB"), ""))
     return out

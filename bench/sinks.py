@@ -1,6 +1,6 @@
 """The providers' side, in its own process: an SMTP sink (aiosmtpd) and a minimal Twilio Messages API, each
-noting when a notification arrived and the send time stamped in its text. `python -m bench.sinks OUT SMTP HTTP`
-runs until SIGTERM, then writes what it saw to OUT as JSON."""
+noting when a notification arrived and the send time stamped in its text. `python -m bench.sinks OUT SMTP
+PORT` runs until SIGTERM, then writes what it saw to OUT (JSON)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ _CREATED = (
 )
 
 
-async def _serve_twilio(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arrivals: Arrivals) -> None:
+async def _serve_twilio(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arrivals: Arrivals
+) -> None:
     """HTTP/1.1 with keep-alive, just enough for the Twilio SDK's `messages.create`."""
     counter = 0
     try:
@@ -92,7 +94,7 @@ async def serve(out: Path, smtp_port: int, http_port: int) -> None:
     await stop.wait()
     server.close()
     smtp.stop()
-    out.write_bytes(arrivals.dump())
+    out.write_bytes(arrivals.dump())  # noqa: ASYNC240 - once, at the end
 
 
 def main() -> None:

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from aiokafka.partitioner import murmur2
 from confluent_kafka import Producer
 
 from schemas.preferences import Preferences
 from schemas.users import UserProfile
-from aiokafka.partitioner import murmur2
 
 EVENT_TYPE = "bench.fanout"
 CHANNELS = ("inapp", "email", "sms")
@@ -63,7 +63,7 @@ def parse_stamp(text: str) -> tuple[int, float] | None:
 
 def home_partition(uid: str, partitions: int) -> int:
     """Kafka's default partitioner, as Herald keys a user's events (streams.directory.home_partition)."""
-    return (murmur2(uid.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(uid.encode()) & 0x7FFFFFFF) % partitions
 
 
 def user_id(index: int) -> str:
@@ -133,7 +133,7 @@ def fast_producer(bootstrap: str) -> Producer:
 def produce_all(
     producer: Producer,
     records: Iterator[tuple[str, int | None, bytes, bytes]],
-    on_progress: Callable[[int], None] = lambda n: None,
+    on_progress: Callable[[int], object] = lambda n: None,
 ) -> int:
     """Produce every (topic, partition, key, value) and wait until the broker acknowledged them all."""
     count = 0

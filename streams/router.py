@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.base import describe_validation_error
 from schemas.channels import Channel
 from schemas.events import DigestRelease, DomainEvent, RecipientEvent, Routed
-from schemas.notifications import NotificationBase
+from schemas.notifications import NotificationBase, notification_id
 from schemas.preferences import Preferences
 from schemas.rules import Rule, parse_duration
 from schemas.status import DeliveryStatus, Outcome
@@ -142,6 +142,8 @@ async def _collect(ctx: WorkerContext, rule: Rule, event: DomainEvent, profile: 
     ctx.digests[recipient] = buckets
     for channel in rule.channels:
         ctx.metrics.notifications_deferred.labels(channel=channel.value, reason="digest").inc()
+        nid = notification_id(event.dedup_key, recipient, channel)
+        await _status(ctx, nid, event, recipient, channel, Outcome.DEFERRED, "digest")
     if opened is not None:
         release = DigestRelease(recipient=recipient, bucket=bucket)
         await ctx.scheduler.schedule(

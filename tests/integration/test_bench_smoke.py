@@ -1,0 +1,39 @@
+"""The benchmark harness at a tiny size: the pass-through and pipeline measurements run end to end and write
+a result file with non-zero rates (no timing assertions: CI machines vary)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--size", "tiny", "--only", "pipeline", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert {"machine", "sizes", "limit", "pipeline", "latency", "elapsed_seconds"} <= result.keys()
+    assert result["limit"]["events_per_second"] > 0
+    assert set(result["limit"]["by_client"]) == {"aiokafka", "confluent"}
+    pipeline = result["pipeline"]
+    assert pipeline["events_per_second"] > 0
+    assert pipeline["notifications_per_second"] > 0
+    assert pipeline["notifications_completed"] > 0
+    assert 0 < pipeline["ratio_to_limit"]
+    assert result["latency"]["provider"]["count"] > 0
+    assert {"p50_ms", "p95_ms", "p99_ms", "max_ms"} <= result["latency"]["provider"].keys()
+    assert (tmp_path / "result.png").stat().st_size > 0
+    assert "herald pipeline" in completed.stdout

@@ -13,7 +13,7 @@ class DeadLetter(WireModel):
     topic: str
     partition: int
     offset: int
-    key_b64: str | None
+    key_b64: str | None = None
     original_b64: str  # the message bytes exactly as consumed, base64 so any bytes survive JSON
     reason: str  # a short machine-readable reason, also the metric label: "invalid_event", "no_rule", ...
     detail: (

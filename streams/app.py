@@ -70,6 +70,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
         logging_config=worker_logging_config(settings),
+        # A check for RocksDB's persisted offsets; with the memory store it trips over a partition's
+        # high-water mark during a rebalance and stops the worker for nothing.
+        recovery_consistency_check=False,
     )
 
 

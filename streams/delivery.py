@@ -8,6 +8,7 @@ reaching the person twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +34,30 @@ Send = Callable[[NotificationBase, Callable[[Attempt], Awaitable[None]]], Awaita
 OnRefused = Callable[[NotificationBase, PermanentDeliveryError], Awaitable[None]]
 
 
+class RecipientLocks:
+    """A lock per recipient, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, recipient: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(recipient, (asyncio.Lock(), 0))
+        self._locks[recipient] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[recipient]
+            if users <= 1:
+                del self._locks[recipient]
+            else:
+                self._locks[recipient] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class ChannelDelivery:
     def __init__(
         self,
@@ -53,6 +78,9 @@ class ChannelDelivery:
         base = ctx.settings.delivery_topics[channel.value]
         self.retry_topics = [ctx.topic(retry_topic_name(base, tier)) for tier in range(1, policy.tiers + 1)]
         self._limit = asyncio.Semaphore(ctx.settings.delivery_concurrency)
+        # One delivery at a time per recipient across this channel's fresh and retry agents, so two copies
+        # of a notification (a replay and its parked retry) can never both pass the dedup check.
+        self._recipients = RecipientLocks()
 
     def register(self) -> None:
         app = self.ctx.app
@@ -103,7 +131,8 @@ class ChannelDelivery:
                 delay = (notification.not_before - self.ctx.clock()).total_seconds()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await self.deliver(notification, message)
+            async with self._recipients.hold(notification.recipient):
+                await self.deliver(notification, message)
         except Exception as exc:
             await self.ctx.to_dead_letters(message, exc, stage=self.channel.value)
 
@@ -120,6 +149,8 @@ class ChannelDelivery:
             ctx.metrics.notifications_skipped.labels(channel=self.channel.value, reason="duplicate").inc()
             return
 
+        accepted: list[Attempt] = []
+
         async def on_attempt(attempt: Attempt) -> None:
             outcome = Outcome.DELIVERED if attempt.error is None else Outcome.FAILED
             ctx.metrics.provider_latency.labels(
@@ -128,33 +159,38 @@ class ChannelDelivery:
             ctx.metrics.deliveries.labels(
                 channel=self.channel.value, provider=attempt.provider, outcome=outcome.value
             ).inc()
-            await self._status(
-                notification,
-                attempt.provider,
-                outcome,
-                latency=attempt.latency_seconds,
-                provider_message_id=attempt.provider_message_id,
-                reason=attempt.error.reason if attempt.error else None,
-                provider_code=attempt.error.provider_code if attempt.error else None,
-            )
+            if attempt.error is None:
+                accepted.append(attempt)  # recorded once the dedup entry is durable (below)
+            else:
+                await self._attempt_status(notification, attempt)
 
         try:
-            sent = await self.send(notification, on_attempt)
-        except RetriableDeliveryError as exc:
-            await self._retry_or_give_up(notification, message, exc)
-            return
-        except PermanentDeliveryError as exc:
-            if self.on_refused is not None:
-                await self.on_refused(notification, exc)
-            await self._dead_letter(notification, message, exc)
-            return
-        ctx.delivered[notification.recipient] = remember(
-            ctx.delivered.get(notification.recipient),
-            notification.notification_id,
-            ctx.clock().timestamp(),
-            retention,
-            ctx.settings.dedup_max_per_recipient,
-        )
+            try:
+                sent = await self.send(notification, on_attempt)
+            except RetriableDeliveryError as exc:
+                await self._retry_or_give_up(notification, message, exc)
+                return
+            except PermanentDeliveryError as exc:
+                if self.on_refused is not None:
+                    await self.on_refused(notification, exc)
+                await self._dead_letter(notification, message, exc)
+                return
+            # Durable before the delivered status: a replay after a crash must find this entry, so the
+            # changelog record is awaited here, not left to the next commit (which may be a batch away).
+            record = remember(
+                ctx.delivered.get(notification.recipient),
+                notification.notification_id,
+                ctx.clock().timestamp(),
+                retention,
+                ctx.settings.dedup_max_per_recipient,
+            )
+            ctx.delivered.data[notification.recipient] = record
+            await ctx.delivered.send_changelog(message.partition, notification.recipient, record)
+        finally:
+            # A partial push (some devices reached, the rest to retry) is recorded too, without dedup: its
+            # retry carries only the devices that were not reached.
+            for attempt in accepted:
+                await self._attempt_status(notification, attempt)
         ctx.metrics.end_to_end_latency.labels(channel=self.channel.value).observe(
             max(0.0, (ctx.clock() - notification.occurred_at).total_seconds())
         )
@@ -206,6 +242,18 @@ class ChannelDelivery:
             },
         )
         ctx.metrics.retries.labels(channel=self.channel.value, reason=exc.reason).inc()
+
+    async def _attempt_status(self, notification: NotificationBase, attempt: Attempt) -> None:
+        error = attempt.error
+        await self._status(
+            notification,
+            attempt.provider,
+            Outcome.DELIVERED if error is None else Outcome.FAILED,
+            latency=attempt.latency_seconds,
+            provider_message_id=attempt.provider_message_id,
+            reason=error.reason if error else None,
+            provider_code=error.provider_code if error else None,
+        )
 
     async def _dead_letter(self, notification: NotificationBase, message: Any, exc: DeliveryError) -> None:
         log.warning(

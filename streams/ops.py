@@ -22,7 +22,11 @@ def readiness(app: Any, extra_checks: Sequence[Check] = ()) -> tuple[bool, str]:
     """Ready means: partitions assigned, no rebalance under way, tables recovered, feeds caught up."""
     if app.rebalancing:
         return False, "rebalancing"
-    if not app.consumer.assignment():
+    try:
+        assigned = app.consumer.assignment()
+    except Exception:  # the consumer does not exist until the app has started it
+        return False, "starting"
+    if not assigned:
         return False, "no partitions assigned yet"
     if not app.tables.recovery.completed.is_set():
         return False, "tables recovering"

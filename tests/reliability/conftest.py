@@ -65,6 +65,22 @@ async def deployment(
     finally:
         stack.stop()
         providers.reset_faults()
+    leaks = secrets_in_logs(tmp, stack.env)
+    assert not leaks, f"secrets in the logs: {leaks}"
+
+
+SECRET_SETTINGS = ("SECRET", "TOKEN", "PASSWORD", "API_KEY", "PRIVATE")
+
+
+def secrets_in_logs(tmp: Path, env: dict[str, str]) -> list[str]:
+    """Every log a case's processes wrote, searched for the secret settings' values and credentials."""
+    secrets = {v for k, v in env.items() if k.startswith("HERALD_") and any(w in k for w in SECRET_SETTINGS)}
+    secrets |= {"Authorization: Basic", "Authorization: Bearer", "BEGIN PRIVATE KEY", "fake-access-"}
+    found = []
+    for log in tmp.glob("*.log"):
+        text = log.read_text(errors="replace")
+        found += [f"{log.name}: {secret[:12]}…" for secret in secrets if secret and secret in text]
+    return found
 
 
 @pytest.fixture(scope="session")

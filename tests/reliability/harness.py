@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
+from pydantic import ValidationError
 
 from adapters.broker.embedded import free_port
 from adapters.email.sink import SmtpSink
@@ -104,7 +105,9 @@ class Providers:
                 total[name] = total.get(name, 0) + count
         return total
 
-    def record_into(self, observed: Observed, since: Mapping[str, int], users_by_phone: Mapping[str, str]) -> None:
+    def record_into(
+        self, observed: Observed, since: Mapping[str, int], users_by_phone: Mapping[str, str]
+    ) -> None:
         """Trace each accepted request since `since` back to its notification id."""
         for mail in self.smtp.messages[since["smtp"] :]:
             observed.deliver(mail["X-Herald-Notification-Id"], Channel.EMAIL, str(mail["To"]))
@@ -133,7 +136,9 @@ class Tail:
     def __init__(self, bootstrap: list[str], topic: str) -> None:
         self.topic = topic
         self.records: list[Any] = []
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        )
         self._started = False
 
     async def fetch(self) -> list[Any]:
@@ -163,7 +168,9 @@ class Tail:
             await self._consumer.stop()
 
 
-async def produce_all(bootstrap: list[str], topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+async def produce_all(
+    bootstrap: list[str], topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> None:
     """Produce many records at once (futures awaited together), acknowledged by the broker."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=8 * 1024 * 1024
@@ -323,7 +330,14 @@ class Outputs:
         self.deployment.providers.record_into(observed, self.since, self.deployment.users_by_phone())
         for record in await self.inapp.fetch():
             observed.inapp_topic[json.loads(record.value)["notification_id"]] += 1
-        observed.dead_letters = [DeadLetter.model_validate_json(r.value) for r in await self.dlq.fetch()]
+        for record in await self.dlq.fetch():
+            try:
+                observed.dead_letters.append(DeadLetter.model_validate_json(record.value))
+            except ValidationError as exc:
+                # Kept (so the rest is still checked) and reported: a DLQ record must match its own schema.
+                observed.malformed_dead_letters.append(f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+                repaired = json.dumps({"key_b64": None} | json.loads(record.value))
+                observed.dead_letters.append(DeadLetter.model_validate_json(repaired))
         observed.statuses = [DeliveryStatus.model_validate_json(r.value) for r in await self.status.fetch()]
         return observed
 

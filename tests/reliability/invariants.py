@@ -65,6 +65,7 @@ class Observed:
     inapp_topic: Counter[str] = field(default_factory=Counter)  # records on the in-app topic, by id
     dead_letters: list[DeadLetter] = field(default_factory=list)
     statuses: list[DeliveryStatus] = field(default_factory=list)
+    malformed_dead_letters: list[str] = field(default_factory=list)  # DLQ records their schema refuses
 
     def deliver(self, nid: str | None, channel: Channel, what: str) -> None:
         if nid is None:
@@ -79,7 +80,7 @@ def dead_lettered_ids(letter: DeadLetter, expected: Mapping[str, Expected]) -> s
     event's (an event refused at intake)."""
     try:
         original = json.loads(letter.original)
-    except ValueError:
+    except (ValueError, RecursionError):
         return set()
     if not isinstance(original, dict):
         return set()
@@ -88,7 +89,11 @@ def dead_lettered_ids(letter: DeadLetter, expected: Mapping[str, Expected]) -> s
     if isinstance(original.get("event"), dict) and isinstance(original.get("recipient"), str):
         event_id, recipients = original["event"].get("event_id"), {original["recipient"]}
     else:
-        event_id, recipients = original.get("event_id"), set(original.get("recipients") or [])
+        listed = original.get("recipients")
+        event_id = original.get("event_id")
+        recipients = {r for r in listed if isinstance(r, str)} if isinstance(listed, list) else set()
+    if not isinstance(event_id, str):
+        return set()
     only = letter.stage.partition(".")[2]  # "route.email": that channel only
     return {
         nid
@@ -111,6 +116,7 @@ class Figures:
     duplicates_explained: int
     unexpected: int
     delivered_and_dead_lettered: int
+    malformed_dead_letters: int
     inapp_topic_replays: int  # in-app records produced twice; the gateway keeps one per notification id
     dlq_reasons: dict[str, int]
     faults_injected: dict[str, int] = field(default_factory=dict)
@@ -131,6 +137,8 @@ class Figures:
                 f"{self.duplicated - self.duplicates_explained} unexplained duplicates, "
                 f"e.g. {self.duplicated_sample}"
             )
+        if self.malformed_dead_letters:
+            found.append(f"{self.malformed_dead_letters} DLQ records do not match schemas.deadletter")
         if self.delivered_and_dead_lettered:
             found.append(f"{self.delivered_and_dead_lettered} both delivered and dead-lettered")
         return found
@@ -154,13 +162,9 @@ def check(
             dead.setdefault(nid, letter.reason)
     lost = [nid for nid in expected if nid not in delivered and nid not in dead]
     unexpected = [nid for nid in observed.deliveries if nid not in expected] + observed.untraceable
-    recorded = Counter(
-        s.notification_id for s in observed.statuses if s.outcome == Outcome.DELIVERED
-    )
+    recorded = Counter(s.notification_id for s in observed.statuses if s.outcome == Outcome.DELIVERED)
     duplicated = {nid: n for nid, n in observed.deliveries.items() if n > 1}
-    explained = {
-        nid for nid, n in duplicated.items() if crash_window and recorded[nid] < n
-    }
+    explained = {nid for nid, n in duplicated.items() if crash_window and recorded[nid] < n}
     return Figures(
         case=case,
         events=events,
@@ -172,12 +176,15 @@ def check(
         duplicates_explained=sum(duplicated[nid] - 1 for nid in explained),
         unexpected=len(unexpected),
         delivered_and_dead_lettered=len(delivered & set(dead)),
+        malformed_dead_letters=len(observed.malformed_dead_letters),
         inapp_topic_replays=sum(n - 1 for n in observed.inapp_topic.values() if n > 1),
         dlq_reasons=dict(Counter(dead[nid] for nid in dead if nid in expected)),
-        lost_sample=[f"{expected[n].event_id}/{expected[n].recipient}/{expected[n].channel}" for n in lost[:5]],
+        lost_sample=[
+            f"{expected[n].event_id}/{expected[n].recipient}/{expected[n].channel}" for n in lost[:5]
+        ],
         unexpected_sample=[str(x) for x in unexpected[:5]],
         duplicated_sample=[
             f"{observed.channel_of[nid].value} {nid} x{n} ({recorded[nid]} recorded)"
-            for nid, n in list((d for d in duplicated.items() if d[0] not in explained))[:5]
+            for nid, n in list(d for d in duplicated.items() if d[0] not in explained)[:5]
         ],
     )

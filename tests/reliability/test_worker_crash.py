@@ -30,7 +30,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(deployment: Deployme
     started = time.monotonic()
     await deployment.publish(events)
 
-    # Kill once about a sixth of the provider deliveries were made: routing, delivery and commits are all under way.
+    # Kill once about a sixth of the provider deliveries were made: routing, delivery, commits under way.
     providers = deployment.providers
     for _ in range(600):
         if sum(providers.mark().values()) - sum(outputs.since.values()) >= EVENTS // 3:
@@ -57,11 +57,18 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(deployment: Deployme
     recorded_then_resent = sorted(
         round((killed_at - first_record[nid]).total_seconds(), 2)
         for nid, n in observed.deliveries.items()
-        if n > 1 and nid in first_record and first_record[nid] < killed_at
-        and sum(1 for s in observed.statuses if s.notification_id == nid and s.outcome == Outcome.DELIVERED) >= n
+        if n > 1
+        and nid in first_record
+        and first_record[nid] < killed_at
+        and sum(1 for s in observed.statuses if s.notification_id == nid and s.outcome == Outcome.DELIVERED)
+        >= n
     )
     figures.notes["recorded_then_resent_seconds_before_kill"] = (
-        [recorded_then_resent[0], recorded_then_resent[len(recorded_then_resent) // 2], recorded_then_resent[-1]]
+        [
+            recorded_then_resent[0],
+            recorded_then_resent[len(recorded_then_resent) // 2],
+            recorded_then_resent[-1],
+        ]
         if recorded_then_resent
         else []
     )

@@ -27,3 +27,23 @@ def test_never_more_than_cap_and_newest_kept(ids: list[str], cap: int) -> None:
         record = remember(record, nid, now=float(now), retention=1e9, cap=cap)
         assert len(record) <= cap
         assert already_delivered(record, nid, now=float(now), retention=1e9)
+
+
+async def test_recipient_locks_serialise_one_recipient_and_forget_idle_ones() -> None:
+    import asyncio
+
+    from streams.delivery import RecipientLocks
+
+    locks = RecipientLocks()
+    order: list[str] = []
+
+    async def work(recipient: str, name: str, pause: float) -> None:
+        async with locks.hold(recipient):
+            order.append(f"{name}+")
+            await asyncio.sleep(pause)
+            order.append(f"{name}-")
+
+    await asyncio.gather(work("ann", "a1", 0.05), work("ann", "a2", 0), work("bob", "b1", 0))
+    assert order.index("a1-") < order.index("a2+")  # ann's two never overlap
+    assert order.index("b1+") < order.index("a1-")  # bob did not wait for ann
+    assert len(locks) == 0

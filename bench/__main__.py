@@ -86,7 +86,9 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="scaled-down sizes (about 3 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="scaled-down sizes (not comparable with the targets)"
+    )
     parser.add_argument("--size", choices=sorted(BY_NAME), help="a named size (full, quick, tiny)")
     parser.add_argument(
         "--only", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}"

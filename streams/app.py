@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute
 from streams.bounces import WebhookMetrics, bounce_webhook_route, load_public_key, publisher
 from streams.channels import register_channels
 from streams.context import WorkerContext
-from streams.directory import register_directory, register_preferences
+from streams.directory import register_directory
 from streams.lag import ConsumerLag, ConsumerLagService, TableKeys
 from streams.logs import worker_logging_config
 from streams.metrics import WorkerMetrics
@@ -140,7 +140,6 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     ctx.scheduler = Scheduler(ctx, [*ctx.topics.delivery.values(), ctx.topics.routed])
     ctx.scheduler.register()
     register_directory(ctx)
-    register_preferences(ctx)
     register_router(ctx)
     register_channels(ctx, build_providers(settings))
     lag = ConsumerLag(settings.bootstrap_servers, app.conf.id, lambda: app.topics.acking_topics, registry)

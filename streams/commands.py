@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -43,16 +44,24 @@ async def _provision_then(settings: Settings, topic: str, records: list[tuple[by
 def register_commands(settings: Settings) -> None:
     from faust.cli.faust import cli
 
+    def publish_file(
+        source: str, topic: str, records: Callable[[str], list[tuple[bytes, bytes]]], what: str
+    ) -> None:
+        """Validate every record of the file first; send all of them, or none."""
+        try:
+            parsed = records(_read(source))
+        except InvalidInput as exc:
+            raise click.ClickException(f"nothing sent: {exc}") from None
+        count = asyncio.run(_provision_then(settings, topic, parsed))
+        click.echo(f"published {count} {what} to {topic}")
+
     @cli.command(name="publish")
     @click.argument("source", metavar="FILE|-")
     def publish(source: str) -> None:
         """Validate domain events (JSON, a JSON array or JSON lines) and publish them to the events topic."""
-        try:
-            events = parse_events(_read(source))
-        except InvalidInput as exc:
-            raise click.ClickException(f"nothing sent: {exc}") from None
-        count = asyncio.run(_provision_then(settings, settings.topic_events, event_records(events)))
-        click.echo(f"published {count} event(s) to {settings.topic_events}")
+        publish_file(
+            source, settings.topic_events, lambda text: event_records(parse_events(text)), "event(s)"
+        )
 
     @cli.group(name="users")
     def users() -> None:
@@ -61,13 +70,10 @@ def register_commands(settings: Settings) -> None:
     @users.command(name="upsert")
     @click.argument("source", metavar="FILE|-")
     def upsert(source: str) -> None:
-        """Validate user profiles and publish them to the users topic."""
-        try:
-            profiles = parse_profiles(_read(source))
-        except InvalidInput as exc:
-            raise click.ClickException(f"nothing sent: {exc}") from None
-        count = asyncio.run(_provision_then(settings, settings.topic_users, profile_records(profiles)))
-        click.echo(f"published {count} profile(s) to {settings.topic_users}")
+        """Validate user profiles (whole or partial) and publish them to the users topic."""
+        publish_file(
+            source, settings.topic_users, lambda text: profile_records(parse_profiles(text)), "profile(s)"
+        )
 
     @cli.group(name="preferences")
     def preferences() -> None:

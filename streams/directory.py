@@ -4,7 +4,7 @@ partitioned like the routed events, so each worker holds exactly the state of th
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -39,31 +39,49 @@ def home_partition(user_id: str, partitions: int) -> int:
     return int(_partitioner(user_id.encode(), every, every))
 
 
-def register_directory(ctx: WorkerContext) -> None:
-    @ctx.app.agent(ctx.topics.users, name="herald.directory")
-    async def directory(stream: Any) -> AsyncIterator[None]:
+Apply = Callable[[WorkerContext, str, Any], Awaitable[None]]
+
+
+def _register_state_agent(ctx: WorkerContext, topic: Any, name: str, stage: str, apply: Apply) -> None:
+    """An agent that applies per-user state records in batches; a bad record goes to the DLQ alone."""
+
+    async def agent(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(ctx.settings.batch_size, within=ctx.settings.batch_seconds):
             async with ctx.batch():
                 for event in events:
                     bind_event(event)
                     try:
-                        await apply_message(ctx, event.message)
+                        user_id = await _at_home(ctx, topic, event.message)
+                        if user_id is not None:
+                            await apply(ctx, user_id, event.message)
                     except Exception as exc:
-                        await ctx.to_dead_letters(event.message, exc, stage="directory")
+                        await ctx.to_dead_letters(event.message, exc, stage=stage)
             yield None
 
+    ctx.app.agent(topic, name=name)(agent)
 
-async def apply_message(ctx: WorkerContext, message: Any) -> None:
+
+async def _at_home(ctx: WorkerContext, topic: Any, message: Any) -> str | None:
+    """The record's user id if it is on that user's partition; otherwise it is forwarded there and None."""
     if message.key is None:
-        raise InvalidProfile("a profile message needs the user id as its key")
-    user_id = message.key.decode(errors="replace")
+        raise InvalidProfile("a state record needs the user id as its key", reason="invalid_key")
+    user_id: str = message.key.decode(errors="replace")
     home = home_partition(user_id, ctx.settings.partitions)
-    if message.partition != home:
-        # A producer with another partitioner (librdkafka's default is not murmur2) put it on a partition
-        # where this user's events never arrive: move it home instead of applying it here.
-        await ctx.produce(ctx.topics.users, message.key, message.value, partition=home)
-        ctx.metrics.profiles_rehomed.inc()
-        return
+    if message.partition == home:
+        return user_id
+    # A producer with another partitioner (librdkafka's default is not murmur2) put it on a partition where
+    # this user's events never arrive: move it home instead of applying it here.
+    await ctx.produce(topic, message.key, message.value, partition=home)
+    ctx.metrics.profiles_rehomed.inc()
+    return None
+
+
+def register_directory(ctx: WorkerContext) -> None:
+    _register_state_agent(ctx, ctx.topics.users, "herald.directory", "directory", apply_profile)
+    _register_state_agent(ctx, ctx.topics.preferences, "herald.preferences", "preferences", apply_preferences)
+
+
+async def apply_profile(ctx: WorkerContext, user_id: str, message: Any) -> None:
     if message.value is None:  # a tombstone: the user is deleted
         ctx.users.pop(user_id, None)
     else:
@@ -97,29 +115,7 @@ def parse_preferences(key: bytes, raw: bytes) -> PreferencesUpdate:
     return update
 
 
-def register_preferences(ctx: WorkerContext) -> None:
-    @ctx.app.agent(ctx.topics.preferences, name="herald.preferences")
-    async def preferences(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(ctx.settings.batch_size, within=ctx.settings.batch_seconds):
-            async with ctx.batch():
-                for event in events:
-                    bind_event(event)
-                    try:
-                        await apply_preferences(ctx, event.message)
-                    except Exception as exc:
-                        await ctx.to_dead_letters(event.message, exc, stage="preferences")
-            yield None
-
-
-async def apply_preferences(ctx: WorkerContext, message: Any) -> None:
-    if message.key is None:
-        raise InvalidPreferences("a preferences message needs the user id as its key")
-    user_id = message.key.decode(errors="replace")
-    home = home_partition(user_id, ctx.settings.partitions)
-    if message.partition != home:
-        await ctx.produce(ctx.topics.preferences, message.key, message.value, partition=home)
-        ctx.metrics.profiles_rehomed.inc()
-        return
+async def apply_preferences(ctx: WorkerContext, user_id: str, message: Any) -> None:
     if message.value is None:
         ctx.preferences.pop(user_id, None)
     else:

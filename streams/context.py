@@ -8,12 +8,13 @@ import contextvars
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import faust.streams as faust_streams
+from pydantic import BaseModel
 
 from schemas.base import WireModel
 from schemas.channels import Channel
@@ -26,6 +27,8 @@ from streams.settings import Settings
 from streams.topics import Topics
 
 log = logging.getLogger("herald.worker")
+
+M = TypeVar("M", bound=BaseModel)
 
 # The send acknowledgements a batch is still to wait for (see WorkerContext.batch).
 _pending_sends: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
@@ -52,6 +55,7 @@ class WorkerContext:
     throttles: Any  # faust Table: recipient -> {scope key: [send times (epoch seconds)]}
     clock: Callable[[], datetime] = utc_now
     scheduler: Any = None  # streams.scheduler.Scheduler, set once the context exists
+    _parsed: dict[int, tuple[dict[str, Any], Any]] = field(default_factory=dict, repr=False)
 
     def topic(self, name: str) -> Any:
         """A topic declared like Herald's others: raw bytes, the configured partitions."""
@@ -119,6 +123,18 @@ class WorkerContext:
                 "error_class": record.error_class,
             },
         )
+
+    def parsed(self, model: type[M], stored: dict[str, Any]) -> M:
+        """A table value as its model. The directory validated it on the way in, so the parse of each stored
+        dict is cached, keyed by the dict itself: a replaced value is a new dict and is parsed afresh."""
+        cached = self._parsed.get(id(stored))
+        if cached is not None and cached[0] is stored and isinstance(cached[1], model):
+            return cached[1]
+        value = model.model_validate(stored, strict=False)
+        if len(self._parsed) >= 100_000:
+            self._parsed.clear()
+        self._parsed[id(stored)] = (stored, value)
+        return value
 
     def channel_topic(self, channel: Channel) -> Any:
         return self.topics.delivery[channel]

@@ -140,6 +140,9 @@ def worker_logging_config(settings: Settings) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "handlers": {"default": {"()": lambda: build_handler(secrets)}},
+        # aiokafka builds a debug record for every message it sends: costly on the hot path, and of no use
+        # at the levels a worker runs at.
+        "loggers": {"aiokafka": {"level": "WARNING"}},
     }
 
 

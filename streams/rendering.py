@@ -66,6 +66,7 @@ class TemplateStore:
 
     def __init__(self, root: Path) -> None:
         self._root = root
+        self._names: dict[tuple[str, Channel, str, str], str | None] = {}
         self._env = ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(root)),
             undefined=jinja2.StrictUndefined,
@@ -79,6 +80,13 @@ class TemplateStore:
         self._env.filters.update(context_filters())
 
     def _source_name(self, template: str, channel: Channel, part: str, locale: str) -> str | None:
+        # Cached: the directory is read once per (template, channel, part, locale), not on every render.
+        key = (template, channel, part, locale)
+        if key not in self._names:
+            self._names[key] = self._find(template, channel, part, locale)
+        return self._names[key]
+
+    def _find(self, template: str, channel: Channel, part: str, locale: str) -> str | None:
         for candidate in locale_chain(locale):
             suffix = f".{candidate}" if candidate else ""
             name = f"{template}/{channel.value}/{part}{suffix}.j2"

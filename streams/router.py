@@ -108,9 +108,9 @@ async def _route_one(ctx: WorkerContext, raw: bytes) -> list[Failed]:
     stored = ctx.users.get(recipient)
     if stored is None:
         raise UnknownUser(f"no profile for recipient {recipient!r}")
-    profile = UserProfile.model_validate(stored, strict=False)
+    profile = ctx.parsed(UserProfile, stored)
     stored_preferences = ctx.preferences.get(recipient)
-    preferences = Preferences.model_validate(stored_preferences, strict=False) if stored_preferences else None
+    preferences = ctx.parsed(Preferences, stored_preferences) if stored_preferences else None
     extra: dict[str, Any] = {}
     if isinstance(item, DigestRelease):
         buckets = dict(ctx.digests.get(recipient) or {})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -92,7 +92,8 @@ async def _route_message(ctx: WorkerContext, message: Any) -> None:
         await ctx.to_dead_letters(message, failed.error, stage=f"route.{failed.channel.value}")
 
 
-_routed: TypeAdapter[RecipientEvent | DigestRelease] = TypeAdapter(Routed)  # type: ignore[arg-type]
+# Routed is an Annotated discriminated union; TypeAdapter's typing does not follow Annotated, hence the cast.
+_routed: TypeAdapter[RecipientEvent | DigestRelease] = TypeAdapter(cast(Any, Routed))
 
 
 def parse_routed(raw: bytes) -> RecipientEvent | DigestRelease:

@@ -21,6 +21,7 @@ from starlette.routing import Route, WebSocketRoute
 from gateway import redaction
 from gateway.connections import ConnectionRegistry
 from gateway.consumer import FeedTopics, KafkaFeed, NotificationFeed
+from gateway.handshake import with_handshake_deadline
 from gateway.http_api import InboxHttp
 from gateway.inbox import Inbox
 from gateway.inbox_log import InboxWriter, KafkaInboxWriter
@@ -143,6 +144,7 @@ def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         log_config=gateway_logging_config(settings),
+        http=with_handshake_deadline(settings.gateway_handshake_timeout_seconds),
         host=settings.gateway_host,
         port=settings.gateway_port,
         lifespan="on",

@@ -157,6 +157,7 @@ class Settings(BaseSettings):
     gateway_ping_interval_seconds: float = Field(default=20.0, gt=0)
     gateway_ping_timeout_seconds: float = Field(default=20.0, gt=0)
     gateway_idle_timeout_seconds: float = Field(default=0.0, ge=0)
+    gateway_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
     inbox_topic: str = "herald.inbox"
     inbox_size: int = Field(default=100, ge=1, le=10_000)
 

@@ -245,7 +245,8 @@ class Deployment:
                 {
                     "user_id": user_id,
                     "email": f"{user_id}@example.com",
-                    "phone": f"+336{int(self.tag[:4], 16) % 100:02d}{n:06d}",
+                    # Always a valid French mobile number (not every +336xx prefix is).
+                    "phone": f"+33612{n:06d}",
                     "devices": [{"token": f"tok-{user_id}", "platform": "android"}],
                     "display_name": f"User {n}",
                 }

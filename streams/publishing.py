@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.base import describe_validation_error
 from schemas.events import DomainEvent
 from schemas.users import ProfileUpdate
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class InvalidInput(ValueError):
@@ -35,24 +37,23 @@ def _documents(text: str) -> list[Any]:
     return document if isinstance(document, list) else [document]
 
 
-def parse_events(text: str) -> list[DomainEvent]:
-    events = []
+def _parse_all(text: str, model: type[M], what: str) -> list[M]:
+    """Every document of the input as `model`; the first invalid one is named (by position and field)."""
+    parsed = []
     for index, document in enumerate(_documents(text)):
         try:
-            events.append(DomainEvent.model_validate_json(json.dumps(document)))
+            parsed.append(model.model_validate_json(json.dumps(document)))
         except ValidationError as exc:
-            raise InvalidInput(f"event #{index + 1}: {describe_validation_error(exc)}") from None
-    return events
+            raise InvalidInput(f"{what} #{index + 1}: {describe_validation_error(exc)}") from None
+    return parsed
+
+
+def parse_events(text: str) -> list[DomainEvent]:
+    return _parse_all(text, DomainEvent, "event")
 
 
 def parse_profiles(text: str) -> list[ProfileUpdate]:
-    profiles = []
-    for index, document in enumerate(_documents(text)):
-        try:
-            profiles.append(ProfileUpdate.model_validate_json(json.dumps(document)))
-        except ValidationError as exc:
-            raise InvalidInput(f"profile #{index + 1}: {describe_validation_error(exc)}") from None
-    return profiles
+    return _parse_all(text, ProfileUpdate, "profile")
 
 
 async def produce(bootstrap: list[str], topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:

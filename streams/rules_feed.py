@@ -34,7 +34,6 @@ class RuleSource:
         self._validate = validate
         self._on_change = on_change
         self.version: int | None = None  # offset of the record in force; None: the rules file
-        self.rejected = 0
 
     def offer(self, raw: bytes, offset: int) -> bool:
         """Take a published ruleset if it is valid here (its templates exist); keep the current one if not."""
@@ -42,7 +41,6 @@ class RuleSource:
             book = RuleBook.from_json(raw)
             self._validate(book)
         except (ValidationError, ValueError) as exc:
-            self.rejected += 1
             log.error("rules at offset %d refused, keeping the rules in force: %s", offset, exc)
             self._on_change(offset, False)
             return False

@@ -22,17 +22,6 @@ class Topics:
     status: Any
     dlq: Any
 
-    def all(self) -> list[Any]:
-        return [
-            self.events,
-            self.users,
-            self.preferences,
-            self.routed,
-            *self.delivery.values(),
-            self.status,
-            self.dlq,
-        ]
-
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
     def topic(name: str, *, compacting: bool = False) -> Any:

@@ -39,6 +39,7 @@ async def test_not_ready_before_partitions_are_assigned_then_ready(stack_factory
     assert statuses[-1] == 200
     waiting = {reason for code, reason in seen if code == 503}
     assert waiting <= {
+        "starting",
         "no partitions assigned yet",
         "rebalancing",
         "tables recovering",

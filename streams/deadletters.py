@@ -8,6 +8,10 @@ from datetime import UTC, datetime
 from schemas.deadletter import DeadLetter
 from streams.errors import HeraldError
 
+# A dead letter must fit in one Kafka record (1 MiB by default) even when the message it carries was the
+# problem, e.g. an event that fanned out into a notification too large to produce. Base64 adds a third.
+MAX_ORIGINAL_BYTES = 512 * 1024
+
 
 def dead_letter(
     *,
@@ -29,7 +33,8 @@ def dead_letter(
         partition=partition,
         offset=offset,
         key_b64=base64.b64encode(key).decode() if key is not None else None,
-        original_b64=base64.b64encode(value or b"").decode(),
+        original_b64=base64.b64encode((value or b"")[:MAX_ORIGINAL_BYTES]).decode(),
+        original_truncated=len(value or b"") > MAX_ORIGINAL_BYTES,
         reason=reason,
         detail=detail[:2000],
         error_class=type(error).__name__,

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from adapters.broker.offsets import end_offsets
+
 log = logging.getLogger(__name__)
 
 LAG = "herald_consumer_lag_messages"
@@ -115,8 +117,11 @@ class ConsumerLag(Collector):
         committed = {tp: meta for tp, meta in committed.items() if meta.offset >= 0}
         ends: dict[TopicPartition, int] = {}
         if committed:
-            # end_offsets may wait forever for a partition that does not exist: bound it.
-            ends = await asyncio.wait_for(consumer.end_offsets(list(committed)), timeout=self._timeout)
+            # end_offsets may wait forever for a partition that does not exist: bound it. Checked against
+            # a fetch: the embedded broker can answer short of the last records (adapters.broker.offsets).
+            ends = await asyncio.wait_for(
+                end_offsets(consumer, self._bootstrap, list(committed)), timeout=self._timeout
+            )
         return self.update(
             PartitionOffsets(tp.topic, tp.partition, meta.offset, ends[tp])
             for tp, meta in sorted(committed.items())

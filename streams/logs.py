@@ -141,8 +141,9 @@ def worker_logging_config(settings: Settings) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "handlers": {"default": {"()": lambda: build_handler(secrets)}},
         # aiokafka builds a debug record for every message it sends: costly on the hot path, and of no use
-        # at the levels a worker runs at.
-        "loggers": {"aiokafka": {"level": "WARNING"}},
+        # at the levels a worker runs at. Twilio's client logs every request, headers included, at INFO: ten
+        # lines per SMS that say nothing the "delivered" line does not.
+        "loggers": {"aiokafka": {"level": "WARNING"}, "twilio.http_client": {"level": "WARNING"}},
     }
 
 

@@ -118,11 +118,17 @@ def _handler_for(server: ScriptedHttpServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if len(body) < length:
+                # The client went away mid-request (a killed worker): a real server never acts on half a
+                # request, so neither is it recorded as one.
+                self.close_connection = True
+                return
             request = RecordedRequest(
                 method=self.command,
                 target=self.path,
                 headers={name.lower(): value for name, value in self.headers.items()},
-                body=self.rfile.read(length) if length else b"",
+                body=body,
             )
             reply = server._take(request)
             if isinstance(reply, _Hang):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,8 +16,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.structs import TopicPartition
 
 from adapters.broker.embedded import BrokerPortInUse, BrokerStartError, EmbeddedBroker, free_port
+from adapters.broker.offsets import end_offsets
 from adapters.broker.topics import TopicCreationError, ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -188,3 +191,25 @@ def test_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
     # Nothing holds the port any more.
     with EmbeddedBroker("127.0.0.1", port):
         pass
+
+
+async def test_end_offsets_reach_the_last_record_of_a_batch(broker: EmbeddedBroker) -> None:
+    # Tansu answers ListOffsets with the last batch's base offset + 1; recovery reading only that far would
+    # miss the batch's other records. checked_end_offsets must land after the last record.
+    await ensure_topics([broker.bootstrap], ["batched", "empty"], 1, 1)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=50)
+    await producer.start()
+    try:
+        for size in (5, 3):  # two batches: offsets 0-4, then 5-7
+            sent = [await producer.send("batched", b"x", partition=0) for _ in range(size)]
+            await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    batched, empty = TopicPartition("batched", 0), TopicPartition("empty", 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+    await consumer.start()
+    try:
+        ends = await end_offsets(consumer, broker.bootstrap, [batched, empty])
+    finally:
+        await consumer.stop()
+    assert ends == {batched: 8, empty: 0}

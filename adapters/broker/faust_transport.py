@@ -1,0 +1,83 @@
+"""Faust's aiokafka transport, with two corrections Herald's at-least-once promise depends on.
+
+1. End offsets checked against a fetch (see adapters.broker.offsets): Faust reads a changelog up to the
+   partition's end offset when it recovers a table; on the embedded broker that offset can fall short of the
+   last records, and the table would come back with old values (the delivered-ids table forgetting recent
+   deliveries, so a replay reached the person twice).
+
+2. A clean cut around the seek to committed offsets after a rebalance. faust-streaming 0.15 resumes the
+   stream partitions before that seek and, having resumed flow control at the start of recovery, lets the
+   fetcher hand records to the streams meanwhile; the consumer marks each one read. After the seek, resuming
+   flow control clears the streams' queues, dropping records that were handed over and marked read, so they
+   are never processed, and their copies fetched again are discarded as already read. A restarted worker
+   lost notifications this way. Here the flow stops before the seek and stays stopped until recovery resumes
+   it, so what the queues lose is only what the seek makes the consumer fetch again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, ClassVar, cast
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from adapters.broker.offsets import checked_end_offsets
+
+
+class ReadOffsets(defaultdict[TP, int | None]):
+    """The consumer's "already read up to" marks, which can be held back while the flow is stopped.
+
+    When the flow stops, the fetch loop gives up on the record it was handing over but still marks it read.
+    While held, a mark may only move back (as a seek moves it), never forward: a mark too far back costs a
+    record read twice, one too far forward loses records."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: None)
+        self.held = False
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        if self.held and offset is not None:
+            current = self.get(tp)
+            if current is None or offset > current:
+                return
+        super().__setitem__(tp, offset)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        listed = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return listed  # last stable offsets, which come from fetches already
+        bootstrap = faust_aiokafka.server_list(self.transport.url, faust_aiokafka.Transport.default_port)
+        checked = await checked_end_offsets(bootstrap, cast(Mapping[Any, int], listed))
+        return cast(Mapping[TP, int], checked)
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = ReadOffsets()
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def stop_flow(self) -> None:
+        cast(ReadOffsets, self._read_offset).held = True
+        super().stop_flow()
+
+    def resume_flow(self) -> None:
+        cast(ReadOffsets, self._read_offset).held = False
+        super().resume_flow()
+
+    async def perform_seek(self) -> None:
+        # Every caller (recovery, or a fetch that found the flow stopped) resumes flow control and then the
+        # consumer's flow after the seek; until then nothing may reach a stream queue.
+        self.app.flow_control.suspend()
+        self.stop_flow()
+        await super().perform_seek()
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer: ClassVar[Any] = _Consumer

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    smtp_connections: int = Field(default=4, ge=1, le=100)
     email_from: str = "Herald <herald@localhost>"
 
     # --- providers ----------------------------------------------------------------------------------------

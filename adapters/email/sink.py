@@ -21,6 +21,7 @@ class _Handler:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self._sink.calls += 1
+        self._sink.peers.add(tuple(session.peer))
         refusal = self._sink.next_refusal()
         if refusal is not None:
             return refusal
@@ -46,6 +47,7 @@ class SmtpSink:
         self.refusal: str | None = None  # answered to every message while set
         self._queued_refusals: list[str] = []
         self.calls = 0  # messages offered, accepted or not
+        self.peers: set[tuple[Any, ...]] = set()  # the client ends of the connections messages came over
 
     def refuse_next(self, count: int, reply: str) -> None:
         """Answer the next `count` messages with `reply` (e.g. "451 Try later"), then accept again."""

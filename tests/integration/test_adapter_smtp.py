@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -44,8 +45,10 @@ def sink() -> Iterator[SmtpSink]:
     server.stop()
 
 
-def sender_for(host: str, port: int) -> SmtpEmailSender:
-    return SmtpEmailSender(host, port, tls=SmtpTls.NONE, sender="Herald <herald@example.com>", timeout=5)
+def sender_for(host: str, port: int, connections: int = 4) -> SmtpEmailSender:
+    return SmtpEmailSender(
+        host, port, tls=SmtpTls.NONE, sender="Herald <herald@example.com>", timeout=5, connections=connections
+    )
 
 
 async def test_delivers_multipart_with_notification_id(sink: SmtpSink) -> None:
@@ -76,3 +79,38 @@ async def test_4xx_is_retriable(sink: SmtpSink) -> None:
 async def test_no_server_is_retriable() -> None:
     with pytest.raises(RetriableDeliveryError, match="connection"):
         await sender_for("127.0.0.1", free_port()).send(email())
+
+
+async def test_connections_are_kept_open_and_reused(sink: SmtpSink) -> None:
+    sender = sender_for(*sink.address, connections=3)
+    for n in range(5):
+        await sender.send(email(notification_id=f"ntf_seq{n}"))
+    assert len(sink.peers) == 1
+    await asyncio.gather(*(sender.send(email(notification_id=f"ntf_par{n}")) for n in range(12)))
+    assert len(sink.messages) == 17
+    assert len(sink.peers) <= 3
+
+
+async def test_a_connection_the_server_closed_is_replaced_without_failing_the_message() -> None:
+    host, port = "127.0.0.1", free_port()
+    first = SmtpSink(host, port)
+    first.start()
+    sender = sender_for(host, port)
+    await sender.send(email(notification_id="ntf_before"))
+    first.stop()  # drops the kept-open connection
+    second = SmtpSink(host, port)
+    second.start()
+    try:
+        await sender.send(email(notification_id="ntf_after"))
+        assert [m["X-Herald-Notification-Id"] for m in second.messages] == ["ntf_after"]
+    finally:
+        second.stop()
+
+
+async def test_a_refusal_does_not_spoil_the_next_message(sink: SmtpSink) -> None:
+    sender = sender_for(*sink.address, connections=1)
+    sink.refuse_next(1, "550 5.1.1 No such user")
+    with pytest.raises(PermanentDeliveryError):
+        await sender.send(email(notification_id="ntf_refused"))
+    await sender.send(email(notification_id="ntf_fine"))
+    assert [m["X-Herald-Notification-Id"] for m in sink.messages] == ["ntf_fine"]

@@ -7,7 +7,7 @@ import contextlib
 import contextvars
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -34,6 +34,10 @@ M = TypeVar("M", bound=BaseModel)
 _pending_sends: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "pending_sends", default=None
 )
+
+
+SETTLE_FIRST_DELAY_SECONDS = 0.5
+SETTLE_MAX_DELAY_SECONDS = 30.0
 
 
 def utc_now() -> datetime:
@@ -95,6 +99,35 @@ class WorkerContext:
             _pending_sends.reset(token)
             if pending:
                 await asyncio.gather(*pending)
+
+    async def settle(self, agent: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run a batch's `work` in `batch()` and, if what it produced did not reach the broker, run it again
+        until it does. An exception must not leave an agent: on the way out Faust acks the batch's messages
+        (a known faust-streaming hazard) and they would be lost. Handlers turn bad input into dead letters
+        themselves, so what fails here is producing: the broker refusing a record or gone for longer than
+        the producer's own retries. Running a batch again repeats only what a crash replay would, and the
+        delivered-ids table absorbs that."""
+        delay = SETTLE_FIRST_DELAY_SECONDS
+        while True:
+            try:
+                async with self.batch():
+                    await work()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.batch_failures.labels(agent=agent).inc()
+                log.error(
+                    "batch failed, running it again",
+                    extra={
+                        "agent": agent,
+                        "error_class": type(exc).__name__,
+                        "error": str(exc)[:500],
+                        "retry_in_seconds": delay,
+                    },
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SETTLE_MAX_DELAY_SECONDS)
 
     async def send_status(self, status: DeliveryStatus) -> None:
         await self.send(self.topics.status, status.recipient, status)

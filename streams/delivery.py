@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -90,8 +91,7 @@ class ChannelDelivery:
             async for events in stream.take_events(
                 settings.delivery_batch_size, within=settings.delivery_batch_seconds
             ):
-                async with self.ctx.batch():
-                    await self.handle_batch(events)
+                await self.ctx.settle(f"deliver.{self.channel.value}", partial(self.handle_batch, events))
                 yield None
 
         app.agent(self.ctx.topics.delivery[self.channel], name=f"herald.deliver.{self.channel.value}")(fresh)
@@ -102,7 +102,10 @@ class ChannelDelivery:
                 # One at a time, in order: a tier's notifications all wait about as long, so the head of
                 # the partition is always the next one due.
                 async for event in stream.events():
-                    await self.handle_batch([event], wait_until_due=True)
+                    await self.ctx.settle(
+                        f"deliver.{self.channel.value}.retry",
+                        partial(self.handle_batch, [event], wait_until_due=True),
+                    )
                     yield None
 
             app.agent(topic, name=f"herald.deliver.{self.channel.value}.retry{tier}")(retry)
@@ -121,7 +124,9 @@ class ChannelDelivery:
         await asyncio.gather(*(run_user(user_events) for user_events in by_user.values()))
 
     async def handle_message(self, message: Any, *, wait_until_due: bool = False) -> None:
-        """Never raises: every message ends delivered, skipped, scheduled for retry or on the DLQ."""
+        """Never raises for a bad notification or a provider's answer: every message ends delivered,
+        skipped, scheduled for retry or on the DLQ. Only producing can fail; ctx.settle then runs the batch
+        again."""
         try:
             try:
                 notification = self.model.model_validate_json(message.value)

@@ -47,7 +47,8 @@ def _register_state_agent(ctx: WorkerContext, topic: Any, name: str, stage: str,
 
     async def agent(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(ctx.settings.batch_size, within=ctx.settings.batch_seconds):
-            async with ctx.batch():
+
+            async def apply_batch(events: list[Any] = events) -> None:
                 for event in events:
                     bind_event(event)
                     try:
@@ -56,6 +57,8 @@ def _register_state_agent(ctx: WorkerContext, topic: Any, name: str, stage: str,
                             await apply(ctx, user_id, event.message)
                     except Exception as exc:
                         await ctx.to_dead_letters(event.message, exc, stage=stage)
+
+            await ctx.settle(stage, apply_batch)
             yield None
 
     ctx.app.agent(topic, name=name)(agent)

@@ -99,6 +99,12 @@ class WorkerMetrics:
             ["reason"],
             registry=registry,
         )
+        self.batch_failures = Counter(
+            "herald_batch_failures_total",
+            "Batches whose produced records the broker did not take, run again until it does, by agent",
+            ["agent"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "herald_dead_letters_total",
             "Records written to the dead-letter topic, by stage and reason",

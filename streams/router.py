@@ -47,18 +47,24 @@ def register_router(ctx: WorkerContext) -> None:
         # In batches: Faust's hand-off per message, not CPU, is what costs, so each batch's records are
         # produced without waiting on each and acknowledged together (see WorkerContext.batch).
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            async with ctx.batch():
+
+            async def intake_batch(events: list[Any] = events) -> None:
                 for event in events:
                     await _intake_one(ctx, event.message)
+
+            await ctx.settle("intake", intake_batch)
             yield None
 
     @app.agent(ctx.topics.routed, name="herald.route")
     async def route(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            async with ctx.batch():
+
+            async def route_batch(events: list[Any] = events) -> None:
                 for event in events:
                     bind_event(event)
                     await _route_message(ctx, event.message)
+
+            await ctx.settle("route", route_batch)
             yield None
 
 

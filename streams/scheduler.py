@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -57,14 +58,16 @@ class Scheduler:
     def _agent(self, tier: int) -> Any:
         async def run(stream: Any) -> AsyncIterator[None]:
             async for event in stream.events():
-                message = event.message
-                try:
-                    await self._handle(tier, message)
-                except Exception as exc:
-                    await self.ctx.to_dead_letters(message, exc, stage="scheduler")
+                await self.ctx.settle(f"scheduled.{tier}s", partial(self._release, tier, event.message))
                 yield None
 
         return run
+
+    async def _release(self, tier: int, message: Any) -> None:
+        try:
+            await self._handle(tier, message)
+        except Exception as exc:
+            await self.ctx.to_dead_letters(message, exc, stage="scheduler")
 
     async def _handle(self, tier: int, message: Any) -> None:
         try:

@@ -14,6 +14,7 @@ from aiokafka.structs import TopicPartition
 from mode import Service
 from pydantic import ValidationError
 
+from adapters.broker.offsets import end_offsets
 from streams.routing import RuleBook
 
 log = logging.getLogger("herald.rules")
@@ -83,7 +84,7 @@ class RulesFeed(Service):
             partition = TopicPartition(self._topic, 0)
             consumer.assign([partition])
             await consumer.seek_to_beginning(partition)
-            end = (await consumer.end_offsets([partition]))[partition]
+            end = (await end_offsets(consumer, self._bootstrap, [partition]))[partition]
             if end == 0:
                 self.caught_up.set()
             while True:
@@ -105,7 +106,7 @@ async def read_published(bootstrap: list[str], topic: str) -> tuple[bytes, int] 
         partition = TopicPartition(topic, 0)
         consumer.assign([partition])
         await consumer.seek_to_beginning(partition)
-        end = (await consumer.end_offsets([partition]))[partition]
+        end = (await end_offsets(consumer, bootstrap, [partition]))[partition]
         newest: tuple[bytes, int] | None = None
         position = 0
         while position < end:

@@ -59,6 +59,7 @@ def build_providers(settings: Settings) -> Providers:
                     base_url=settings.twilio_base_url,
                     timeout=settings.twilio_timeout_seconds,
                     executor=threads,
+                    max_workers=settings.provider_threads,
                 )
             )
         elif name == "sns" and settings.sns_region is not None:

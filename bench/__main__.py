@@ -57,6 +57,7 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
 
     started = time.monotonic()
     result: dict[str, Any] = {"machine": machine(), "sizes": asdict(sizes), "phases": sorted(phases)}
+    timings: dict[str, float] = result.setdefault("phase_seconds", {})
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp_name:
         tmp = Path(tmp_name)
         rules, templates = write_rules(tmp / "routing")
@@ -65,15 +66,21 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
         await asyncio.to_thread(broker.wait_ready)
         try:
             if "pipeline" in phases:
+                began = time.monotonic()
                 result.update(
                     await measure_pipeline(broker.bootstrap, tmp, sizes, rules, templates, profile=profile)
                 )
                 if profile and (tmp / "worker-profile.txt").exists():
                     (out / "worker-profile.txt").write_bytes((tmp / "worker-profile.txt").read_bytes())
+                timings["pipeline"] = time.monotonic() - began
             if "memory" in phases:
+                began = time.monotonic()
                 result["memory"] = await measure_memory(broker.bootstrap, tmp, sizes, rules, templates)
+                timings["memory"] = time.monotonic() - began
             if "gateway" in phases:
+                began = time.monotonic()
                 result["gateway"] = await measure_gateway(broker.bootstrap, tmp, sizes)
+                timings["gateway"] = time.monotonic() - began
         finally:
             broker.stop()
             if os.environ.get("BENCH_KEEP_LOGS"):

@@ -65,6 +65,9 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         label = f"worker peak RSS, {m['users']:,} users, {m['store']}"
         value = _fmt(m["peak_rss_bytes"], "MB") if m.get("ok") else f"failed: {m.get('error', '')[:40]}"
         out.append((label, value, ""))
+        if m.get("ok"):
+            together = " (both stores at once)" if m.get("concurrent") else ""
+            out.append((f"  start to ready (table recovery){together}", _fmt(m["ready_seconds"], "s"), ""))
     for g in result.get("gateway", []):
         n = g["connections"]
         out.append(

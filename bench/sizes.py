@@ -1,5 +1,5 @@
-"""How big each measurement is: the full run (949 s on 2 cores, mostly table recovery), `--quick`, and the
-smoke test's."""
+"""How big each measurement is: the full run (514 s on 2 cores, over half of it table recovery), `--quick`,
+and the smoke test's."""
 
 from __future__ import annotations
 

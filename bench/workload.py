@@ -164,20 +164,6 @@ def produce_all(
     return count
 
 
-def seal(producer: Producer, last: dict[tuple[str, int], tuple[bytes, bytes]]) -> None:
-    """Re-send each partition's last record alone, in its own batch.
-
-    Tansu 0.6 answers ListOffsets(latest) with the base offset of a partition's last *batch* plus one, not
-    with the offset after its last record, so a changelog written in batches looks nearly empty to Faust's
-    recovery (which reads up to that end offset). A last single-record batch makes the end offset right;
-    re-sending a key's newest value changes nothing in the table.
-    """
-    for (topic, partition), (key, value) in last.items():
-        producer.produce(topic, value, key, partition=partition)
-        if producer.flush(30):
-            raise RuntimeError(f"could not seal {topic}[{partition}]")
-
-
 def backlog(topic: str, events: int, users: int, run: str) -> Iterator[tuple[str, int | None, bytes, bytes]]:
     now = time.time()
     for seq in range(events):

@@ -16,7 +16,7 @@ import streams.app
 class _QuietWorker(faust.Worker):
     """The bench runs the worker at `-l warn` to keep its logs small. At WARN and above Faust turns on a
     terminal spinner that lowers the root logger to DEBUG and spins once per record, so every `logger.debug`
-    in Faust's per-message paths builds a LogRecord: -20% table-recovery speed (bench/RESULTS.md). Faust
+    in Faust's per-message paths builds a LogRecord: about 10% slower table recovery (bench/RESULTS.md). Faust
     drops the spinner itself below WARN, which is how production (`-l info`) runs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

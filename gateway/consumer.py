@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from adapters.broker.offsets import end_offsets
 from adapters.broker.topics import TopicCreationError, ensure_topics
 from gateway.metrics import GatewayMetrics
 from schemas.inbox import InboxStateChange
@@ -133,7 +134,9 @@ class KafkaFeed:
                     consumer.seek(partition, self._positions[partition])
                 else:
                     await consumer.seek_to_beginning(partition)
-            targets: dict[TopicPartition, int] = await consumer.end_offsets(assignment)
+            # Checked against a fetch: the embedded broker can answer short of the last records, and the
+            # gateway would call itself caught up before it read the inboxes' tail (adapters.broker.offsets).
+            targets = await end_offsets(consumer, self._bootstrap_servers, assignment)
             self._become(
                 self._caught_up,
                 f"reading {len(assignment)} partitions of {self._topics.inapp} and {self._topics.inbox}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -45,20 +46,19 @@ Apply = Callable[[WorkerContext, str, Any], Awaitable[None]]
 def _register_state_agent(ctx: WorkerContext, topic: Any, name: str, stage: str, apply: Apply) -> None:
     """An agent that applies per-user state records in batches; a bad record goes to the DLQ alone."""
 
+    async def apply_batch(events: list[Any]) -> None:
+        for event in events:
+            bind_event(event)
+            try:
+                user_id = await _at_home(ctx, topic, event.message)
+                if user_id is not None:
+                    await apply(ctx, user_id, event.message)
+            except Exception as exc:
+                await ctx.to_dead_letters(event.message, exc, stage=stage)
+
     async def agent(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(ctx.settings.batch_size, within=ctx.settings.batch_seconds):
-
-            async def apply_batch(events: list[Any] = events) -> None:
-                for event in events:
-                    bind_event(event)
-                    try:
-                        user_id = await _at_home(ctx, topic, event.message)
-                        if user_id is not None:
-                            await apply(ctx, user_id, event.message)
-                    except Exception as exc:
-                        await ctx.to_dead_letters(event.message, exc, stage=stage)
-
-            await ctx.settle(stage, apply_batch)
+            await ctx.settle(stage, partial(apply_batch, events))
             yield None
 
     ctx.app.agent(topic, name=name)(agent)

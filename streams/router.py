@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
 from pydantic import TypeAdapter, ValidationError
@@ -47,25 +48,25 @@ def register_router(ctx: WorkerContext) -> None:
         # In batches: Faust's hand-off per message, not CPU, is what costs, so each batch's records are
         # produced without waiting on each and acknowledged together (see WorkerContext.batch).
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-
-            async def intake_batch(events: list[Any] = events) -> None:
-                for event in events:
-                    await _intake_one(ctx, event.message)
-
-            await ctx.settle("intake", intake_batch)
+            await ctx.settle("intake", partial(_intake_batch, ctx, events))
             yield None
 
     @app.agent(ctx.topics.routed, name="herald.route")
     async def route(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-
-            async def route_batch(events: list[Any] = events) -> None:
-                for event in events:
-                    bind_event(event)
-                    await _route_message(ctx, event.message)
-
-            await ctx.settle("route", route_batch)
+            await ctx.settle("route", partial(_route_batch, ctx, events))
             yield None
+
+
+async def _intake_batch(ctx: WorkerContext, events: list[Any]) -> None:
+    for event in events:
+        await _intake_one(ctx, event.message)
+
+
+async def _route_batch(ctx: WorkerContext, events: list[Any]) -> None:
+    for event in events:
+        bind_event(event)
+        await _route_message(ctx, event.message)
 
 
 async def _intake_one(ctx: WorkerContext, message: Any) -> None:

@@ -10,6 +10,7 @@ WORKDIR /app
 
 # Only what the package needs, so a local .venv or test data never enters the image.
 COPY pyproject.toml README.md ./
+COPY kernel ./kernel
 COPY streams ./streams
 COPY adapters ./adapters
 COPY schemas ./schemas

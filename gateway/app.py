@@ -30,9 +30,9 @@ from gateway.keys import verifier_from_settings
 from gateway.metrics import GatewayMetrics
 from gateway.origins import OriginPolicy
 from gateway.session import SessionPolicy, Sessions
-from streams.logs import gateway_logging_config
-from streams.ports import ensure_port_free
-from streams.settings import Settings
+from kernel.logs import gateway_logging_config
+from kernel.ports import ensure_port_free
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adapters.broker.offsets import end_offsets
-from adapters.broker.topics import TopicCreationError, ensure_topics
+from adapters.broker.topics import ensure_topics
 from gateway.metrics import GatewayMetrics
+from kernel.errors import TopicCreationError
 from schemas.inbox import InboxStateChange
 from schemas.notifications import InAppNotification
 

@@ -11,10 +11,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import AuthError, TokenVerifier, bearer_token
-from gateway.inbox_log import InboxUnavailable
 from gateway.inbox_service import MARKS, InboxService
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import Ids, close_for, inbox_body
+from kernel.errors import InboxUnavailable
 from schemas.events import Identifier
 
 

@@ -9,13 +9,8 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from kernel.errors import InboxUnavailable
 from schemas.inbox import InboxStateChange
-
-
-class InboxUnavailable(Exception):
-    """The change could not be made durable; retriable once the broker is back."""
-
-    retriable = True
 
 
 class InboxWriter(Protocol):

@@ -13,7 +13,8 @@ import jwt
 from jwt.algorithms import get_default_algorithms
 
 from gateway.auth import MIN_SECRET_BYTES, AuthError, AuthReason, TokenVerifier
-from streams.settings import ConfigurationError, Settings
+from kernel.errors import ConfigurationError
+from kernel.settings import Settings
 
 
 class StaticKey:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from streams.settings import ConfigurationError
+from kernel.errors import ConfigurationError
 
 
 class OriginPolicy:

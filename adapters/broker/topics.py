@@ -8,18 +8,10 @@ from collections.abc import Set
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from adapters.broker.embedded import BrokerError
+from kernel.errors import TopicCreationError
 
 # Kafka's own rule; Tansu accepts any name, so checking here keeps both brokers alike.
 _LEGAL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
-
-class TopicCreationError(BrokerError):
-    """The broker could not be reached, or refused to create a topic; `retriable` follows its error."""
-
-    def __init__(self, detail: str, *, retriable: bool = False) -> None:
-        super().__init__(detail)
-        self.retriable = retriable
 
 
 async def ensure_topics(

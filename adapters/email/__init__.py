@@ -13,5 +13,5 @@ class EmailSender(Protocol):
     async def send(self, message: EmailNotification) -> str | None:
         """Deliver one email; return the provider's message id if it gives one.
 
-        Raises `PermanentDeliveryError` or `RetriableDeliveryError` (streams.errors), never SDK errors."""
+        Raises `PermanentDeliveryError` or `RetriableDeliveryError` (kernel.errors), never SDK errors."""
         ...

@@ -12,11 +12,13 @@ from sendgrid.helpers.mail import CustomArg, Header, Mail
 
 from adapters.executor import SdkThreads
 from adapters.retry_after import parse_retry_after
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.notifications import EmailNotification
-from streams.bounces import RECIPIENT_ARG
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 
 SENDGRID_API_URL = "https://api.sendgrid.com"
+# The custom arg Herald's mails carry (SendGrid echoes custom args as top-level event fields): the only way a
+# webhook event tells whose address it is, since the address alone may belong to several users.
+RECIPIENT_ARG = "herald_recipient"
 NOTIFICATION_ID_ARG = "herald_notification_id"
 NOTIFICATION_ID_HEADER = "X-Herald-Notification-Id"
 

@@ -12,9 +12,9 @@ from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.settings import Settings, SmtpTls
 from schemas.notifications import EmailNotification
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
-from streams.settings import Settings, SmtpTls
 
 # Reused only while younger than this since their last message: servers may drop an idle client after as
 # little as a minute (RFC 5321 asks for five), and a dropped one costs a failed send and a reconnect.

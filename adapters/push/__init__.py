@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from kernel.errors import DeliveryError
 from schemas.notifications import PushNotification
-from streams.errors import DeliveryError
 
 
 class PushTokenKind(StrEnum):
@@ -80,6 +80,6 @@ class PushSender(Protocol):
         """Deliver one notification to each token, reporting every token's outcome in the result.
 
         Per-token refusals are outcomes, not exceptions. Raises `PermanentDeliveryError` or
-        `RetriableDeliveryError` (streams.errors) only when the whole call fails (credentials, transport
+        `RetriableDeliveryError` (kernel.errors) only when the whole call fails (credentials, transport
         set-up), never SDK errors."""
         ...

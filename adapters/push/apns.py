@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from adapters.push import PushResult, PushToken, PushTokenKind, TokenOutcome
 from adapters.retry_after import parse_retry_after
+from kernel.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
 from schemas.events import Priority
 from schemas.notifications import PushNotification
-from streams.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
 
 APNS_PRODUCTION_URL = "https://api.push.apple.com"
 APNS_SANDBOX_URL = "https://api.sandbox.push.apple.com"

@@ -17,9 +17,9 @@ from requests.adapters import HTTPAdapter
 from adapters.executor import SdkThreads
 from adapters.push import PushResult, PushToken, PushTokenKind, TokenOutcome
 from adapters.retry_after import parse_retry_after
+from kernel.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
 from schemas.events import Priority
 from schemas.notifications import PushNotification
-from streams.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
 
 FCM_API_URL = "https://fcm.googleapis.com"
 NOTIFICATION_ID_KEY = "herald_notification_id"

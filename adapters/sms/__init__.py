@@ -13,5 +13,5 @@ class SmsSender(Protocol):
     async def send(self, message: SmsNotification) -> str | None:
         """Deliver one text message; return the provider's message id if it gives one.
 
-        Raises `PermanentDeliveryError` or `RetriableDeliveryError` (streams.errors), never SDK errors."""
+        Raises `PermanentDeliveryError` or `RetriableDeliveryError` (kernel.errors), never SDK errors."""
         ...

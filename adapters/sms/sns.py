@@ -10,8 +10,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.executor import SdkThreads
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.notifications import SmsNotification
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 
 # SNS error codes worth retrying: throttling and the service's own failures.
 RETRIABLE_CODES = {

@@ -11,8 +11,8 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from adapters.executor import SdkThreads
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.notifications import SmsNotification
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 
 TWILIO_API_URL = "https://api.twilio.com"
 

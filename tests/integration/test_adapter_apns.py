@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from adapters.push import PushToken, PushTokenKind
 from adapters.push.apns import NOTIFICATION_ID_KEY, ApnsPushSender, apns_id
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.events import Priority
 from schemas.notifications import PushNotification
 from schemas.users import Device, Platform, TokenKind
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 from tests.fakes.apns import FakeApns, apns_error, make_auth_key, make_tls_files
 from tests.fakes.http import Reply
 

@@ -13,10 +13,10 @@ from firebase_admin import credentials, messaging
 
 from adapters.push import PushToken, PushTokenKind
 from adapters.push.fcm import NOTIFICATION_ID_KEY, FcmPushSender
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.events import Priority
 from schemas.notifications import PushNotification
 from schemas.users import Device, Platform
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 from tests.fakes.fcm import FakeFcm, fcm_error, make_service_account
 from tests.fakes.http import Reply
 

@@ -7,10 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.email.sendgrid import NOTIFICATION_ID_ARG, NOTIFICATION_ID_HEADER, SendGridEmailSender
+from adapters.email.sendgrid import (
+    NOTIFICATION_ID_ARG,
+    NOTIFICATION_ID_HEADER,
+    RECIPIENT_ARG,
+    SendGridEmailSender,
+)
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.notifications import EmailNotification
-from streams.bounces import RECIPIENT_ARG
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 from tests.fakes.http import Reply
 from tests.fakes.sendgrid import FakeSendGrid, sendgrid_error
 

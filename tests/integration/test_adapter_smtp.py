@@ -11,9 +11,9 @@ import pytest
 from adapters.broker.embedded import free_port
 from adapters.email.sink import SmtpSink
 from adapters.email.smtp import SmtpEmailSender
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.settings import SmtpTls
 from schemas.notifications import EmailNotification
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
-from streams.settings import SmtpTls
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from adapters.sms.sns import SnsSmsSender
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.notifications import SmsNotification
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 from tests.fakes.sns import FakeSns, sns_error
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from adapters.sms.twilio import TwilioSmsSender
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.notifications import SmsNotification
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
 from tests.fakes.http import Reply
 from tests.fakes.twilio import FakeTwilio, twilio_error
 

@@ -21,17 +21,14 @@ from starlette.applications import Starlette
 from adapters.broker.embedded import free_port
 from adapters.broker.topics import ensure_topics
 from schemas.users import ProfileUpdate
-from streams.bounces import DEFAULT_PATH, WebhookMetrics, bounce_webhook_route, load_public_key
-from streams.directory import home_partition
-from streams.settings import Settings
+from streams.ops.bounce_webhook import DEFAULT_PATH, WebhookMetrics, bounce_webhook_route, load_public_key
+from streams.state.agents import home_partition
 from tests.fakes.sendgrid_events import SendGridSigner, batch, bounce, event
 from tests.integration.stack import Stack, produce, read_topic, wait_ready
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4  # what Stack gives HERALD_PARTITIONS
-# The worker serves the route once streams/app.py mounts it (see streams/bounces.py and the README).
-WIRED = "sendgrid_webhook_public_key" in Settings.model_fields
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +137,6 @@ async def eventually_stored(stack: Stack, user_id: str, check: Any, timeout: flo
     raise AssertionError(f"{user_id}'s stored profile never matched: {profile}")
 
 
-@pytest.mark.skipif(
-    not WIRED, reason="the worker does not serve the bounce webhook yet (HERALD_SENDGRID_WEBHOOK_*)"
-)
 async def test_the_worker_removes_a_bounced_address_but_not_a_changed_one(
     stack_factory: Any, signer: SendGridSigner
 ) -> None:

@@ -1,4 +1,4 @@
-"""streams/lag.py against a real broker: a consumer group's committed offsets and the partitions' ends."""
+"""streams/ops/lag.py against a real broker: a consumer group's committed offsets and the partitions' ends."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from streams.lag import ConsumerLag, PartitionOffsets
+from streams.ops.lag import ConsumerLag, PartitionOffsets
 from tests.integration.stack import produce
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 
-from adapters.broker.embedded import BrokerPortInUse, BrokerStartError, EmbeddedBroker, free_port
+from adapters.broker.embedded import BrokerStartError, EmbeddedBroker, free_port
 from adapters.broker.offsets import end_offsets
-from adapters.broker.topics import TopicCreationError, ensure_topics
+from adapters.broker.topics import ensure_topics
+from kernel.errors import BrokerPortInUse, TopicCreationError
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ from adapters.broker.topics import ensure_topics
 from gateway.app import build_server, create_app
 from gateway.auth import issue_token
 from gateway.inbox_service import InboxService
+from kernel.settings import Settings
 from schemas.notifications import InAppNotification
-from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 

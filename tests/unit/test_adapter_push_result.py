@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adapters.push import PushResult, PushToken, PushTokenKind, TokenOutcome
-from streams.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 
 
 def token(value: str) -> PushToken:

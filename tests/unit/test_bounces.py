@@ -17,16 +17,16 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from starlette.applications import Starlette
 
 from adapters.email.sendgrid import NOTIFICATION_ID_ARG, SendGridEmailSender
+from kernel.errors import WebhookRefused
 from schemas.notifications import EmailNotification
 from schemas.users import ProfileUpdate, UserProfile
-from streams.bounces import (
+from streams.ops.bounce_webhook import (
     DEFAULT_PATH,
     RECIPIENT_ARG,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     EmailRemoval,
     WebhookMetrics,
-    WebhookRefused,
     bounce_webhook_route,
     hard_bounces,
     is_hard_bounce,

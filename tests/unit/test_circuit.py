@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from streams.circuit import CircuitBreaker, CircuitState
+from streams.delivery.circuit import CircuitBreaker, CircuitState
 
 
 class Clock:

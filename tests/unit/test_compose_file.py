@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from streams.settings import Settings
+from kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"kafka", "worker", "gateway", "prometheus", "grafana", "mailpit"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 
+from kernel.errors import InvalidEvent
 from schemas.deadletter import DeadLetter
-from streams.deadletters import MAX_ORIGINAL_BYTES, dead_letter
-from streams.errors import InvalidEvent
+from streams.runtime.deadletters import MAX_ORIGINAL_BYTES, dead_letter
 
 KAFKA_DEFAULT_MAX_RECORD = 1024 * 1024
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.dedup import already_delivered, remember
+from streams.delivery.dedup import already_delivered, remember
 
 
 def test_remembered_within_retention_only() -> None:
@@ -32,7 +32,7 @@ def test_never_more_than_cap_and_newest_kept(ids: list[str], cap: int) -> None:
 async def test_recipient_locks_serialise_one_recipient_and_forget_idle_ones() -> None:
     import asyncio
 
-    from streams.delivery import RecipientLocks
+    from streams.delivery.agents import RecipientLocks
 
     locks = RecipientLocks()
     order: list[str] = []

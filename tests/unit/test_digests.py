@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from schemas.events import DomainEvent
 from schemas.rules import Rule
-from streams.digests import MAX_KEPT_EVENTS, add, bucket_of, due_at, summary_event
+from streams.routing.digests import MAX_KEPT_EVENTS, add, bucket_of, due_at, summary_event
 
 WINDOW = Rule.model_validate(
     {"match": "comment.*", "digest": {"window": "10m"}, "channels": {"email": {"template": "t"}}},

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from streams.circuit import CircuitBreaker
-from streams.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
-from streams.failover import Attempt, ProviderChain
+from kernel.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
+from streams.delivery.circuit import CircuitBreaker
+from streams.delivery.failover import Attempt, ProviderChain
 
 
 class FakeProvider:

@@ -8,7 +8,7 @@ import jinja2
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from streams.formatting import (
+from streams.routing.formatting import (
     babel_locale,
     context_filters,
     filters_for,

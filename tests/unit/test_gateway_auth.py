@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.auth import AuthError, AuthReason, TokenVerifier, bearer_token, issue_token
 from gateway.keys import StaticKey, verifier_from_settings
-from streams.settings import ConfigurationError, Settings
+from kernel.errors import ConfigurationError
+from kernel.settings import Settings
 
 # 64 bytes: long enough for HS512 too, so PyJWT's short-key warning (an error under pytest) never fires.
 SECRET = "s" * 64

@@ -23,12 +23,12 @@ from gateway.app import build_server, create_app
 from gateway.auth import issue_token
 from gateway.connections import ConnectionRegistry
 from gateway.consumer import FeedSink, Readiness
-from gateway.inbox_log import InboxUnavailable
 from gateway.inbox_service import InboxService
 from gateway.protocol import CLOSE_SLOW_CLIENT
+from kernel.errors import ConfigurationError, InboxUnavailable
+from kernel.settings import Settings
 from schemas.inbox import InboxAttribute, InboxStateChange
 from schemas.notifications import InAppNotification
-from streams.settings import ConfigurationError, Settings
 
 SECRET = "k" * 64
 TIMEOUT = 5.0

@@ -1,11 +1,11 @@
-"""streams/lag.py, scrape side: the exported lag, offsets and table sizes (the broker side is in
+"""streams/ops/lag.py, scrape side: the exported lag, offsets and table sizes (the broker side is in
 tests/integration/test_consumer_lag.py)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streams.lag import ConsumerLag, PartitionOffsets, TableKeys
+from streams.ops.lag import ConsumerLag, PartitionOffsets, TableKeys
 
 
 def test_lag_is_end_minus_committed_per_topic_and_partition() -> None:

@@ -1,4 +1,4 @@
-"""streams/logs.py: JSON lines off a terminal, readable lines on one, secrets redacted, Faust's lines too."""
+"""kernel/logs.py: JSON lines off a terminal, readable lines on one, secrets redacted, Faust's lines too."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from streams.logs import REDACTED, Redactor, build_handler, secrets_of
-from streams.settings import Settings
+from kernel.logs import REDACTED, Redactor, build_handler, secrets_of
+from kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "jwt-secret-" + "s" * 32
@@ -116,8 +116,8 @@ def test_the_faust_worker_logs_json_and_honours_its_level() -> None:
         import logging
         import faust
         from pydantic import SecretStr
-        from streams.logs import worker_logging_config
-        from streams.settings import Settings
+        from kernel.logs import worker_logging_config
+        from kernel.settings import Settings
 
         settings = Settings(jwt_secret=SecretStr({SECRET!r}))
         app = faust.App("probe", logging_config=worker_logging_config(settings))
@@ -145,8 +145,8 @@ def test_the_gateway_config_routes_uvicorn_through_the_same_handler() -> None:
         """
         import logging
         import uvicorn
-        from streams.logs import gateway_logging_config
-        from streams.settings import Settings
+        from kernel.logs import gateway_logging_config
+        from kernel.settings import Settings
 
         uvicorn.Config(lambda *a: None, log_config=gateway_logging_config(Settings()))
         logging.getLogger("uvicorn.error").info('"GET /ws?token=abc.def HTTP/1.1" 101')

@@ -11,8 +11,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import GatewayMetrics
-from streams.lag import ConsumerLag, TableKeys
-from streams.metrics import WorkerMetrics
+from streams.ops.lag import ConsumerLag, TableKeys
+from streams.ops.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"

@@ -7,9 +7,9 @@ from schemas.channels import Channel
 from schemas.events import DomainEvent
 from schemas.notifications import EmailNotification, InAppNotification, notification_id
 from schemas.users import UserProfile
-from streams.planning import plan_notifications
-from streams.rendering import TemplateStore
-from streams.routing import RuleBook
+from streams.routing.planning import plan_notifications
+from streams.routing.rendering import TemplateStore
+from streams.routing.rules import RuleBook
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -85,7 +85,7 @@ def test_notification_ids_are_stable_and_distinct() -> None:
 
 def test_fallback_picks_the_first_reachable_channel() -> None:
     from schemas.rules import Rule
-    from streams.rendering import TemplateStore as Store
+    from streams.routing.rendering import TemplateStore as Store
 
     rule = Rule.model_validate(
         {
@@ -114,7 +114,7 @@ def test_fallback_picks_the_first_reachable_channel() -> None:
 def test_preferences_and_quiet_hours_shape_the_plan() -> None:
     from schemas.preferences import Preferences
     from schemas.rules import Rule
-    from streams.rendering import TemplateStore as Store
+    from streams.routing.rendering import TemplateStore as Store
 
     rule = Rule.model_validate(
         {

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from streams.preference_args import build_update
-from streams.publishing import InvalidInput
+from kernel.errors import InvalidInput
+from streams.cli.preference_args import build_update
 
 
 def update(**kwargs: object) -> dict[str, object]:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from schemas.channels import Channel
 from schemas.preferences import Preferences, PreferencesUpdate, QuietWindow, Weekday, merge
 from schemas.users import Device, Platform, UserProfile
-from streams.preferences import (
+from streams.routing.preferences import (
     SEND,
     Defer,
     Reason,
@@ -23,7 +23,7 @@ from streams.preferences import (
     is_critical,
     unreachable,
 )
-from streams.routing import RuleBook
+from streams.routing.rules import RuleBook
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEVICE = Device(token="tok-1", platform=Platform.IOS)

@@ -9,8 +9,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.metrics import GatewayMetrics
-from streams.lag import ConsumerLag, PartitionOffsets, TableKeys
-from streams.metrics import WorkerMetrics
+from streams.ops.lag import ConsumerLag, PartitionOffsets, TableKeys
+from streams.ops.metrics import WorkerMetrics
 from tests.prometheus_tools import exposition_problems, promtool
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from adapters.push import PushTokenKind
 from schemas.users import Device, Platform, TokenKind
-from streams.push_routing import plan_push
+from streams.delivery.push_targets import plan_push
 
 FCM = ("fcm", frozenset({PushTokenKind.FCM_REGISTRATION, PushTokenKind.FCM_INSTALLATION}))
 APNS = ("apns", frozenset({PushTokenKind.APNS}))

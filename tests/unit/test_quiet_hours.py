@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.preferences import QuietWindow, Weekday
-from streams.quiet_hours import is_quiet, local_to_utc, quiet_until
+from streams.routing.quiet_hours import is_quiet, local_to_utc, quiet_until
 
 NEW_YORK = ZoneInfo("America/New_York")
 LONDON = ZoneInfo("Europe/London")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from streams.settings import Settings
+from kernel.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
@@ -31,9 +31,9 @@ def test_every_metric_is_documented() -> None:
     from prometheus_client import CollectorRegistry
 
     from gateway.metrics import GatewayMetrics
-    from streams.bounces import WebhookMetrics
-    from streams.lag import COMMITTED, END, FAILURES, LAG, REFRESHED, TABLE_KEYS
-    from streams.metrics import WorkerMetrics
+    from streams.ops.bounce_webhook import WebhookMetrics
+    from streams.ops.lag import COMMITTED, END, FAILURES, LAG, REFRESHED, TABLE_KEYS
+    from streams.ops.metrics import WorkerMetrics
 
     registry = CollectorRegistry()
     WorkerMetrics(registry, "test")

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from kernel.errors import TemplateFailure
 from schemas.channels import Channel
-from streams.errors import TemplateFailure
-from streams.rendering import TemplateStore, locale_chain
+from streams.routing.rendering import TemplateStore, locale_chain
 
 
 def write(root: Path, name: str, text: str) -> None:

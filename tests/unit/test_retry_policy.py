@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.retry_policy import RetryPolicy
+from streams.delivery.retry_policy import RetryPolicy
 
 
 def test_delays_grow_exponentially_without_jitter() -> None:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from kernel.errors import NoRule
 from schemas.channels import Channel
-from streams.errors import NoRule
-from streams.routing import RuleBook
+from streams.routing.rules import RuleBook
 
 RULES = """
 rules:

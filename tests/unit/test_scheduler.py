@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.scheduler import TIERS_SECONDS, tier_for
+from streams.scheduling.agents import TIERS_SECONDS, tier_for
 
 
 def test_tiers() -> None:

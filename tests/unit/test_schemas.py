@@ -5,10 +5,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from kernel.errors import InvalidEvent, InvalidInput
 from schemas.events import DomainEvent
-from streams.errors import InvalidEvent
-from streams.publishing import InvalidInput, parse_events, parse_profiles
-from streams.router import parse_event
+from streams.cli.publishing import parse_events, parse_profiles
+from streams.routing.agents import parse_event
 
 GOOD = {
     "event_id": "e1",

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.settings import ConfigurationError, load_settings
+from kernel.errors import ConfigurationError
+from kernel.settings import load_settings
 
 
 def test_defaults_use_embedded_broker(monkeypatch: pytest.MonkeyPatch) -> None:

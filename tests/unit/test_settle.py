@@ -8,9 +8,9 @@ from typing import Any, cast
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streams import context
-from streams.context import WorkerContext
-from streams.metrics import WorkerMetrics
+from streams.ops.metrics import WorkerMetrics
+from streams.runtime import context
+from streams.runtime.context import WorkerContext
 
 
 class FlakyProducer:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.sms_segments import (
+from streams.routing.sms_segments import (
     GSM7_BASIC,
     GSM7_EXTENSION,
     SmsEncoding,

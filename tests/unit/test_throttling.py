@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.rules import Throttle
-from streams.throttling import check, record, scope_key
+from streams.routing.throttling import check, record, scope_key
 
 THREE_AN_HOUR = Throttle(limit=3, per="1h")
 

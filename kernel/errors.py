@@ -1,0 +1,139 @@
+"""Herald's errors, all in one tree. Each carries a short `reason` (a bounded metric label) and whether a
+retry may help (`retriable`).
+
+HeraldError
+├── ConfigurationError       a setting is missing or invalid; the message names the HERALD_* variable
+├── InvalidInput             a command's input file or flags do not hold what it expects
+├── WebhookRefused           a provider webhook request that is not recent, signed and intact  → 4xx
+├── BrokerError              the broker could not be started, reached or used
+│   ├── BrokerPortInUse      the embedded broker's port is taken
+│   └── TopicCreationError   the broker refused to create a topic
+├── InboxUnavailable         an inbox change could not be made durable (retriable)
+├── RejectedInput            the input itself is wrong; retrying never helps  → DLQ
+│   ├── InvalidEvent         not JSON, or not a valid envelope
+│   ├── InvalidProfile       a user profile that fails validation
+│   ├── InvalidPreferences   user preferences that fail validation
+│   ├── NoRule               no routing rule matches the event type
+│   ├── UnknownUser          the recipient has no profile
+│   └── TemplateFailure      a template is missing or cannot render with this data
+└── DeliveryError            a provider refused or failed
+    ├── PermanentDeliveryError   the provider will never accept it  → DLQ
+    └── RetriableDeliveryError   may succeed later (timeouts, 4xx throttling, 5xx)
+"""
+
+from __future__ import annotations
+
+
+class HeraldError(Exception):
+    reason: str = "error"
+    retriable: bool = False
+
+    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if reason is not None:
+            self.reason = reason
+
+
+class ConfigurationError(HeraldError):
+    """A setting is missing or invalid; the message names the `HERALD_*` variable at fault."""
+
+    reason = "configuration"
+
+
+class InvalidInput(HeraldError, ValueError):
+    """The file or flags do not hold what the command expects; the message says where."""
+
+    reason = "invalid_input"
+
+
+class WebhookRefused(HeraldError):
+    """A request that is not a recent, intact batch from the provider; `reason` is a bounded metric label."""
+
+    def __init__(self, reason: str, status_code: int = 401) -> None:
+        super().__init__(reason, reason=reason)
+        self.status_code = status_code
+
+
+class BrokerError(HeraldError):
+    """The broker could not be started, reached or used; see `retriable` before trying again."""
+
+    reason = "broker"
+
+    def __init__(self, detail: str, *, retriable: bool = False) -> None:
+        super().__init__(detail)
+        self.retriable = retriable
+
+
+class BrokerPortInUse(BrokerError):
+    """Not retriable as is: the port stays taken until the setting or the other process changes."""
+
+
+class TopicCreationError(BrokerError):
+    """The broker could not be reached, or refused to create a topic; `retriable` follows its error."""
+
+
+class InboxUnavailable(HeraldError):
+    """An inbox change could not be made durable; retriable once the broker is back."""
+
+    reason = "inbox_unavailable"
+    retriable = True
+
+
+class RejectedInput(HeraldError):
+    reason = "rejected_input"
+
+
+class InvalidEvent(RejectedInput):
+    reason = "invalid_event"
+
+
+class InvalidProfile(RejectedInput):
+    reason = "invalid_profile"
+
+
+class InvalidPreferences(RejectedInput):
+    reason = "invalid_preferences"
+
+
+class NoRule(RejectedInput):
+    reason = "no_rule"
+
+
+class UnknownUser(RejectedInput):
+    reason = "unknown_user"
+
+
+class TemplateFailure(RejectedInput):
+    reason = "template_error"
+
+
+class DeliveryError(HeraldError):
+    reason = "delivery_error"
+
+    def __init__(self, detail: str, *, reason: str | None = None, provider_code: str | None = None) -> None:
+        super().__init__(detail, reason=reason)
+        self.provider_code = provider_code
+
+
+class PermanentDeliveryError(DeliveryError):
+    reason = "provider_refused"
+
+
+class RetriableDeliveryError(DeliveryError):
+    reason = "provider_unavailable"
+    retriable = True
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        reason: str | None = None,
+        provider_code: str | None = None,
+        retry_after: float | None = None,
+        retry_with: object | None = None,
+    ) -> None:
+        super().__init__(detail, reason=reason, provider_code=provider_code)
+        self.retry_after = retry_after
+        # What to send on the retry when it differs from the original (push: only the tokens that failed).
+        self.retry_with = retry_with

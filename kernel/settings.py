@@ -1,0 +1,272 @@
+"""Herald's settings: one frozen object read once from `HERALD_*` environment variables or a `.env` file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kernel.errors import ConfigurationError
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SmtpTls(StrEnum):
+    """How the SMTP connection is secured."""
+
+    NONE = "none"  # plain text: only for local sinks and relays on a trusted network
+    STARTTLS = "starttls"  # upgrade after connecting (port 587)
+    IMPLICIT = "implicit"  # TLS from the first byte (port 465)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="ignore",
+        secrets_dir=None,
+    )
+
+    # --- broker -------------------------------------------------------------------------------------------
+    broker: str | None = Field(
+        default=None,
+        description="External Kafka as a Faust broker URL (kafka://h1:9092,h2:9092); "
+        "unset means the embedded broker.",
+    )
+    embedded_broker_host: str = "127.0.0.1"
+    embedded_broker_port: Port = 19092
+    app_id: str = Field(default="herald", pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(default=8, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    data_dir: Path = Path(".herald-data")
+    # Short group-membership timeouts keep joins and rebalances fast (about 5 s instead of 30 s).
+    rebalance_timeout_seconds: float = Field(default=3.0, gt=0)
+    session_timeout_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
+
+    # --- topics -------------------------------------------------------------------------------------------
+    topic_events: str = "herald.events"
+    topic_users: str = "herald.users"
+    topic_preferences: str = "herald.preferences"
+    topic_rules: str = "herald.rules"
+    topic_routed: str = "herald.routed"
+    topic_inapp: str = "herald.deliver.inapp"
+    topic_email: str = "herald.deliver.email"
+    topic_push: str = "herald.deliver.push"
+    topic_sms: str = "herald.deliver.sms"
+    topic_scheduled_prefix: str = "herald.scheduled"
+    topic_status: str = "herald.status"
+    topic_dlq: str = "herald.dlq"
+
+    # --- routing ------------------------------------------------------------------------------------------
+    rules_file: Path = Path("examples/rules.yaml")
+    templates_dir: Path = Path("examples/templates")
+
+    # --- email over SMTP ----------------------------------------------------------------------------------
+    smtp_host: str | None = None
+    smtp_port: Port = 25
+    smtp_tls: SmtpTls = SmtpTls.NONE
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    smtp_connections: int = Field(default=4, ge=1, le=100)
+    email_from: str = "Herald <herald@localhost>"
+
+    # --- providers ----------------------------------------------------------------------------------------
+    # Failover order per channel; only configured providers take part.
+    email_providers: str = "sendgrid,smtp"
+    sms_providers: str = "twilio,sns"
+    push_providers: str = "fcm,apns"
+    provider_threads: int = Field(default=16, ge=1, le=512)
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    sendgrid_timeout_seconds: float = Field(default=10.0, gt=0)
+    sendgrid_webhook_public_key: str | None = None
+    sendgrid_webhook_path: str = Field(default="/webhooks/sendgrid", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    sendgrid_webhook_tolerance_seconds: float = Field(default=600.0, gt=0)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_timeout_seconds: float = Field(default=10.0, gt=0)
+    sns_region: str | None = None
+    sns_endpoint_url: str | None = None
+    sns_access_key_id: str | None = None
+    sns_secret_access_key: SecretStr | None = None
+    sns_sender_id: str | None = None
+    sns_sms_type: Literal["Transactional", "Promotional"] = "Transactional"
+    sns_timeout_seconds: float = Field(default=10.0, gt=0)
+    fcm_service_account_file: Path | None = None
+    fcm_project_id: str | None = None
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_timeout_seconds: float = Field(default=10.0, gt=0)
+    fcm_max_tokens_per_call: int = Field(default=100, ge=1, le=500)
+    apns_key_file: Path | None = None
+    apns_key_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{10}$")
+    apns_team_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{10}$")
+    apns_topic: str | None = None
+    apns_base_url: str = "https://api.push.apple.com"
+    apns_ca_file: Path | None = None
+    apns_timeout_seconds: float = Field(default=10.0, gt=0)
+    apns_max_concurrency: int = Field(default=20, ge=1, le=1000)
+    apns_time_to_live_seconds: float = Field(default=86400.0, ge=0)
+    apns_token_renew_seconds: float = Field(default=3000.0, ge=1200, lt=3600)
+
+    # --- batching -----------------------------------------------------------------------------------------
+    batch_size: int = Field(default=1000, ge=1, le=100000)
+    batch_seconds: float = Field(default=0.02, gt=0, le=10)
+
+    # --- delivery -----------------------------------------------------------------------------------------
+    delivery_concurrency: int = Field(default=32, ge=1, le=1024)
+    delivery_batch_size: int = Field(default=256, ge=1, le=10000)
+    delivery_batch_seconds: float = Field(default=0.05, gt=0, le=10)
+    retry_base_delay_seconds: float = Field(default=2.0, ge=0)
+    retry_multiplier: float = Field(default=4.0, ge=1)
+    retry_max_delay_seconds: float = Field(default=600.0, gt=0)
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    retry_max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_tiers: int = Field(default=3, ge=1, le=10)
+    # How long a recipient's send times are kept for throttling: at least the longest `per` of any rule.
+    throttle_memory_seconds: float = Field(default=24 * 3600, gt=0)
+    dedup_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    dedup_max_per_recipient: int = Field(default=1000, ge=1)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
+
+    # --- gateway ------------------------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: Port = 8080
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_public_key_algorithm: str = Field(default="RS256", pattern=r"^(RS|PS|ES)(256|384|512)$")
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: float = Field(default=0.0, ge=0, le=300)
+    gateway_allowed_origins: str = ""
+    gateway_max_connections_per_user: int = Field(default=10, ge=1, le=1000)
+    gateway_send_queue_size: int = Field(default=256, ge=1, le=100_000)
+    gateway_max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    gateway_ping_interval_seconds: float = Field(default=20.0, gt=0)
+    gateway_ping_timeout_seconds: float = Field(default=20.0, gt=0)
+    gateway_idle_timeout_seconds: float = Field(default=0.0, ge=0)
+    gateway_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
+    inbox_topic: str = "herald.inbox"
+    inbox_size: int = Field(default=100, ge=1, le=10_000)
+
+    # --- worker ops endpoint (metrics, health) ------------------------------------------------------------
+    worker_host: str = "127.0.0.1"
+    worker_port: Port = 6066
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_is_kafka_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith("kafka://"):
+            raise ValueError("must be a kafka:// URL, e.g. kafka://localhost:9092")
+        return value
+
+    @field_validator("jwt_algorithm")
+    @classmethod
+    def _hs_only(cls, value: str) -> str:
+        if value not in {"HS256", "HS384", "HS512"}:
+            raise ValueError("only HS256, HS384 and HS512 are supported in this version")
+        return value
+
+    @field_validator("email_providers", "sms_providers", "push_providers")
+    @classmethod
+    def _known_providers(cls, value: str, info: ValidationInfo) -> str:
+        known = {
+            "email_providers": {"sendgrid", "smtp"},
+            "sms_providers": {"twilio", "sns"},
+            "push_providers": {"fcm", "apns"},
+        }
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in known[str(info.field_name)]]
+        if unknown:
+            choices = ", ".join(sorted(known[str(info.field_name)]))
+            raise ValueError(f"unknown provider(s) {', '.join(unknown)}; known: {choices}")
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _smtp_credentials_paired(self) -> Settings:
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD must be set together")
+        twilio = {
+            "HERALD_TWILIO_ACCOUNT_SID": self.twilio_account_sid,
+            "HERALD_TWILIO_AUTH_TOKEN": self.twilio_auth_token,
+            "HERALD_TWILIO_FROM": self.twilio_from,
+        }
+        if any(v is not None for v in twilio.values()) and not all(v is not None for v in twilio.values()):
+            missing = ", ".join(name for name, v in twilio.items() if v is None)
+            raise ValueError(f"Twilio is partly configured: set {missing} too")
+        if (self.sns_access_key_id is None) != (self.sns_secret_access_key is None):
+            raise ValueError("HERALD_SNS_ACCESS_KEY_ID and HERALD_SNS_SECRET_ACCESS_KEY must be set together")
+        if self.fcm_service_account_file is not None and not self.fcm_service_account_file.is_file():
+            raise ValueError(
+                f"HERALD_FCM_SERVICE_ACCOUNT_FILE: {self.fcm_service_account_file} is not a file"
+            )
+        apns = {
+            "HERALD_APNS_KEY_FILE": self.apns_key_file,
+            "HERALD_APNS_KEY_ID": self.apns_key_id,
+            "HERALD_APNS_TEAM_ID": self.apns_team_id,
+            "HERALD_APNS_TOPIC": self.apns_topic,
+        }
+        if any(v is not None for v in apns.values()) and not all(v is not None for v in apns.values()):
+            missing = ", ".join(name for name, v in apns.items() if v is None)
+            raise ValueError(f"APNs is partly configured: set {missing} too")
+        for name, path in (
+            ("HERALD_APNS_KEY_FILE", self.apns_key_file),
+            ("HERALD_APNS_CA_FILE", self.apns_ca_file),
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a file")
+        if self.heartbeat_interval_seconds >= self.session_timeout_seconds:
+            raise ValueError("HERALD_HEARTBEAT_INTERVAL_SECONDS must be below HERALD_SESSION_TIMEOUT_SECONDS")
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        """The broker to connect to: the external one, else the embedded broker's address."""
+        if self.broker is not None:
+            return self.broker
+        return f"kafka://{self.embedded_broker_host}:{self.embedded_broker_port}"
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """`host:port` list for plain Kafka clients (aiokafka), from the same URL Faust uses."""
+        hosts = self.broker_url.removeprefix("kafka://")
+        return [h.strip() for h in hosts.replace(";", ",").split(",") if h.strip()]
+
+    def provider_order(self, channel: str) -> list[str]:
+        value: str = getattr(self, f"{channel}_providers")
+        return [name for name in value.split(",") if name]
+
+    @property
+    def delivery_topics(self) -> dict[str, str]:
+        return {
+            "inapp": self.topic_inapp,
+            "email": self.topic_email,
+            "push": self.topic_push,
+            "sms": self.topic_sms,
+        }
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once; a bad one raises ConfigurationError naming its environment variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"HERALD_{field.upper()}" if field else "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None

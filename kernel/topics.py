@@ -1,0 +1,101 @@
+"""Every topic and changelog name Herald uses, derived from the settings in one place, so producers,
+consumers and provisioning agree (renaming any of them orphans the state behind it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kernel.settings import Settings
+from schemas.channels import Channel
+
+# The scheduler's fixed delays: every record of a tier waits the same time (see streams.scheduling).
+SCHEDULER_TIERS_SECONDS = (1, 5, 30, 300, 3600)
+
+# Channels with provider delivery, and so retry topics; in-app is delivered by the gateway.
+RETRYING_CHANNELS = (Channel.EMAIL, Channel.PUSH, Channel.SMS)
+
+# The worker's Faust tables, by name; each has a compacted changelog `<app id>-<name>-changelog`.
+TABLES = ("users", "preferences", "delivered", "digests", "throttles")
+
+
+def retry_topic_name(base: str, tier: int) -> str:
+    """`herald.deliver.email` → `herald.deliver.email.retry.1`."""
+    return f"{base}.retry.{tier}"
+
+
+def tier_topic_name(prefix: str, tier_seconds: int) -> str:
+    """`herald.scheduled` → `herald.scheduled.30s`."""
+    return f"{prefix}.{tier_seconds}s"
+
+
+def changelog_topic_name(app_id: str, table: str) -> str:
+    """Faust's own naming for a table's changelog, spelled out so the bench and the tests can read it."""
+    return f"{app_id}-{table}-changelog"
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    events: str
+    users: str
+    preferences: str
+    rules: str
+    routed: str
+    delivery: dict[Channel, str]
+    retries: dict[Channel, tuple[str, ...]]
+    scheduled: dict[int, str]
+    status: str
+    dlq: str
+    inbox: str
+    changelogs: dict[str, str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TopicNames:
+        delivery = {Channel(channel): name for channel, name in settings.delivery_topics.items()}
+        return cls(
+            events=settings.topic_events,
+            users=settings.topic_users,
+            preferences=settings.topic_preferences,
+            rules=settings.topic_rules,
+            routed=settings.topic_routed,
+            delivery=delivery,
+            retries={
+                channel: tuple(
+                    retry_topic_name(delivery[channel], tier) for tier in range(1, settings.retry_tiers + 1)
+                )
+                for channel in RETRYING_CHANNELS
+            },
+            scheduled={
+                tier: tier_topic_name(settings.topic_scheduled_prefix, tier)
+                for tier in SCHEDULER_TIERS_SECONDS
+            },
+            status=settings.topic_status,
+            dlq=settings.topic_dlq,
+            inbox=settings.inbox_topic,
+            changelogs={table: changelog_topic_name(settings.app_id, table) for table in TABLES},
+        )
+
+    @property
+    def compacted(self) -> frozenset[str]:
+        """Topics that hold the latest record per key (state), not a stream of records."""
+        return frozenset({self.users, self.preferences, self.rules, self.inbox})
+
+    @property
+    def copartitioned(self) -> tuple[str, ...]:
+        """Topics whose partition counts must match, so a user's state and events meet on one worker."""
+        return (self.users, self.preferences, self.routed)
+
+    def provisioned(self) -> tuple[str, ...]:
+        """Every topic Herald creates before anything produces (Faust creates the changelogs itself), with
+        the configured partitions; the rules topic is the exception, with one (see provisioning)."""
+        return (
+            self.events,
+            self.users,
+            self.preferences,
+            self.routed,
+            *self.delivery.values(),
+            *(name for names in self.retries.values() for name in names),
+            *self.scheduled.values(),
+            self.status,
+            self.dlq,
+            self.inbox,
+        )

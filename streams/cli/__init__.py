@@ -1,0 +1,1 @@
+"""The `herald` command line: dev, publish, users, preferences, rules, token, listen, gateway."""

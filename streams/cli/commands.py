@@ -1,0 +1,196 @@
+"""Herald's own commands, joined to Faust's CLI: `dev`, `gateway`, `publish`, `users upsert`, `token`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import yaml
+
+from kernel.errors import ConfigurationError, InvalidInput
+from kernel.settings import Settings
+from streams.cli.preference_args import build_update
+from streams.cli.publishing import event_records, parse_events, parse_profiles, produce, profile_records
+from streams.routing.rendering import TemplateStore, check_templates
+from streams.routing.rules import RuleBook
+from streams.runtime.provisioning import provision_topics
+from streams.state.rules_feed import RULESET_KEY, read_published
+
+
+def _read(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {source}: {exc.strerror}") from None
+
+
+async def _provision_then(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> int:
+    # Create the topics first, or the broker's auto-creation would pick its own partition count.
+    await provision_topics(settings)
+    return await produce(settings.bootstrap_servers, topic, records)
+
+
+def register_commands(settings: Settings) -> None:
+    from faust.cli.faust import cli
+
+    def publish_file(
+        source: str, topic: str, records: Callable[[str], list[tuple[bytes, bytes]]], what: str
+    ) -> None:
+        """Validate every record of the file first; send all of them, or none."""
+        try:
+            parsed = records(_read(source))
+        except InvalidInput as exc:
+            raise click.ClickException(f"nothing sent: {exc}") from None
+        count = asyncio.run(_provision_then(settings, topic, parsed))
+        click.echo(f"published {count} {what} to {topic}")
+
+    @cli.command(name="publish")
+    @click.argument("source", metavar="FILE|-")
+    def publish(source: str) -> None:
+        """Validate domain events (JSON, a JSON array or JSON lines) and publish them to the events topic."""
+        publish_file(
+            source, settings.topic_events, lambda text: event_records(parse_events(text)), "event(s)"
+        )
+
+    @cli.group(name="users")
+    def users() -> None:
+        """The user directory."""
+
+    @users.command(name="upsert")
+    @click.argument("source", metavar="FILE|-")
+    def upsert(source: str) -> None:
+        """Validate user profiles (whole or partial) and publish them to the users topic."""
+        publish_file(
+            source, settings.topic_users, lambda text: profile_records(parse_profiles(text)), "profile(s)"
+        )
+
+    @cli.group(name="preferences")
+    def preferences() -> None:
+        """User preferences: mute, opt-outs per category and channel, quiet hours."""
+
+    @preferences.command(name="set")
+    @click.argument("user_id")
+    @click.option("--mute/--unmute", default=None, help="Mute every non-critical notification, or lift it.")
+    @click.option(
+        "--opt-out", multiple=True, metavar="CATEGORY:CHANNEL", help="e.g. marketing:email, or *:sms"
+    )
+    @click.option("--opt-in", multiple=True, metavar="CATEGORY:CHANNEL", help="Undo an opt-out.")
+    @click.option("--quiet", multiple=True, metavar="DAYS=HH:MM-HH:MM", help="e.g. weekdays=22:00-07:00")
+    @click.option("--no-quiet", multiple=True, metavar="DAYS", help="Remove the quiet hours of these days.")
+    def preferences_set(
+        user_id: str,
+        mute: bool | None,
+        opt_out: tuple[str, ...],
+        opt_in: tuple[str, ...],
+        quiet: tuple[str, ...],
+        no_quiet: tuple[str, ...],
+    ) -> None:
+        """Change a user's preferences; what is not named stays as it is."""
+        try:
+            update = build_update(
+                user_id, mute=mute, opt_out=opt_out, opt_in=opt_in, quiet=quiet, no_quiet=no_quiet
+            )
+        except InvalidInput as exc:
+            raise click.ClickException(f"nothing sent: {exc}") from None
+        records = [(user_id.encode(), update.to_json())]
+        asyncio.run(_provision_then(settings, settings.topic_preferences, records))
+        click.echo(f"published preferences of {user_id} to {settings.topic_preferences}")
+
+    @cli.group(name="rules")
+    def rules() -> None:
+        """Routing rules, published to the rules topic and followed by every worker."""
+
+    @rules.command(name="apply")
+    @click.argument("source", metavar="FILE|-")
+    def rules_apply(source: str) -> None:
+        """Validate a rules file (YAML) whole and publish it; nothing is published if any of it is wrong."""
+        try:
+            book = RuleBook.from_yaml(_read(source))
+        except ValueError as exc:
+            raise click.ClickException(f"nothing published: {exc}") from None
+        if settings.templates_dir.is_dir():
+            try:
+                check_templates(book.rules, TemplateStore(settings.templates_dir))
+            except ValueError as exc:
+                raise click.ClickException(
+                    f"nothing published: {exc} (in {settings.templates_dir})"
+                ) from None
+        records = [(RULESET_KEY, book.to_ruleset().to_json())]
+        asyncio.run(_provision_then(settings, settings.topic_rules, records))
+        click.echo(f"published {len(book.rules)} rule(s) to {settings.topic_rules}")
+
+    @rules.command(name="list")
+    def rules_list() -> None:
+        """Show the rules in force (the newest published ruleset)."""
+        published = asyncio.run(read_published(settings.bootstrap_servers, settings.topic_rules))
+        if published is None:
+            click.echo(f"no rules published to {settings.topic_rules}; workers use {settings.rules_file}")
+            return
+        raw, offset = published
+        document = RuleBook.from_json(raw).to_ruleset().model_dump(mode="json", exclude_none=True)
+        click.echo(f"# in force since offset {offset} of {settings.topic_rules}")
+        click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+
+    @cli.command(name="token")
+    @click.argument("user_id")
+    @click.option("--ttl", default=3600, show_default=True, help="Lifetime in seconds.")
+    def token(user_id: str, ttl: int) -> None:
+        """Mint a WebSocket token for USER_ID, signed with HERALD_JWT_SECRET (for development and tests)."""
+        from gateway.auth import issue_token
+
+        if settings.jwt_secret is None:
+            raise click.ClickException("HERALD_JWT_SECRET is not set")
+        click.echo(
+            issue_token(
+                settings.jwt_secret.get_secret_value(), user_id, ttl, algorithm=settings.jwt_algorithm
+            )
+        )
+
+    @cli.command(name="listen")
+    @click.option(
+        "--token", required=True, help="A token from `herald token USER` (or printed by `herald dev`)."
+    )
+    @click.option("--url", default=None, help="The gateway's WebSocket URL [default: from the settings].")
+    def listen(token: str, url: str | None) -> None:
+        """Print the frames the gateway sends one user, until Ctrl-C: a WebSocket client to try Herald."""
+        from streams.cli.listen import listen_forever
+
+        target = url or f"ws://{settings.gateway_host}:{settings.gateway_port}/ws"
+        try:
+            asyncio.run(listen_forever(target, token))
+        except KeyboardInterrupt:
+            pass
+
+    @cli.command(name="gateway")
+    def gateway() -> None:
+        """Run the in-app WebSocket gateway."""
+        from gateway.app import serve
+
+        try:
+            asyncio.run(serve(settings))
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    @cli.command(name="dev")
+    @click.option(
+        "--users",
+        "users_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path("examples/users.json"),
+        show_default=True,
+        help="Profiles to load at start (skipped if the file does not exist).",
+    )
+    def dev(users_file: Path) -> None:
+        """Run everything on this machine: embedded broker, worker, gateway, and a local SMTP sink."""
+        from streams.cli.dev import run_dev
+
+        try:
+            code = run_dev(settings, users_file=users_file)
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+        raise SystemExit(code)

@@ -1,0 +1,253 @@
+"""SendGrid's signed Event Webhook: a hard bounce or a bounced-address drop removes the address from the
+recipient's profile, through the users topic like any other profile change."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from adapters.email.sendgrid import RECIPIENT_ARG
+from kernel.errors import WebhookRefused
+from schemas.users import Email, ProfileUpdate
+
+log = logging.getLogger("herald.bounces")
+
+PROVIDER = "sendgrid"
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+DEFAULT_PATH = "/webhooks/sendgrid"
+DEFAULT_TOLERANCE_SECONDS = 600.0
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_PUBLISH_TIMEOUT_SECONDS = 10.0
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+PublishUpdate = Callable[[ProfileUpdate], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+class EmailRemoval(ProfileUpdate):
+    """`email: null` with a precondition: the directory clears the address only if it is still `if_email`,
+    so a late bounce never removes an address the user has changed since."""
+
+    if_email: Email
+
+
+@dataclass(frozen=True)
+class Bounce:
+    event: str  # "bounce" or "dropped": the metric label
+    removal: EmailRemoval
+
+
+class WebhookMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "herald_webhook_requests_total",
+            "Provider webhook requests, by provider and outcome (accepted, refused, unavailable)",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "herald_webhook_refused_total",
+            "Provider webhook requests refused, by provider and reason",
+            ["provider", "reason"],
+            registry=registry,
+        )
+        self.bounces = Counter(
+            "herald_email_bounces_total",
+            "Hard bounces and bounced-address drops reported by the provider, by event and outcome "
+            "(removal_requested, unattributed)",
+            ["provider", "event", "outcome"],
+            registry=registry,
+        )
+
+
+def load_public_key(text: str) -> ec.EllipticCurvePublicKey:
+    """The verification key as SendGrid shows it (base64 DER) or as PEM; it must be a P-256 key."""
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            key = serialization.load_der_public_key(base64.b64decode("".join(text.split()), validate=True))
+    except (ValueError, binascii.Error, UnsupportedAlgorithm):
+        raise ValueError("not a public key in base64 DER or PEM form") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("not an ECDSA P-256 public key (SendGrid signs with P-256)")
+    return key
+
+
+def verify_request(
+    key: ec.EllipticCurvePublicKey,
+    body: bytes,
+    signature: str | None,
+    timestamp: str | None,
+    *,
+    now: datetime,
+    tolerance_seconds: float,
+) -> None:
+    """Raise WebhookRefused unless `signature` is SendGrid's over `timestamp + body` and the timestamp is
+    within `tolerance_seconds` of `now`."""
+    if not signature or not signature.strip():
+        raise WebhookRefused("missing_signature")
+    if not timestamp or not timestamp.strip():
+        raise WebhookRefused("missing_timestamp")
+    timestamp = timestamp.strip()
+    if _TIMESTAMP.fullmatch(timestamp) is None:
+        raise WebhookRefused("malformed_timestamp")
+    try:
+        der = base64.b64decode(signature.strip(), validate=True)
+    except binascii.Error:
+        raise WebhookRefused("malformed_signature") from None
+    try:
+        # The signed content is exactly what SendGrid's own helper checks: the timestamp header, then the
+        # body as received.
+        key.verify(der, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise WebhookRefused("bad_signature") from None
+    # Checked after the signature, so an old timestamp is only reported for a request SendGrid did sign.
+    age = now.timestamp() - int(timestamp)
+    if age > tolerance_seconds:
+        raise WebhookRefused("stale_timestamp")
+    if -age > tolerance_seconds:
+        raise WebhookRefused("future_timestamp")
+
+
+def parse_events(body: bytes) -> list[Any]:
+    """SendGrid posts a JSON array of event objects."""
+    try:
+        events = json.loads(body)
+    except (ValueError, RecursionError):
+        raise WebhookRefused("malformed_body", 400) from None
+    if not isinstance(events, list):
+        raise WebhookRefused("malformed_body", 400)
+    return events
+
+
+def is_hard_bounce(event: Any) -> bool:
+    """A bounce SendGrid classes as permanent (`type` "bounce", not "blocked"), or a send SendGrid dropped
+    because the address bounced before."""
+    if not isinstance(event, dict):
+        return False
+    kind = event.get("event")
+    if kind == "bounce":
+        return event.get("type") == "bounce"
+    if kind == "dropped":
+        reason = event.get("reason")
+        return isinstance(reason, str) and reason.strip().casefold() == "bounced address"
+    return False
+
+
+def removal_for(event: dict[str, Any]) -> EmailRemoval | None:
+    """The profile change a hard bounce calls for, or None if the event does not say whose address it is."""
+    user_id, email = event.get(RECIPIENT_ARG), event.get("email")
+    if not isinstance(user_id, str) or not isinstance(email, str):
+        return None
+    try:
+        return EmailRemoval(user_id=user_id, email=None, if_email=email)
+    except ValidationError:
+        return None
+
+
+def hard_bounces(events: Iterable[Any], metrics: WebhookMetrics | None = None) -> list[Bounce]:
+    """The hard bounces of a batch, one per user and address (SendGrid may repeat an event)."""
+    found: dict[tuple[str, str], Bounce] = {}
+    for event in events:
+        if not is_hard_bounce(event):
+            continue
+        removal = removal_for(event)
+        outcome = "unattributed" if removal is None else "removal_requested"
+        if metrics is not None:
+            metrics.bounces.labels(provider=PROVIDER, event=event["event"], outcome=outcome).inc()
+        if removal is not None:
+            found.setdefault((removal.user_id, removal.if_email.casefold()), Bounce(event["event"], removal))
+    return list(found.values())
+
+
+def publisher(topic: Any) -> PublishUpdate:
+    """Publish to a Faust topic and wait for the broker's acknowledgement: SendGrid hears 2xx only once the
+    removal is stored, and retries otherwise."""
+
+    async def publish(update: ProfileUpdate) -> None:
+        sent = await topic.send(key=update.user_id.encode(), value=update.to_json())
+        await sent
+
+    return publish
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise WebhookRefused("too_large", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise WebhookRefused("too_large", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def bounce_webhook_route(
+    *,
+    publish: PublishUpdate,
+    public_key: ec.EllipticCurvePublicKey,
+    clock: Clock,
+    metrics: WebhookMetrics,
+    path: str = DEFAULT_PATH,
+    tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    publish_timeout_seconds: float = DEFAULT_PUBLISH_TIMEOUT_SECONDS,
+) -> Route:
+    """`POST path`: verify, pick the hard bounces, publish their removals, then answer 204. SendGrid retries
+    anything but a 2xx, so a publish that fails or times out answers 503 rather than losing the bounce."""
+
+    async def receive(request: Request) -> Response:
+        try:
+            body = await _read_body(request, max_body_bytes)
+            verify_request(
+                public_key,
+                body,
+                request.headers.get(SIGNATURE_HEADER),
+                request.headers.get(TIMESTAMP_HEADER),
+                now=clock(),
+                tolerance_seconds=tolerance_seconds,
+            )
+            events = parse_events(body)
+        except WebhookRefused as exc:
+            metrics.requests.labels(provider=PROVIDER, outcome="refused").inc()
+            metrics.refused.labels(provider=PROVIDER, reason=exc.reason).inc()
+            log.info("refused a %s webhook request: %s", PROVIDER, exc.reason)
+            return Response(status_code=exc.status_code)
+        bounces = hard_bounces(events, metrics)
+        try:
+            async with asyncio.timeout(publish_timeout_seconds):
+                await asyncio.gather(*(publish(bounce.removal) for bounce in bounces))
+        except Exception as exc:
+            metrics.requests.labels(provider=PROVIDER, outcome="unavailable").inc()
+            log.warning("could not publish %d email removal(s): %s", len(bounces), type(exc).__name__)
+            return Response(status_code=503)
+        metrics.requests.labels(provider=PROVIDER, outcome="accepted").inc()
+        if bounces:
+            log.info("requested removal of %d bounced email address(es)", len(bounces))
+        return Response(status_code=204)
+
+    return Route(path, receive, methods=["POST"], name="sendgrid_event_webhook")

@@ -1,0 +1,131 @@
+"""Template rendering: Jinja2 in a sandbox with StrictUndefined, one template set per channel and locale.
+
+Layout: `<templates_dir>/<template>/<channel>/<part>[.<locale>].j2`, e.g. `order_shipped/email/subject.fr.j2`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from kernel.errors import TemplateFailure
+from schemas.channels import Channel
+from schemas.rules import Rule
+from streams.routing.formatting import context_filters
+
+# Which parts each channel's template set holds; the optional ones may be absent.
+REQUIRED_PARTS: dict[Channel, tuple[str, ...]] = {
+    Channel.INAPP: ("title", "body"),
+    Channel.EMAIL: ("subject", "text"),
+    Channel.PUSH: ("title", "body"),
+    Channel.SMS: ("text",),
+}
+OPTIONAL_PARTS: dict[Channel, tuple[str, ...]] = {
+    Channel.INAPP: ("action_url",),
+    Channel.EMAIL: ("html",),
+    Channel.PUSH: (),
+    Channel.SMS: (),
+}
+
+
+def locale_chain(locale: str) -> list[str]:
+    """`fr-CA` → [`fr-CA`, `fr`, ``]: the most specific template first, the default last."""
+    normalized = locale.replace("_", "-")
+    chain: list[str] = []
+    parts = normalized.split("-")
+    for i in range(len(parts), 0, -1):
+        chain.append("-".join(parts[:i]))
+    chain.append("")
+    return chain
+
+
+@dataclass(frozen=True)
+class RenderedParts:
+    parts: Mapping[str, str]
+
+    def __getitem__(self, name: str) -> str:
+        return self.parts[name]
+
+    def get(self, name: str) -> str | None:
+        return self.parts.get(name)
+
+
+def _is_html_part(name: str | None) -> bool:
+    # Only HTML parts are escaped: a subject or SMS text with "&amp;" in it would be wrong.
+    return name is not None and name.rsplit("/", 1)[-1].startswith("html")
+
+
+class TemplateStore:
+    """Loads and renders template sets. Data from events reaches templates only as values, never as
+    template source, and the sandbox refuses attribute access to internals, so event data cannot run code."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._names: dict[tuple[str, Channel, str, str], str | None] = {}
+        self._env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(root)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=_is_html_part,
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+        # Dates, numbers and currencies in the recipient's locale and timezone (read from the context).
+        self._env.filters.update(context_filters())
+
+    def _source_name(self, template: str, channel: Channel, part: str, locale: str) -> str | None:
+        # Cached: the directory is read once per (template, channel, part, locale), not on every render.
+        key = (template, channel, part, locale)
+        if key not in self._names:
+            self._names[key] = self._find(template, channel, part, locale)
+        return self._names[key]
+
+    def _find(self, template: str, channel: Channel, part: str, locale: str) -> str | None:
+        for candidate in locale_chain(locale):
+            suffix = f".{candidate}" if candidate else ""
+            name = f"{template}/{channel.value}/{part}{suffix}.j2"
+            if (self._root / name).is_file():
+                return name
+        return None
+
+    def missing_parts(self, template: str, channel: Channel) -> list[str]:
+        """Required parts with no default-locale file: checked at start-up so a typo fails early."""
+        return [p for p in REQUIRED_PARTS[channel] if self._source_name(template, channel, p, "") is None]
+
+    def render(
+        self, template: str, channel: Channel, locale: str, context: Mapping[str, Any]
+    ) -> RenderedParts:
+        rendered: dict[str, str] = {}
+        for part in REQUIRED_PARTS[channel] + OPTIONAL_PARTS[channel]:
+            name = self._source_name(template, channel, part, locale)
+            if name is None:
+                if part in REQUIRED_PARTS[channel]:
+                    raise TemplateFailure(f"template {template!r} has no {channel.value}/{part}.j2")
+                continue
+            try:
+                rendered[part] = self._env.get_template(name).render(context).strip()
+            except jinja2.exceptions.SecurityError as exc:
+                raise TemplateFailure(f"{name}: refused by the sandbox: {exc}") from exc
+            except jinja2.UndefinedError as exc:
+                raise TemplateFailure(f"{name}: {exc.message}") from exc
+            except jinja2.TemplateError as exc:
+                raise TemplateFailure(f"{name}: {exc}") from exc
+        return RenderedParts(rendered)
+
+
+def check_templates(rules: Iterable[Rule], templates: TemplateStore) -> None:
+    """Every template a rule names exists for each of its channels; raises ValueError naming the first gap."""
+    for rule in rules:
+        for channel, route in rule.channels.items():
+            missing = templates.missing_parts(route.template, channel)
+            if missing:
+                files = ", ".join(f"{route.template}/{channel.value}/{part}.j2" for part in missing)
+                raise ValueError(
+                    f"rule {rule.match!r} needs template {route.template!r}, but there is no {files}"
+                )

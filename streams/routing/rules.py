@@ -1,0 +1,131 @@
+"""Rule matching: which rule governs an event. Pure functions over `schemas.rules`, no transport."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from kernel.errors import NoRule
+from schemas.rules import Condition, Operator, Rule, RuleSet
+
+_MISSING = object()
+
+
+def _specificity(rule: Rule) -> tuple[int, int, int]:
+    # An exact type beats any glob; among globs, more literal characters mean a narrower match; among
+    # equals, a rule with more conditions is the narrower one.
+    pattern = rule.match
+    is_exact = not any(ch in pattern for ch in "*?[")
+    literal = sum(1 for ch in pattern if ch not in "*?[]")
+    return (1 if is_exact else 0, literal, len(rule.when))
+
+
+def lookup(data: Mapping[str, Any], path: str) -> Any:
+    """`data.order.total` or `order.total` → data["order"]["total"], or _MISSING."""
+    current: Any = data
+    for part in path.removeprefix("data.").split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return _MISSING
+        current = current[part]
+    return current
+
+
+def holds(condition: Condition, data: Mapping[str, Any]) -> bool:
+    """A condition on event data; a missing field or a comparison between unlike types is simply false."""
+    value = lookup(data, condition.path)
+    if condition.op is Operator.EXISTS:
+        return (value is not _MISSING) == (condition.value is not False)
+    if value is _MISSING:
+        return False
+    expected = condition.value
+    try:
+        match condition.op:
+            case Operator.EQ:
+                return bool(value == expected)
+            case Operator.NE:
+                return bool(value != expected)
+            case Operator.GT:
+                return bool(value > expected)
+            case Operator.GTE:
+                return bool(value >= expected)
+            case Operator.LT:
+                return bool(value < expected)
+            case Operator.LTE:
+                return bool(value <= expected)
+            case Operator.IN:
+                return isinstance(expected, list) and value in expected
+    except TypeError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class RuleBook:
+    rules: tuple[Rule, ...]
+
+    def __post_init__(self) -> None:
+        # sorted() is stable: among rules of equal specificity the file's order decides.
+        ordered = tuple(sorted(self.rules, key=_specificity, reverse=True))
+        object.__setattr__(self, "rules", ordered)
+
+    def match(self, event_type: str, data: Mapping[str, Any] | None = None) -> Rule:
+        """The most specific rule for the event whose conditions hold; raises NoRule when none does."""
+        for rule in self.rules:
+            if fnmatch.fnmatchcase(event_type, rule.match) and all(holds(c, data or {}) for c in rule.when):
+                return rule
+        raise NoRule(f"no routing rule matches event type {event_type!r}")
+
+    def to_ruleset(self) -> RuleSet:
+        return RuleSet(rules=list(self.rules))
+
+    @classmethod
+    def from_yaml(cls, text: str) -> RuleBook:
+        """Parse and validate a rules document; errors name the line, the rule and the field at fault."""
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML: {exc}") from None
+        try:
+            ruleset = RuleSet.model_validate(document, strict=False)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            line = _line_of(text, first["loc"])
+            at = f"line {line}: " if line else ""
+            raise ValueError(f"{at}{where}: {first['msg']}") from None
+        return cls(tuple(ruleset.rules))
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RuleBook:
+        return cls(tuple(RuleSet.model_validate_json(raw).rules))
+
+    @classmethod
+    def from_file(cls, path: Path) -> RuleBook:
+        return cls.from_yaml(path.read_text(encoding="utf-8"))
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """The line in the YAML source where the rule at fault starts (rules.N → the N-th list item)."""
+    if len(loc) < 2 or loc[0] != "rules" or not isinstance(loc[1], int):
+        return None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    if node is None or not isinstance(node, yaml.MappingNode):
+        return None
+    for key, value in node.value:
+        if key.value == "rules" and isinstance(value, yaml.SequenceNode) and loc[1] < len(value.value):
+            item = value.value[loc[1]]
+            if isinstance(item, yaml.MappingNode) and len(loc) > 2:
+                for field_key, _ in item.value:
+                    if field_key.value == loc[2]:
+                        return int(field_key.start_mark.line) + 1
+            return int(item.start_mark.line) + 1
+    return None

@@ -1,0 +1,1 @@
+"""Durable delays: records wait on fixed-delay tier topics until they are due."""

@@ -33,6 +33,8 @@ from gateway.session import SessionPolicy, Sessions
 from kernel.logs import gateway_logging_config
 from kernel.ports import ensure_port_free
 from kernel.settings import Settings
+from kernel.topics import TopicNames
+from schemas.channels import Channel
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +58,14 @@ def create_app(
         queue_size=settings.gateway_send_queue_size,
         max_per_user=settings.gateway_max_connections_per_user,
     )
+    names = TopicNames.from_settings(settings)
     kafka_writer = None
     if writer is None:
-        writer = kafka_writer = KafkaInboxWriter(settings.bootstrap_servers, settings.inbox_topic)
+        writer = kafka_writer = KafkaInboxWriter(settings.bootstrap_servers, names.inbox)
     service = InboxService(Inbox(settings.inbox_size), writer, connections, metrics)
     if feed is None:
         topics = FeedTopics(
-            settings.topic_inapp, settings.inbox_topic, settings.partitions, settings.replication_factor
+            names.delivery[Channel.INAPP], names.inbox, settings.partitions, settings.replication_factor
         )
         feed = KafkaFeed(settings.bootstrap_servers, topics, metrics)
     source: NotificationFeed = feed

@@ -17,16 +17,11 @@ from adapters.broker.offsets import end_offsets
 from adapters.broker.topics import ensure_topics
 from gateway.metrics import GatewayMetrics
 from kernel.errors import TopicCreationError
+from kernel.readiness import Readiness
 from schemas.inbox import InboxStateChange
 from schemas.notifications import InAppNotification
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Readiness:
-    ready: bool
-    reason: str
 
 
 class FeedSink(Protocol):

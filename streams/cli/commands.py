@@ -12,6 +12,7 @@ import yaml
 
 from kernel.errors import ConfigurationError, InvalidInput
 from kernel.settings import Settings
+from kernel.topics import TopicNames
 from streams.cli.preference_args import build_update
 from streams.cli.publishing import event_records, parse_events, parse_profiles, produce, profile_records
 from streams.routing.rendering import TemplateStore, check_templates
@@ -38,6 +39,8 @@ async def _provision_then(settings: Settings, topic: str, records: list[tuple[by
 def register_commands(settings: Settings) -> None:
     from faust.cli.faust import cli
 
+    names = TopicNames.from_settings(settings)
+
     def publish_file(
         source: str, topic: str, records: Callable[[str], list[tuple[bytes, bytes]]], what: str
     ) -> None:
@@ -54,7 +57,7 @@ def register_commands(settings: Settings) -> None:
     def publish(source: str) -> None:
         """Validate domain events (JSON, a JSON array or JSON lines) and publish them to the events topic."""
         publish_file(
-            source, settings.topic_events, lambda text: event_records(parse_events(text)), "event(s)"
+            source, names.events, lambda text: event_records(parse_events(text)), "event(s)"
         )
 
     @cli.group(name="users")
@@ -66,7 +69,7 @@ def register_commands(settings: Settings) -> None:
     def upsert(source: str) -> None:
         """Validate user profiles (whole or partial) and publish them to the users topic."""
         publish_file(
-            source, settings.topic_users, lambda text: profile_records(parse_profiles(text)), "profile(s)"
+            source, names.users, lambda text: profile_records(parse_profiles(text)), "profile(s)"
         )
 
     @cli.group(name="preferences")
@@ -98,8 +101,8 @@ def register_commands(settings: Settings) -> None:
         except InvalidInput as exc:
             raise click.ClickException(f"nothing sent: {exc}") from None
         records = [(user_id.encode(), update.to_json())]
-        asyncio.run(_provision_then(settings, settings.topic_preferences, records))
-        click.echo(f"published preferences of {user_id} to {settings.topic_preferences}")
+        asyncio.run(_provision_then(settings, names.preferences, records))
+        click.echo(f"published preferences of {user_id} to {names.preferences}")
 
     @cli.group(name="rules")
     def rules() -> None:
@@ -121,19 +124,19 @@ def register_commands(settings: Settings) -> None:
                     f"nothing published: {exc} (in {settings.templates_dir})"
                 ) from None
         records = [(RULESET_KEY, book.to_ruleset().to_json())]
-        asyncio.run(_provision_then(settings, settings.topic_rules, records))
-        click.echo(f"published {len(book.rules)} rule(s) to {settings.topic_rules}")
+        asyncio.run(_provision_then(settings, names.rules, records))
+        click.echo(f"published {len(book.rules)} rule(s) to {names.rules}")
 
     @rules.command(name="list")
     def rules_list() -> None:
         """Show the rules in force (the newest published ruleset)."""
-        published = asyncio.run(read_published(settings.bootstrap_servers, settings.topic_rules))
+        published = asyncio.run(read_published(settings.bootstrap_servers, names.rules))
         if published is None:
-            click.echo(f"no rules published to {settings.topic_rules}; workers use {settings.rules_file}")
+            click.echo(f"no rules published to {names.rules}; workers use {settings.rules_file}")
             return
         raw, offset = published
         document = RuleBook.from_json(raw).to_ruleset().model_dump(mode="json", exclude_none=True)
-        click.echo(f"# in force since offset {offset} of {settings.topic_rules}")
+        click.echo(f"# in force since offset {offset} of {names.rules}")
         click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
 
     @cli.command(name="token")

@@ -21,6 +21,7 @@ from gateway.auth import issue_token
 from kernel.errors import BrokerError, ConfigurationError, InvalidInput
 from kernel.ports import ensure_port_free
 from kernel.settings import Settings
+from kernel.topics import TopicNames
 from streams.cli.publishing import parse_profiles, produce, profile_records
 from streams.runtime.provisioning import provision_topics
 
@@ -174,5 +175,6 @@ def _load_users(settings: Settings, users_file: Path) -> list[str]:
         profiles = parse_profiles(users_file.read_text(encoding="utf-8"))
     except InvalidInput as exc:
         raise ConfigurationError(f"--users {users_file}: {exc}") from None
-    asyncio.run(produce(settings.bootstrap_servers, settings.topic_users, profile_records(profiles)))
+    users_topic = TopicNames.from_settings(settings).users
+    asyncio.run(produce(settings.bootstrap_servers, users_topic, profile_records(profiles)))
     return [profile.user_id for profile in profiles]

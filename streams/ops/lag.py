@@ -1,5 +1,6 @@
-"""Consumer lag per topic and partition (end offset minus committed offset), queried from the broker in the
-background and exported by a Prometheus collector; plus a gauge of table sizes fed by callables."""
+"""Consumer lag per topic and partition (end offset minus committed offset), queried from the broker by a
+background service (streams.ops.services) and exported by a Prometheus collector; plus a gauge of table
+sizes fed by callables."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
-from mode import Service
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -74,7 +73,6 @@ class ConsumerLag(Collector):
         self._failures = 0
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._stopping = asyncio.Event()
         registry.register(self)
 
     @property
@@ -134,22 +132,17 @@ class ConsumerLag(Collector):
         self._refreshed_at = self._clock()
         return self._snapshot
 
-    async def run(self, interval: float) -> None:
-        """Refresh every `interval` seconds until `stop()`; a failed refresh is counted, logged, retried."""
-        self._stopping.clear()
-        while not self._stopping.is_set():
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failures += 1
-                log.warning("consumer lag refresh failed: %r", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+    async def refresh_or_count(self) -> None:
+        """Refresh; a failure is counted and logged, and the previous snapshot stays exported."""
+        try:
+            await self.refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failures += 1
+            log.warning("consumer lag refresh failed: %r", exc)
 
-    async def stop(self) -> None:
-        self._stopping.set()
+    async def aclose(self) -> None:
         admin, consumer, self._admin, self._consumer = self._admin, self._consumer, None, None
         if consumer is not None:
             with contextlib.suppress(Exception):
@@ -181,26 +174,6 @@ class ConsumerLag(Collector):
             refreshed.add_metric([], self._refreshed_at)
         failures = CounterMetricFamily(FAILURES, "Consumer lag queries that failed", value=self._failures)
         return [lag, committed, end, refreshed, failures]
-
-
-class ConsumerLagService(Service):
-    """Runs a ConsumerLag's refresh loop for as long as the worker runs (`app.add_dependency(...)`)."""
-
-    def __init__(self, lag: ConsumerLag, interval: float = 15.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._lag = lag
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def on_start(self) -> None:
-        self._task = asyncio.ensure_future(self._lag.run(self._interval))
-
-    async def on_stop(self) -> None:
-        await self._lag.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
 
 
 class TableKeys(Collector):

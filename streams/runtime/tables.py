@@ -1,18 +1,77 @@
-"""Herald's Faust tables: JSON keys and values on compacted changelogs, partitioned like the topics they
-serve (a str key survives the changelog round trip as str; raw would come back as bytes)."""
+"""Herald's Faust tables behind small typed wrappers: JSON values on compacted changelogs, partitioned like
+the topics they serve (a str key survives the changelog round trip as str; raw would come back as bytes)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import faust
 
 from kernel.settings import Settings
+from kernel.topics import changelog_topic_name
+from schemas.preferences import Preferences
+from schemas.users import UserProfile
+from streams.effects import TableName
+
+V = TypeVar("V")
+
+# Parsed values kept per table; past this the cache starts again (it only saves re-parsing hot users).
+_PARSED_CACHE_SIZE = 100_000
 
 
-def declare_table(app: faust.App, settings: Settings, name: str) -> Any:
+class StateTable(Generic[V]):
+    """One Faust table read as typed values. Values are stored as JSON-able dicts (what the changelog holds);
+    `get` parses each stored value once: a replaced value is a new object and is parsed afresh."""
+
+    def __init__(self, table: Any, parse: Callable[[Any], V] | None = None) -> None:
+        self.faust = table
+        self._parse = parse
+        self._parsed: dict[str, tuple[Any, V]] = {}
+
+    def get(self, key: str) -> V | None:
+        stored = self.faust.get(key)
+        if stored is None or self._parse is None:
+            return stored  # type: ignore[no-any-return]  # stored as is: plain JSON values
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] is stored:
+            return cached[1]
+        value = self._parse(stored)
+        if len(self._parsed) >= _PARSED_CACHE_SIZE:
+            self._parsed.clear()
+        self._parsed[key] = (stored, value)
+        return value
+
+    def __len__(self) -> int:
+        return len(self.faust)
+
+
+def _profile(stored: Any) -> UserProfile:
+    return UserProfile.model_validate(stored, strict=False)
+
+
+def _preferences(stored: Any) -> Preferences:
+    return Preferences.model_validate(stored, strict=False)
+
+
+@dataclass(frozen=True)
+class Tables:
+    users: StateTable[UserProfile]  # user id → profile
+    preferences: StateTable[Preferences]  # user id → preferences
+    # Plain JSON values, read as they are stored; steps never mutate them, they return new ones.
+    delivered: StateTable[Mapping[str, float]]  # recipient → {notification id: when delivered (epoch s)}
+    digests: StateTable[Mapping[str, Any]]  # recipient → {bucket: {rule, due, count, events}}
+    throttles: StateTable[Mapping[str, list[float]]]  # recipient → {scope key: [send times (epoch s)]}
+
+    def by_name(self, name: TableName) -> StateTable[Any]:
+        table: StateTable[Any] = getattr(self, name)
+        return table
+
+
+def declare_table(app: faust.App, settings: Settings, name: TableName) -> Any:
     changelog = app.topic(
-        f"{settings.app_id}-{name}-changelog",
+        changelog_topic_name(settings.app_id, name),
         key_serializer="json",
         value_serializer="json",
         partitions=settings.partitions,
@@ -21,3 +80,13 @@ def declare_table(app: faust.App, settings: Settings, name: str) -> Any:
         internal=True,
     )
     return app.Table(name, default=None, partitions=settings.partitions, changelog_topic=changelog)
+
+
+def declare_tables(app: faust.App, settings: Settings) -> Tables:
+    return Tables(
+        users=StateTable(declare_table(app, settings, "users"), _profile),
+        preferences=StateTable(declare_table(app, settings, "preferences"), _preferences),
+        delivered=StateTable(declare_table(app, settings, "delivered")),
+        digests=StateTable(declare_table(app, settings, "digests")),
+        throttles=StateTable(declare_table(app, settings, "throttles")),
+    )

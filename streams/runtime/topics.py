@@ -1,4 +1,4 @@
-"""Herald's topics as Faust topic objects, named by the settings. Raw bytes in and out: Herald does its own
+"""Herald's topics as Faust topic objects, named by `kernel.topics`. Raw bytes in and out: Herald does its own
 JSON with pydantic, so no Faust codec (and never pickle) touches a payload."""
 
 from __future__ import annotations
@@ -9,37 +9,44 @@ from typing import Any
 import faust
 
 from kernel.settings import Settings
+from kernel.topics import TopicNames
 from schemas.channels import Channel
 
 
 @dataclass(frozen=True)
 class Topics:
+    """The topics the worker's agents consume; records are produced by name (see streams.runtime.outbox)."""
+
+    names: TopicNames
     events: Any
     users: Any
     preferences: Any
     routed: Any
     delivery: dict[Channel, Any]
-    status: Any
-    dlq: Any
+    retries: dict[Channel, tuple[Any, ...]]
+    scheduled: dict[int, Any]
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    def topic(name: str, *, compacting: bool = False) -> Any:
+    names = TopicNames.from_settings(settings)
+
+    def topic(name: str) -> Any:
         return app.topic(
             name,
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.partitions,
             replicas=settings.replication_factor,
-            compacting=compacting or None,
+            compacting=(name in names.compacted) or None,
         )
 
     return Topics(
-        events=topic(settings.topic_events),
-        users=topic(settings.topic_users, compacting=True),
-        preferences=topic(settings.topic_preferences, compacting=True),
-        routed=topic(settings.topic_routed),
-        delivery={Channel(ch): topic(name) for ch, name in settings.delivery_topics.items()},
-        status=topic(settings.topic_status),
-        dlq=topic(settings.topic_dlq),
+        names=names,
+        events=topic(names.events),
+        users=topic(names.users),
+        preferences=topic(names.preferences),
+        routed=topic(names.routed),
+        delivery={channel: topic(name) for channel, name in names.delivery.items()},
+        retries={channel: tuple(topic(name) for name in tiers) for channel, tiers in names.retries.items()},
+        scheduled={tier: topic(name) for tier, name in names.scheduled.items()},
     )

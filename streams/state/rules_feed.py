@@ -3,15 +3,11 @@ ruleset, so `herald rules apply` takes effect for the next event without a resta
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
-from mode import Service
 from pydantic import ValidationError
 
 from adapters.broker.offsets import end_offsets
@@ -50,52 +46,6 @@ class RuleSource:
         self._on_change(offset, True)
         log.info("rules at offset %d in force: %d rule(s)", offset, len(book.rules))
         return True
-
-
-class RulesFeed(Service):
-    """Reads the rules topic with no consumer group, from the beginning: each worker sees every ruleset."""
-
-    def __init__(self, source: RuleSource, bootstrap: list[str], topic: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.source = source
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self._task: asyncio.Task[None] | None = None
-        self.caught_up = asyncio.Event()
-
-    def readiness(self) -> tuple[bool, str]:
-        return (True, "ready") if self.caught_up.is_set() else (False, "rules topic not read yet")
-
-    async def on_start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def on_stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-
-    async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            partition = TopicPartition(self._topic, 0)
-            consumer.assign([partition])
-            await consumer.seek_to_beginning(partition)
-            end = (await end_offsets(consumer, self._bootstrap, [partition]))[partition]
-            if end == 0:
-                self.caught_up.set()
-            while True:
-                batch = await consumer.getmany(partition, timeout_ms=500)
-                for record in batch.get(partition, []):
-                    if record.key == RULESET_KEY and record.value is not None:
-                        self.source.offer(record.value, record.offset)
-                    if record.offset + 1 >= end:
-                        self.caught_up.set()
-        finally:
-            await consumer.stop()
 
 
 async def read_published(bootstrap: list[str], topic: str) -> tuple[bytes, int] | None:

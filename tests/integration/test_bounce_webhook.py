@@ -22,7 +22,7 @@ from adapters.broker.embedded import free_port
 from adapters.broker.topics import ensure_topics
 from schemas.users import ProfileUpdate
 from streams.ops.bounce_webhook import DEFAULT_PATH, WebhookMetrics, bounce_webhook_route, load_public_key
-from streams.state.agents import home_partition
+from streams.state.directory import home_partition
 from tests.fakes.sendgrid_events import SendGridSigner, batch, bounce, event
 from tests.integration.stack import Stack, produce, read_topic, wait_ready
 

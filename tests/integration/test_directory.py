@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from adapters.broker.embedded import free_port
 from schemas.deadletter import DeadLetter
-from streams.state.agents import home_partition
+from streams.state.directory import home_partition
 from tests.integration.stack import Stack, produce, read_topic, wait_for_metric, wait_ready
 
 pytestmark = pytest.mark.integration

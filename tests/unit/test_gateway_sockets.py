@@ -22,10 +22,11 @@ from websockets.exceptions import ConnectionClosed
 from gateway.app import build_server, create_app
 from gateway.auth import issue_token
 from gateway.connections import ConnectionRegistry
-from gateway.consumer import FeedSink, Readiness
+from gateway.consumer import FeedSink
 from gateway.inbox_service import InboxService
 from gateway.protocol import CLOSE_SLOW_CLIENT
 from kernel.errors import ConfigurationError, InboxUnavailable
+from kernel.readiness import Readiness
 from kernel.settings import Settings
 from schemas.inbox import InboxAttribute, InboxStateChange
 from schemas.notifications import InAppNotification

@@ -1,0 +1,129 @@
+"""The worker's composition root: every dependency built once from the settings, passed to each part's
+agents explicitly, and every background service and closer attached to the app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+from starlette.routing import BaseRoute
+
+from kernel.errors import ConfigurationError
+from kernel.settings import Settings
+from streams.app import create_app, herald_version
+from streams.delivery.agents import register_delivery
+from streams.delivery.providers import build_providers
+from streams.ops.bounce_webhook import WebhookMetrics, bounce_webhook_route, load_public_key, publisher
+from streams.ops.lag import ConsumerLag, TableKeys
+from streams.ops.metrics import WorkerMetrics
+from streams.ops.services import ConsumerLagService, OpsServer
+from streams.routing.agents import register_routing
+from streams.routing.rendering import TemplateStore, check_templates
+from streams.routing.rules import RuleBook
+from streams.runtime.closing import Closing
+from streams.runtime.outbox import Outbox, Settler
+from streams.runtime.tables import declare_tables
+from streams.runtime.topics import declare_topics
+from streams.runtime.worker import Worker, utc_now
+from streams.scheduling.agents import register_scheduling
+from streams.state.agents import register_state
+from streams.state.rules_feed import RuleSource
+from streams.state.services import RulesFeed
+
+LAG_REFRESH_SECONDS = 15.0
+
+
+def load_rules(settings: Settings, templates: TemplateStore) -> RuleBook:
+    try:
+        rules = RuleBook.from_file(settings.rules_file)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"HERALD_RULES_FILE: cannot read {settings.rules_file}: {exc.strerror}"
+        ) from None
+    except ValueError as exc:
+        raise ConfigurationError(f"HERALD_RULES_FILE: {settings.rules_file}: {exc}") from None
+    try:
+        check_templates(rules.rules, templates)
+    except ValueError as exc:
+        raise ConfigurationError(f"HERALD_TEMPLATES_DIR: {settings.templates_dir}: {exc}") from None
+    return rules
+
+
+def bounce_routes(settings: Settings, worker: Worker, registry: CollectorRegistry) -> list[BaseRoute]:
+    """The SendGrid bounce webhook on the ops endpoint, when its verification key is configured."""
+    if settings.sendgrid_webhook_public_key is None:
+        return []
+    try:
+        key = load_public_key(settings.sendgrid_webhook_public_key)
+    except ValueError as exc:
+        raise ConfigurationError(f"HERALD_SENDGRID_WEBHOOK_PUBLIC_KEY: {exc}") from None
+    route = bounce_webhook_route(
+        publish=publisher(worker.topics.users),
+        public_key=key,
+        clock=worker.clock,
+        metrics=WebhookMetrics(registry),
+        path=settings.sendgrid_webhook_path,
+        tolerance_seconds=settings.sendgrid_webhook_tolerance_seconds,
+    )
+    return [route]
+
+
+def create_worker(settings: Settings, *, registry: CollectorRegistry | None = None) -> Worker:
+    """Wire the worker: the app, its topics, tables, agents and services, with real or given dependencies."""
+    if not settings.templates_dir.is_dir():
+        raise ConfigurationError(f"HERALD_TEMPLATES_DIR: {settings.templates_dir} is not a directory")
+    templates = TemplateStore(settings.templates_dir)
+    app = create_app(settings)
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = WorkerMetrics(registry, herald_version())
+    rules = RuleSource(
+        load_rules(settings, templates),
+        lambda book: check_templates(book.rules, templates),
+        on_change=metrics.rules_changed,
+    )
+    topics = declare_topics(app, settings)
+    tables = declare_tables(app, settings)
+    clock = utc_now
+
+    def new_outbox() -> Outbox:
+        return Outbox(app, topics.names, tables, metrics, clock)
+
+    worker = Worker(
+        settings=settings,
+        app=app,
+        topics=topics,
+        tables=tables,
+        metrics=metrics,
+        rules=rules,
+        templates=templates,
+        settler=Settler(new_outbox, metrics),
+        clock=clock,
+    )
+    providers = build_providers(settings)
+    register_state(worker)
+    register_routing(worker)
+    register_scheduling(worker)
+    register_delivery(worker, providers)
+
+    lag = ConsumerLag(settings.bootstrap_servers, app.conf.id, lambda: app.topics.acking_topics, registry)
+    TableKeys(
+        {
+            "users": lambda: len(tables.users),
+            "preferences": lambda: len(tables.preferences),
+            "delivered": lambda: len(tables.delivered),
+        },
+        registry,
+    )
+    feed = RulesFeed(rules, settings.bootstrap_servers, topics.names.rules)
+    app.add_dependency(ConsumerLagService(lag, interval=LAG_REFRESH_SECONDS))
+    app.add_dependency(feed)
+    app.add_dependency(
+        OpsServer(
+            app,
+            registry,
+            settings.worker_host,
+            settings.worker_port,
+            extra_checks=[feed.readiness],
+            extra_routes=bounce_routes(settings, worker, registry),
+        )
+    )
+    app.add_dependency(Closing([providers.aclose]))
+    return worker

@@ -1,0 +1,76 @@
+"""What a step decides should happen, as data: records to produce now or later, status records, dead letters
+and table writes. Steps return `Effects`; the runtime applies a whole batch's effects at once, so a step
+never awaits the broker and is tested without one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from schemas.base import WireModel
+from schemas.status import DeliveryStatus
+
+# The worker's tables (kernel.topics.TABLES); a write names one.
+TableName = Literal["users", "preferences", "delivered", "digests", "throttles"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to produce; `partition` None lets the key choose it (murmur2, as every Herald producer)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+
+    @classmethod
+    def of(cls, topic: str, key: str, value: WireModel) -> Record:
+        return cls(topic, key.encode(), value.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """A record to produce once `due` has passed, held on the scheduler's tier topics (never in memory)."""
+
+    due: datetime
+    record: Record
+    reason: str  # bounded: a metric label
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The input that caused these effects goes to the dead-letter topic for `error`, at `stage`."""
+
+    error: BaseException
+    stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableWrite:
+    """A table's new value for `key` (JSON-able), or None to delete it. Written to the changelog partition of
+    the input that caused it: tables are partitioned like the topics they serve."""
+
+    table: TableName
+    key: str
+    value: Any
+
+
+@dataclass
+class Effects:
+    records: list[Record] = field(default_factory=list)
+    later: list[Later] = field(default_factory=list)
+    statuses: list[DeliveryStatus] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    writes: list[TableWrite] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> Effects:
+        self.records.extend(other.records)
+        self.later.extend(other.later)
+        self.statuses.extend(other.statuses)
+        self.rejected.extend(other.rejected)
+        self.writes.extend(other.writes)
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.later or self.statuses or self.rejected or self.writes)

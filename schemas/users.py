@@ -57,9 +57,13 @@ class Platform(StrEnum):
 
 
 class TokenKind(StrEnum):
-    FCM_TOKEN = "fcm_token"  # noqa: S105 — a kind of token, not a secret: an FCM registration token
-    FCM_FID = "fcm_fid"  # a Firebase installation id
-    APNS = "apns"  # an APNs device token, for direct APNs
+    """What a device token is, which decides which push provider can address it and how. The values are the
+    wire format of `Device.kind` (and the push adapters' token kinds): never change one."""
+
+    # An FCM registration token (FCM v1 `token`, deprecated by the SDK): a kind of token, not a secret.
+    FCM_TOKEN = "fcm_token"  # noqa: S105
+    FCM_FID = "fcm_fid"  # a Firebase installation id (FCM v1 `fid`, the SDK's preferred target)
+    APNS = "apns"  # an APNs device token (hex), for direct APNs
 
 
 class Device(WireModel):

@@ -1,17 +1,13 @@
-"""The email provider interface: one `send`, returning the provider's message id or raising a Herald error."""
+"""The email provider interface: `send` one email, returning the provider's message id or raising a Herald
+error; `aclose` to release connections."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from adapters.sender import Sender
 from schemas.notifications import EmailNotification
 
 
-class EmailSender(Protocol):
-    name: str
-
-    async def send(self, message: EmailNotification) -> str | None:
-        """Deliver one email; return the provider's message id if it gives one.
-
-        Raises `PermanentDeliveryError` or `RetriableDeliveryError` (kernel.errors), never SDK errors."""
-        ...
+class EmailSender(Sender[EmailNotification], Protocol):
+    """An email provider (`adapters/email/<provider>.py`), built by its `from_settings`."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 from python_http_client import exceptions as sg_errors
 from sendgrid import SendGridAPIClient
@@ -13,6 +13,7 @@ from sendgrid.helpers.mail import CustomArg, Header, Mail
 from adapters.executor import SdkThreads
 from adapters.retry_after import parse_retry_after
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.settings import Settings
 from schemas.notifications import EmailNotification
 
 SENDGRID_API_URL = "https://api.sendgrid.com"
@@ -49,6 +50,19 @@ class SendGridEmailSender:
         self._timeout = timeout
         self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-sendgrid")
 
+    @classmethod
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
+        """The sender the settings describe, or None without `HERALD_SENDGRID_API_KEY`."""
+        if settings.sendgrid_api_key is None:
+            return None
+        return cls(
+            settings.sendgrid_api_key.get_secret_value(),
+            sender=settings.email_from,
+            base_url=settings.sendgrid_base_url,
+            timeout=settings.sendgrid_timeout_seconds,
+            executor=executor,
+        )
+
     def _compose(self, message: EmailNotification) -> dict[str, Any]:
         mail = Mail(
             from_email=self._sender,
@@ -83,6 +97,7 @@ class SendGridEmailSender:
             ) from exc
 
     async def aclose(self) -> None:
+        # The SDK opens a urllib connection per request and keeps none: only the threads are left to release.
         self._threads.shutdown()
 
 

@@ -28,6 +28,10 @@ class _Handler:
         self._sink.record(message, list(envelope.rcpt_tos))
         return "250 Message accepted for delivery"
 
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self._sink.quits += 1
+        return "221 Bye"
+
 
 class SmtpSink:
     """Accepts every message, or refuses as told (e.g. "550 No such user") to test failures."""
@@ -48,6 +52,7 @@ class SmtpSink:
         self._queued_refusals: list[str] = []
         self.calls = 0  # messages offered, accepted or not
         self.peers: set[tuple[Any, ...]] = set()  # the client ends of the connections messages came over
+        self.quits = 0  # sessions the client ended with QUIT
 
     def refuse_next(self, count: int, reply: str) -> None:
         """Answer the next `count` messages with `reply` (e.g. "451 Try later"), then accept again."""

@@ -7,8 +7,10 @@ import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Self
 
 import aiosmtplib
 
@@ -71,10 +73,14 @@ class SmtpEmailSender:
         self._tls_context = tls_context
         self._slots = asyncio.Semaphore(connections)
         self._idle: list[_Connection] = []
+        self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpEmailSender:
-        assert settings.smtp_host is not None
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
+        """The sender the settings describe, or None without `HERALD_SMTP_HOST`. (No threads: aiosmtplib is
+        asynchronous.)"""
+        if settings.smtp_host is None:
+            return None
         return cls(
             settings.smtp_host,
             settings.smtp_port,
@@ -135,7 +141,10 @@ class SmtpEmailSender:
                 raise
             connection.sent += 1
             connection.last_used = time.monotonic()
-            self._idle.append(connection)
+            if self._closed:
+                await _quit(connection)
+            else:
+                self._idle.append(connection)
 
     async def _send_once(self, mail: EmailMessage) -> None:
         try:
@@ -179,3 +188,17 @@ class SmtpEmailSender:
                 f"SMTP connection failed: {type(exc).__name__}: {exc}", reason="provider_unavailable"
             ) from exc
         return str(mail["Message-ID"])
+
+    async def aclose(self) -> None:
+        """Say QUIT on every kept-open connection; one still sending is closed when its message is done."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(_quit(connection) for connection in idle))
+
+
+async def _quit(connection: _Connection) -> None:
+    try:
+        await connection.client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        # Already dropped by the server, or not answering: closing our end is all there is left to do.
+        connection.client.close()

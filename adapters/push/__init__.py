@@ -1,28 +1,21 @@
-"""The push provider interface: one `send` to a user's device tokens, reporting each token's outcome."""
+"""The push provider interface: one `send` to a user's device tokens, reporting each token's outcome, and
+`aclose` to release connections."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from kernel.errors import DeliveryError
 from schemas.notifications import PushNotification
-
-
-class PushTokenKind(StrEnum):
-    """What a device token is, which decides how a provider addresses it."""
-
-    FCM_INSTALLATION = "fcm_fid"  # a Firebase installation id (FCM v1 `fid`, the SDK's preferred target)
-    FCM_REGISTRATION = "fcm_token"  # an FCM registration token (FCM v1 `token`, deprecated by the SDK)
-    APNS = "apns"  # an APNs device token (hex), for direct APNs
+from schemas.users import TokenKind
 
 
 @dataclass(frozen=True, slots=True)
 class PushToken:
     value: str
-    kind: PushTokenKind
+    kind: TokenKind
 
     def __repr__(self) -> str:
         # Tokens address a person's device: keep them out of logs and tracebacks whole.
@@ -73,8 +66,10 @@ class PushResult:
 
 
 class PushSender(Protocol):
-    name: str
-    kinds: frozenset[PushTokenKind]  # the kinds of token it can address
+    """A push provider (`adapters/push/<provider>.py`), built by its `from_settings`."""
+
+    name: str  # the provider's name in settings (HERALD_PUSH_PROVIDERS) and in metrics
+    kinds: frozenset[TokenKind]  # the kinds of token it can address
 
     async def send(self, message: PushNotification, tokens: Sequence[PushToken]) -> PushResult:
         """Deliver one notification to each token, reporting every token's outcome in the result.
@@ -82,4 +77,8 @@ class PushSender(Protocol):
         Per-token refusals are outcomes, not exceptions. Raises `PermanentDeliveryError` or
         `RetriableDeliveryError` (kernel.errors) only when the whole call fails (credentials, transport
         set-up), never SDK errors."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the provider holds (connections, pools, SDK apps); it sends nothing afterwards."""
         ...

@@ -8,8 +8,9 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -17,11 +18,13 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from adapters.push import PushResult, PushToken, PushTokenKind, TokenOutcome
+from adapters.push import PushResult, PushToken, TokenOutcome
 from adapters.retry_after import parse_retry_after
-from kernel.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
+from kernel.errors import ConfigurationError, DeliveryError, PermanentDeliveryError, RetriableDeliveryError
+from kernel.settings import Settings
 from schemas.events import Priority
 from schemas.notifications import PushNotification
+from schemas.users import TokenKind
 
 APNS_PRODUCTION_URL = "https://api.push.apple.com"
 APNS_SANDBOX_URL = "https://api.sandbox.push.apple.com"
@@ -120,7 +123,7 @@ class ProviderToken:
 
 class ApnsPushSender:
     name = "apns"
-    kinds = frozenset({PushTokenKind.APNS})  # the device tokens it can address
+    kinds = frozenset({TokenKind.APNS})  # the device tokens it can address
 
     def __init__(
         self,
@@ -158,6 +161,31 @@ class ApnsPushSender:
             verify=ssl_context if ssl_context is not None else True,
         )
 
+    @classmethod
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
+        """The sender the settings describe, or None without `HERALD_APNS_KEY_FILE` (`Settings` has already
+        refused a partial APNs configuration). httpx is asynchronous: the threads are not needed."""
+        if settings.apns_key_file is None:
+            return None
+        assert settings.apns_key_id and settings.apns_team_id and settings.apns_topic
+        try:
+            return cls(
+                settings.apns_key_file.read_bytes(),
+                key_id=settings.apns_key_id,
+                team_id=settings.apns_team_id,
+                topic=settings.apns_topic,
+                base_url=settings.apns_base_url,
+                timeout=settings.apns_timeout_seconds,
+                max_concurrency=settings.apns_max_concurrency,
+                time_to_live=settings.apns_time_to_live_seconds,
+                token_renew_after=settings.apns_token_renew_seconds,
+                ca_file=settings.apns_ca_file,
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(
+                f"HERALD_APNS_KEY_FILE / HERALD_APNS_CA_FILE: not usable: {type(exc).__name__}"
+            ) from None
+
     @property
     def provider_tokens_issued(self) -> int:
         return self._provider_token.issued
@@ -174,7 +202,7 @@ class ApnsPushSender:
         await self._client.aclose()
 
     async def _send_one(self, message: PushNotification, token: PushToken) -> TokenOutcome:
-        if token.kind is not PushTokenKind.APNS:
+        if token.kind is not TokenKind.APNS:
             error = PermanentDeliveryError(
                 f"APNs cannot deliver to a {token.kind.value} token", reason="unsupported_token"
             )

@@ -7,7 +7,7 @@ import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 import firebase_admin
 import google.auth.exceptions
@@ -15,11 +15,13 @@ from firebase_admin import credentials, exceptions, messaging
 from requests.adapters import HTTPAdapter
 
 from adapters.executor import SdkThreads
-from adapters.push import PushResult, PushToken, PushTokenKind, TokenOutcome
+from adapters.push import PushResult, PushToken, TokenOutcome
 from adapters.retry_after import parse_retry_after
-from kernel.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
+from kernel.errors import ConfigurationError, DeliveryError, PermanentDeliveryError, RetriableDeliveryError
+from kernel.settings import Settings
 from schemas.events import Priority
 from schemas.notifications import PushNotification
+from schemas.users import TokenKind
 
 FCM_API_URL = "https://fcm.googleapis.com"
 NOTIFICATION_ID_KEY = "herald_notification_id"
@@ -46,7 +48,7 @@ INVALID_TOKEN_CODES = {"UNREGISTERED"}
 
 class FcmPushSender:
     name = "fcm"
-    kinds = frozenset({PushTokenKind.FCM_INSTALLATION, PushTokenKind.FCM_REGISTRATION})
+    kinds = frozenset({TokenKind.FCM_FID, TokenKind.FCM_TOKEN})
 
     def __init__(
         self,
@@ -82,6 +84,26 @@ class FcmPushSender:
         # send_each starts one SDK thread per message, so a call is capped at this many tokens.
         self._max_tokens_per_call = max_tokens_per_call
         self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-fcm")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
+        """The sender the settings describe, or None without `HERALD_FCM_SERVICE_ACCOUNT_FILE`."""
+        if settings.fcm_service_account_file is None:
+            return None
+        try:
+            account = json.loads(settings.fcm_service_account_file.read_text(encoding="utf-8"))
+            return cls(
+                account,
+                base_url=settings.fcm_base_url,
+                project_id=settings.fcm_project_id,
+                timeout=settings.fcm_timeout_seconds,
+                executor=executor,
+                max_tokens_per_call=settings.fcm_max_tokens_per_call,
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigurationError(
+                f"HERALD_FCM_SERVICE_ACCOUNT_FILE: not a usable service-account key: {type(exc).__name__}"
+            ) from None
 
     async def send(self, message: PushNotification, tokens: Sequence[PushToken]) -> PushResult:
         outcomes: dict[int, TokenOutcome] = {}
@@ -122,9 +144,9 @@ def _build(message: PushNotification, token: PushToken) -> messaging.Message | D
         "data": {**message.data, NOTIFICATION_ID_KEY: message.notification_id},
         "android": messaging.AndroidConfig(priority="high" if urgent else "normal"),
     }
-    if token.kind is PushTokenKind.FCM_INSTALLATION:
+    if token.kind is TokenKind.FCM_FID:
         return messaging.Message(fid=token.value, **fields)
-    if token.kind is PushTokenKind.FCM_REGISTRATION:
+    if token.kind is TokenKind.FCM_TOKEN:
         # Registration tokens are still what most apps hold and FCM v1 still accepts them as `token`, but
         # firebase-admin 7.7 warns on every use; ignore that one warning here, as the SDK itself does for
         # MulticastMessage.tokens. (catch_warnings swaps process-wide filters: keep the block this small.)

@@ -1,17 +1,13 @@
-"""The SMS provider interface: one `send`, returning the provider's message id or raising a Herald error."""
+"""The SMS provider interface: `send` one text message, returning the provider's message id or raising a
+Herald error; `aclose` to release connections."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from adapters.sender import Sender
 from schemas.notifications import SmsNotification
 
 
-class SmsSender(Protocol):
-    name: str
-
-    async def send(self, message: SmsNotification) -> str | None:
-        """Deliver one text message; return the provider's message id if it gives one.
-
-        Raises `PermanentDeliveryError` or `RetriableDeliveryError` (kernel.errors), never SDK errors."""
-        ...
+class SmsSender(Sender[SmsNotification], Protocol):
+    """An SMS provider (`adapters/sms/<provider>.py`), built by its `from_settings`."""

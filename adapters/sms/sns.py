@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 import boto3
 from botocore.config import Config
@@ -11,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.executor import SdkThreads
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.settings import Settings
 from schemas.notifications import SmsNotification
 
 # SNS error codes worth retrying: throttling and the service's own failures.
@@ -68,6 +69,23 @@ class SnsSmsSender:
             self._attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": sender_id}
         self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-sns")
 
+    @classmethod
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
+        """The sender the settings describe, or None without `HERALD_SNS_REGION`."""
+        if settings.sns_region is None:
+            return None
+        secret = settings.sns_secret_access_key
+        return cls(
+            region=settings.sns_region,
+            endpoint_url=settings.sns_endpoint_url,
+            access_key_id=settings.sns_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret else None,
+            sender_id=settings.sns_sender_id,
+            sms_type=settings.sns_sms_type,
+            timeout=settings.sns_timeout_seconds,
+            executor=executor,
+        )
+
     def _publish(self, message: SmsNotification) -> str | None:
         response = self._client.publish(
             PhoneNumber=message.to, Message=message.text, MessageAttributes=self._attributes
@@ -87,6 +105,7 @@ class SnsSmsSender:
             ) from exc
 
     async def aclose(self) -> None:
+        self._client.close()  # botocore's connection pool
         self._threads.shutdown()
 
 

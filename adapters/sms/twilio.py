@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Self
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -12,6 +13,7 @@ from twilio.rest import Client
 
 from adapters.executor import SdkThreads
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.settings import Settings
 from schemas.notifications import SmsNotification
 
 TWILIO_API_URL = "https://api.twilio.com"
@@ -49,13 +51,32 @@ class TwilioSmsSender:
         # One kept-alive connection per thread that may call at once: the SDK's pool (6 on 2 cores, 10 for
         # http://) is smaller, and every call beyond it opened and then discarded a connection.
         assert http_client.session is not None
+        self._session = http_client.session
         for scheme in ("https://", "http://"):
-            http_client.session.mount(scheme, HTTPAdapter(pool_maxsize=max_workers))
+            self._session.mount(scheme, HTTPAdapter(pool_maxsize=max_workers))
         # An empty environment keeps TWILIO_EDGE / TWILIO_REGION from silently rewriting the base URL.
         self._client = Client(account_sid, auth_token, http_client=http_client, environment={})
         self._client.api.base_url = base_url.rstrip("/")
         self._sender = sender
         self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-twilio")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
+        """The sender the settings describe, or None without `HERALD_TWILIO_ACCOUNT_SID` (`Settings` has
+        already refused a partial Twilio configuration)."""
+        if settings.twilio_account_sid is None:
+            return None
+        assert settings.twilio_auth_token is not None and settings.twilio_from is not None
+        return cls(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            sender=settings.twilio_from,
+            base_url=settings.twilio_base_url,
+            timeout=settings.twilio_timeout_seconds,
+            executor=executor,
+            # A kept-alive connection for every thread of the shared pool that may call at once.
+            max_workers=settings.provider_threads,
+        )
 
     def _create(self, message: SmsNotification) -> str | None:
         created = self._client.messages.create(to=message.to, from_=self._sender, body=message.text)
@@ -74,6 +95,7 @@ class TwilioSmsSender:
             ) from exc
 
     async def aclose(self) -> None:
+        self._session.close()  # the kept-alive connections
         self._threads.shutdown()
 
 

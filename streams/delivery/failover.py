@@ -6,23 +6,17 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
+from adapters.sender import Sender
 from kernel.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
 from streams.delivery.circuit import CircuitBreaker
 
-N = TypeVar("N", contravariant=True)
-M = TypeVar("M")
+M = TypeVar("M")  # the message: EmailNotification for EmailSenders, SmsNotification for SmsSenders
 
 # Permanent refusals that speak of the provider (its credentials, its account), not of the recipient:
 # the next provider may well deliver, so these fail over like outages do.
 PROVIDER_FAULTS = frozenset({"provider_auth", "provider_misconfigured", "provider_account"})
-
-
-class Provider(Protocol[N]):
-    name: str
-
-    async def send(self, message: N) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -40,9 +34,11 @@ class Sent:
 
 
 class ProviderChain(Generic[M]):
+    """A one-message channel's providers (`EmailSender`s or `SmsSender`s) in failover order."""
+
     def __init__(
         self,
-        providers: Sequence[Provider[M]],
+        providers: Sequence[Sender[M]],
         *,
         breaker_factory: Callable[[], CircuitBreaker],
         clock: Callable[[], float] = time.perf_counter,

@@ -1,120 +1,108 @@
-"""Building each channel's providers from the settings, in the configured failover order. Only providers
-with settings take part; incomplete settings were already refused by `Settings`."""
+"""The providers Herald knows (channel → name → builder) and the set built from the settings: each channel's
+providers whose settings are present, in the configured failover order, and how to close them all."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
+from adapters.email import EmailSender
 from adapters.email.sendgrid import SendGridEmailSender
 from adapters.email.smtp import SmtpEmailSender
 from adapters.push import PushSender
 from adapters.push.apns import ApnsPushSender
 from adapters.push.fcm import FcmPushSender
+from adapters.sms import SmsSender
 from adapters.sms.sns import SnsSmsSender
 from adapters.sms.twilio import TwilioSmsSender
 from kernel.errors import ConfigurationError
 from kernel.settings import Settings
-from schemas.notifications import EmailNotification, SmsNotification
-from streams.delivery.failover import Provider
+
+log = logging.getLogger("herald.providers")
+
+P = TypeVar("P")
+
+# An adapter's `from_settings`: the provider, or None when its settings are absent (it then takes no part).
+# Settings that are present but unusable raise ConfigurationError naming the HERALD_* variable.
+Builder = Callable[[Settings, ThreadPoolExecutor], P | None]
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Channel → provider name (as written in HERALD_<CHANNEL>_PROVIDERS) → builder."""
+
+    email: Mapping[str, Builder[EmailSender]]
+    sms: Mapping[str, Builder[SmsSender]]
+    push: Mapping[str, Builder[PushSender]]
+
+
+# A new provider is one adapter module and one line here (and its name in `Settings._known_providers`).
+REGISTRY = Registry(
+    email={"sendgrid": SendGridEmailSender.from_settings, "smtp": SmtpEmailSender.from_settings},
+    sms={"twilio": TwilioSmsSender.from_settings, "sns": SnsSmsSender.from_settings},
+    push={"fcm": FcmPushSender.from_settings, "apns": ApnsPushSender.from_settings},
+)
 
 
 @dataclass
 class Providers:
-    email: list[Provider[EmailNotification]] = field(default_factory=list)
-    sms: list[Provider[SmsNotification]] = field(default_factory=list)
+    """The providers built, per channel in failover order, and the pool their synchronous SDKs share."""
+
+    email: list[EmailSender] = field(default_factory=list)
+    sms: list[SmsSender] = field(default_factory=list)
     push: list[PushSender] = field(default_factory=list)
+    threads: ThreadPoolExecutor | None = None
+    _closed: bool = field(default=False, init=False, repr=False)
+
+    async def aclose(self) -> None:
+        """Close every provider, then the shared pool (a provider may close through it). One that fails to
+        close is logged and the others are closed all the same; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        everyone: list[EmailSender | SmsSender | PushSender] = [*self.email, *self.sms, *self.push]
+        try:
+            results = await asyncio.gather(*(p.aclose() for p in everyone), return_exceptions=True)
+        finally:
+            if self.threads is not None:
+                # After the providers: FCM closes through the pool. Calls still queued are cancelled; one
+                # already running ends on its own timeout.
+                self.threads.shutdown(wait=False, cancel_futures=True)
+        for provider, result in zip(everyone, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("provider %s did not close cleanly: %r", provider.name, result)
 
 
-def _secret(value: Any) -> str:
-    return str(value.get_secret_value())
-
-
-def build_providers(settings: Settings) -> Providers:
+def build_providers(settings: Settings, registry: Registry = REGISTRY) -> Providers:
     # One pool for every synchronous SDK: its size bounds the provider calls in flight at once.
     threads = ThreadPoolExecutor(max_workers=settings.provider_threads, thread_name_prefix="herald-provider")
-    providers = Providers()
-    for name in settings.provider_order("email"):
-        if name == "smtp" and settings.smtp_host is not None:
-            providers.email.append(SmtpEmailSender.from_settings(settings))
-        elif name == "sendgrid" and settings.sendgrid_api_key is not None:
-            providers.email.append(
-                SendGridEmailSender(
-                    _secret(settings.sendgrid_api_key),
-                    sender=settings.email_from,
-                    base_url=settings.sendgrid_base_url,
-                    timeout=settings.sendgrid_timeout_seconds,
-                    executor=threads,
-                )
+    try:
+        return Providers(
+            email=_build("email", registry.email, settings, threads),
+            sms=_build("sms", registry.sms, settings, threads),
+            push=_build("push", registry.push, settings, threads),
+            threads=threads,
+        )
+    except BaseException:
+        threads.shutdown(wait=False)
+        raise
+
+
+def _build(
+    channel: str, builders: Mapping[str, Builder[P]], settings: Settings, threads: ThreadPoolExecutor
+) -> list[P]:
+    built: list[P] = []
+    for name in settings.provider_order(channel):
+        if name not in builders:
+            # `Settings` refuses unknown names already; this guards a registry that fell behind it.
+            raise ConfigurationError(
+                f"HERALD_{channel.upper()}_PROVIDERS: no provider named {name} is registered"
             )
-    for name in settings.provider_order("sms"):
-        if name == "twilio" and settings.twilio_account_sid is not None:
-            assert settings.twilio_auth_token is not None and settings.twilio_from is not None
-            providers.sms.append(
-                TwilioSmsSender(
-                    settings.twilio_account_sid,
-                    _secret(settings.twilio_auth_token),
-                    sender=settings.twilio_from,
-                    base_url=settings.twilio_base_url,
-                    timeout=settings.twilio_timeout_seconds,
-                    executor=threads,
-                    max_workers=settings.provider_threads,
-                )
-            )
-        elif name == "sns" and settings.sns_region is not None:
-            providers.sms.append(
-                SnsSmsSender(
-                    region=settings.sns_region,
-                    endpoint_url=settings.sns_endpoint_url,
-                    access_key_id=settings.sns_access_key_id,
-                    secret_access_key=_secret(settings.sns_secret_access_key)
-                    if settings.sns_secret_access_key
-                    else None,
-                    sender_id=settings.sns_sender_id,
-                    sms_type=settings.sns_sms_type,
-                    timeout=settings.sns_timeout_seconds,
-                    executor=threads,
-                )
-            )
-    for name in settings.provider_order("push"):
-        if name == "fcm" and settings.fcm_service_account_file is not None:
-            try:
-                account = json.loads(settings.fcm_service_account_file.read_text(encoding="utf-8"))
-                providers.push.append(
-                    FcmPushSender(
-                        account,
-                        base_url=settings.fcm_base_url,
-                        project_id=settings.fcm_project_id,
-                        timeout=settings.fcm_timeout_seconds,
-                        executor=threads,
-                        max_tokens_per_call=settings.fcm_max_tokens_per_call,
-                    )
-                )
-            except (OSError, ValueError, KeyError) as exc:
-                raise ConfigurationError(
-                    f"HERALD_FCM_SERVICE_ACCOUNT_FILE: not a usable service-account key: {type(exc).__name__}"
-                ) from None
-        elif name == "apns" and settings.apns_key_file is not None:
-            assert settings.apns_key_id and settings.apns_team_id and settings.apns_topic
-            try:
-                providers.push.append(
-                    ApnsPushSender(
-                        settings.apns_key_file.read_bytes(),
-                        key_id=settings.apns_key_id,
-                        team_id=settings.apns_team_id,
-                        topic=settings.apns_topic,
-                        base_url=settings.apns_base_url,
-                        timeout=settings.apns_timeout_seconds,
-                        max_concurrency=settings.apns_max_concurrency,
-                        time_to_live=settings.apns_time_to_live_seconds,
-                        token_renew_after=settings.apns_token_renew_seconds,
-                        ca_file=settings.apns_ca_file,
-                    )
-                )
-            except (OSError, ValueError) as exc:
-                raise ConfigurationError(
-                    f"HERALD_APNS_KEY_FILE / HERALD_APNS_CA_FILE: not usable: {type(exc).__name__}"
-                ) from None
-    return providers
+        provider = builders[name](settings, threads)
+        if provider is not None:
+            built.append(provider)
+    return built

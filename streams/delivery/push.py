@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from adapters.push import PushResult, PushSender, PushToken, PushTokenKind, TokenOutcome
+from adapters.push import PushResult, PushSender, PushToken, TokenOutcome
 from kernel.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
 from schemas.notifications import NotificationBase, PushNotification
 from schemas.users import Device, Platform
@@ -131,4 +131,4 @@ class PushChannel:
 
 
 def _token(device: Device) -> PushToken:
-    return PushToken(device.token, PushTokenKind(device.kind.value))
+    return PushToken(device.token, device.kind)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from adapters.push import PushTokenKind
 from schemas.users import Device, Platform, TokenKind
 
 
@@ -22,7 +21,7 @@ class PushPlan:
 
 def plan_push(
     devices: Sequence[Device],
-    providers: Sequence[tuple[str, frozenset[PushTokenKind]]],
+    providers: Sequence[tuple[str, frozenset[TokenKind]]],
     usable: Callable[[str], bool],
 ) -> PushPlan:
     """`usable(name)` is asked at most once per provider (a half-open circuit allows one trial)."""
@@ -37,8 +36,7 @@ def plan_push(
     plan = PushPlan()
     routes: list[tuple[Device, str]] = []
     for device in devices:
-        kind = PushTokenKind(device.kind.value)
-        capable = [name for name, kinds in providers if kind in kinds]
+        capable = [name for name, kinds in providers if device.kind in kinds]
         if not capable:
             plan.unsupported.append(device)
             continue

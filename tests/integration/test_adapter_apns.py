@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from adapters.push import PushToken, PushTokenKind
+from adapters.push import PushToken
 from adapters.push.apns import NOTIFICATION_ID_KEY, ApnsPushSender, apns_id
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.events import Priority
@@ -122,7 +122,7 @@ def push(priority: Priority = Priority.NORMAL, body: str = "Your order is on its
 
 
 def device(n: int) -> PushToken:
-    return PushToken(f"{n:02x}" * 32, PushTokenKind.APNS)
+    return PushToken(f"{n:02x}" * 32, TokenKind.APNS)
 
 
 async def test_a_send_goes_over_http2_with_apples_headers_and_a_valid_jwt(
@@ -226,7 +226,7 @@ async def test_refusals_are_permanent(
 async def test_a_malformed_token_and_a_payload_too_large_are_refused_by_the_server(
     fake: FakeApns, sender: ApnsPushSender
 ) -> None:
-    not_hex = PushToken("not-a-device-token", PushTokenKind.APNS)
+    not_hex = PushToken("not-a-device-token", TokenKind.APNS)
 
     bad = await sender.send(push(), [not_hex])
     large = await sender.send(push(body="x" * 5000), [device(1)])
@@ -403,7 +403,7 @@ async def test_the_servers_certificate_must_be_trusted(
 async def test_an_fcm_token_is_refused_without_a_call(fake: FakeApns, sender: ApnsPushSender) -> None:
     before = len(fake.requests)
 
-    result = await sender.send(push(), [PushToken("fcm-registration", PushTokenKind.FCM_REGISTRATION)])
+    result = await sender.send(push(), [PushToken("fcm-registration", TokenKind.FCM_TOKEN)])
 
     assert len(fake.requests) == before
     error = result.outcomes[0].error

@@ -11,12 +11,12 @@ import firebase_admin
 import pytest
 from firebase_admin import credentials, messaging
 
-from adapters.push import PushToken, PushTokenKind
+from adapters.push import PushToken
 from adapters.push.fcm import NOTIFICATION_ID_KEY, FcmPushSender
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from schemas.events import Priority
 from schemas.notifications import PushNotification
-from schemas.users import Device, Platform
+from schemas.users import Device, Platform, TokenKind
 from tests.fakes.fcm import FakeFcm, fcm_error, make_service_account
 from tests.fakes.http import Reply
 
@@ -63,7 +63,7 @@ def push(priority: Priority = Priority.NORMAL) -> PushNotification:
 
 
 def fid(value: str) -> PushToken:
-    return PushToken(value, PushTokenKind.FCM_INSTALLATION)
+    return PushToken(value, TokenKind.FCM_FID)
 
 
 async def test_a_send_reaches_each_token_with_a_verified_oauth_token(
@@ -190,7 +190,7 @@ async def test_a_registration_token_is_sent_as_token_without_a_warning(
 ) -> None:
     before = len(fake.sends)
 
-    result = await sender.send(push(), [PushToken("legacy-registration", PushTokenKind.FCM_REGISTRATION)])
+    result = await sender.send(push(), [PushToken("legacy-registration", TokenKind.FCM_TOKEN)])
 
     assert result.outcomes[0].delivered
     message = fake.sends[before].json()["message"]
@@ -201,7 +201,7 @@ async def test_a_registration_token_is_sent_as_token_without_a_warning(
 async def test_an_apns_token_is_refused_without_a_call(fake: FakeFcm, sender: FcmPushSender) -> None:
     before = len(fake.sends)
 
-    result = await sender.send(push(), [PushToken("ab" * 32, PushTokenKind.APNS)])
+    result = await sender.send(push(), [PushToken("ab" * 32, TokenKind.APNS)])
 
     assert len(fake.sends) == before
     error = result.outcomes[0].error

@@ -114,3 +114,21 @@ async def test_a_refusal_does_not_spoil_the_next_message(sink: SmtpSink) -> None
         await sender.send(email(notification_id="ntf_refused"))
     await sender.send(email(notification_id="ntf_fine"))
     assert [m["X-Herald-Notification-Id"] for m in sink.messages] == ["ntf_fine"]
+
+
+async def test_aclose_quits_the_kept_open_connections(sink: SmtpSink) -> None:
+    sender = sender_for(*sink.address, connections=2)
+    await asyncio.gather(*(sender.send(email(notification_id=f"ntf_{n}")) for n in range(2)))
+    kept = len(sink.peers)
+    await sender.aclose()
+    assert sink.quits == kept >= 1
+
+
+async def test_a_message_in_flight_at_aclose_still_goes_and_its_connection_is_quit(sink: SmtpSink) -> None:
+    sender = sender_for(*sink.address, connections=1)
+    sending = asyncio.ensure_future(sender.send(email(notification_id="ntf_late")))
+    await asyncio.sleep(0)  # the send has taken its connection slot
+    await sender.aclose()
+    await sending
+    assert [m["X-Herald-Notification-Id"] for m in sink.messages] == ["ntf_late"]
+    assert sink.quits == 1

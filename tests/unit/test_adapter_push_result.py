@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from adapters.push import PushResult, PushToken, PushTokenKind, TokenOutcome
+from adapters.push import PushResult, PushToken, TokenOutcome
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from schemas.users import TokenKind
 
 
 def token(value: str) -> PushToken:
-    return PushToken(value, PushTokenKind.FCM_INSTALLATION)
+    return PushToken(value, TokenKind.FCM_FID)
 
 
 def test_the_result_sorts_tokens_into_delivered_invalid_and_retry() -> None:
@@ -28,4 +29,4 @@ def test_the_result_sorts_tokens_into_delivered_invalid_and_retry() -> None:
 
 
 def test_a_token_repr_shows_only_its_tail() -> None:
-    assert repr(PushToken("abcdefghijklmnop", PushTokenKind.APNS)) == "PushToken(kind=apns, value=…klmnop)"
+    assert repr(PushToken("abcdefghijklmnop", TokenKind.APNS)) == "PushToken(kind=apns, value=…klmnop)"

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from adapters.push import PushTokenKind
 from schemas.users import Device, Platform, TokenKind
 from streams.delivery.push_targets import plan_push
 
-FCM = ("fcm", frozenset({PushTokenKind.FCM_REGISTRATION, PushTokenKind.FCM_INSTALLATION}))
-APNS = ("apns", frozenset({PushTokenKind.APNS}))
+FCM = ("fcm", frozenset({TokenKind.FCM_TOKEN, TokenKind.FCM_FID}))
+APNS = ("apns", frozenset({TokenKind.APNS}))
 
 android = Device(token="a1", platform=Platform.ANDROID)
 iphone_fcm = Device(token="i1", platform=Platform.IOS)

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from kernel.errors import InvalidEvent, InvalidInput
 from schemas.events import DomainEvent
 from streams.cli.publishing import parse_events, parse_profiles
-from streams.routing.agents import parse_event
+from streams.routing.intake import parse_event
 
 GOOD = {
     "event_id": "e1",

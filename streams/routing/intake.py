@@ -1,0 +1,39 @@
+"""The intake step: a domain event checked against the rules and fanned out, one routed record per distinct
+recipient keyed by user id, so each meets its recipient's state on the worker that holds it."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from kernel.errors import InvalidEvent
+from schemas.base import describe_validation_error
+from schemas.events import DomainEvent, RecipientEvent
+from streams.effects import Effects, Record
+from streams.routing.result import StepResult, Tally, reject
+from streams.routing.rules import RuleBook
+
+STAGE = "intake"
+
+
+def parse_event(raw: bytes | None) -> DomainEvent:
+    if raw is None:
+        raise InvalidEvent("empty message")
+    try:
+        return DomainEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidEvent(describe_validation_error(exc)) from None
+
+
+def intake(raw: bytes | None, rules: RuleBook, routed_topic: str) -> StepResult:
+    """A record per recipient on `routed_topic`; or the event rejected whole (stage "intake")."""
+    try:
+        event = parse_event(raw)
+        # Checked before fan-out so an unroutable event is one dead letter, not one per recipient.
+        rules.match(event.type, event.data)
+        records = [
+            Record.of(routed_topic, recipient, RecipientEvent(event=event, recipient=recipient))
+            for recipient in dict.fromkeys(event.recipients)
+        ]
+    except Exception as exc:  # whatever the cause, the input is parked rather than retried forever
+        return reject(exc, STAGE)
+    return StepResult(Effects(records=records), Tally())

@@ -1,0 +1,184 @@
+"""The routing agents' batch work without a broker: tables are dicts and the outbox records what it is given
+(applying table writes at once, as the real one does)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry
+
+from kernel.settings import Settings
+from kernel.topics import TopicNames
+from schemas.channels import Channel
+from schemas.events import DomainEvent, RecipientEvent
+from schemas.users import UserProfile
+from streams.effects import Effects
+from streams.ops.metrics import WorkerMetrics
+from streams.routing.agents import _intake_batch, _route_batch, count, read_state
+from streams.routing.rendering import TemplateStore
+from streams.routing.result import Tally
+from streams.routing.rules import RuleBook
+from streams.runtime.outbox import Outbox
+from streams.runtime.tables import StateTable, Tables
+from streams.runtime.worker import Worker
+from streams.state.rules_feed import RuleSource
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
+NAMES = TopicNames.from_settings(SETTINGS)
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+RULES = """
+rules:
+  - match: chat.message
+    throttle: {limit: 2, per: 1h}
+    channels: {inapp: {template: order_update}}
+  - match: comment.added
+    digest: {window: 10m}
+    channels: {inapp: {template: comment_digest}}
+"""
+
+
+@dataclass
+class RecordingOutbox:
+    tables: Tables
+    applied: list[tuple[Any, Effects]] = field(default_factory=list)
+
+    async def apply(self, event: Any, effects: Effects) -> None:
+        for write in effects.writes:
+            data = self.tables.by_name(write.table).faust
+            if write.value is None:
+                data.pop(write.key, None)
+            else:
+                data[write.key] = write.value
+        self.applied.append((event, effects))
+
+
+def make_worker(users: dict[str, Any]) -> Worker:
+    tables = Tables(
+        users=StateTable(users, lambda v: UserProfile.model_validate(v, strict=False)),
+        preferences=StateTable({}),
+        delivered=StateTable({}),
+        digests=StateTable({}),
+        throttles=StateTable({}),
+    )
+    topics = SimpleNamespace(names=NAMES)
+    return Worker(
+        settings=SETTINGS,
+        app=cast(Any, None),
+        topics=cast(Any, topics),
+        tables=tables,
+        metrics=WorkerMetrics(CollectorRegistry(), "test"),
+        rules=RuleSource(RuleBook.from_yaml(RULES), validate=lambda book: None),
+        templates=TemplateStore(EXAMPLES / "templates"),
+        settler=cast(Any, None),
+        clock=lambda: NOW,
+    )
+
+
+def message(key: bytes | None, value: bytes | None) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(key=key, value=value))
+
+
+def routed(type_: str, n: int) -> Any:
+    event = DomainEvent.model_validate(
+        {
+            "event_id": f"e{n}",
+            "type": type_,
+            "occurred_at": "2026-11-24T11:00:00Z",
+            "recipients": ["alice"],
+            "data": {"order_id": "o", "text": f"t{n}"},
+        },
+        strict=False,
+    )
+    return message(b"alice", RecipientEvent(event=event, recipient="alice").to_json())
+
+
+def run_route(worker: Worker, events: list[Any]) -> RecordingOutbox:
+    outbox = RecordingOutbox(worker.tables)
+    asyncio.run(_route_batch(worker, events, cast(Outbox, outbox)))
+    return outbox
+
+
+def sample(worker: Worker, name: str, **labels: str) -> float:
+    return worker.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_events_of_one_recipient_in_a_batch_see_each_others_throttle_writes() -> None:
+    worker = make_worker({"alice": {"user_id": "alice"}})
+    outbox = run_route(worker, [routed("chat.message", n) for n in range(3)])
+    assert [len(effects.records) for _, effects in outbox.applied] == [1, 1, 0]
+    assert [s.reason for s in outbox.applied[2][1].statuses] == ["throttled"]
+    assert len(worker.tables.throttles.faust["alice"]["channel:inapp"]) == 2
+    assert sample(worker, "herald_notifications_routed_total", channel="inapp") == 2
+    assert sample(worker, "herald_notifications_skipped_total", channel="inapp", reason="throttled") == 1
+
+
+def test_a_digests_release_is_scheduled_once_per_batch() -> None:
+    worker = make_worker({"alice": {"user_id": "alice"}})
+    outbox = run_route(worker, [routed("comment.added", n) for n in range(3)])
+    assert [len(effects.later) for _, effects in outbox.applied] == [1, 0, 0]
+    [bucket] = worker.tables.digests.faust["alice"].values()
+    assert bucket["count"] == 3
+    assert sample(worker, "herald_notifications_deferred_total", channel="inapp", reason="digest") == 3
+
+
+def test_each_effect_is_applied_to_the_event_that_caused_it() -> None:
+    worker = make_worker({})
+    events = [routed("chat.message", 1), message(None, b"{}")]
+    outbox = run_route(worker, events)
+    assert [event for event, _ in outbox.applied] == events
+    assert [r.error.reason for _, effects in outbox.applied for r in effects.rejected] == [  # type: ignore[attr-defined]
+        "unknown_user",
+        "invalid_event",
+    ]
+    assert sample(worker, "herald_events_rejected_total", reason="unknown_user") == 1
+    assert sample(worker, "herald_events_rejected_total", reason="invalid_event") == 1
+
+
+def test_a_stored_profile_this_version_cannot_read_is_parked_not_retried() -> None:
+    worker = make_worker({"alice": {"user_id": "alice", "email": "not an address"}})
+    outbox = run_route(worker, [routed("chat.message", 1)])
+    [(_, effects)] = outbox.applied
+    assert [r.stage for r in effects.rejected] == ["route"] and not effects.records
+
+
+def test_intake_counts_every_event_and_each_rejection() -> None:
+    worker = make_worker({})
+    outbox = RecordingOutbox(worker.tables)
+    events = [routed("chat.message", 1), message(b"k", b"nope"), message(b"k", None)]
+    # Intake reads domain events: the routed envelope is not one, so all three are rejected.
+    asyncio.run(_intake_batch(worker, events, cast(Outbox, outbox)))
+    assert sample(worker, "herald_events_consumed_total") == 3
+    assert sample(worker, "herald_events_rejected_total", reason="invalid_event") == 3
+    assert all(r.stage == "intake" for _, effects in outbox.applied for r in effects.rejected)
+
+
+def test_read_state_reads_every_table_for_the_user() -> None:
+    worker = make_worker({"alice": {"user_id": "alice"}})
+    worker.tables.throttles.faust["alice"] = {"channel:inapp": [1.0]}
+    state = read_state(worker.tables, "alice")
+    assert state.user_id == "alice" and state.profile is not None and state.profile.user_id == "alice"
+    assert state.throttles == {"channel:inapp": [1.0]} and state.digests is None and state.preferences is None
+    assert read_state(worker.tables, "nobody").profile is None
+
+
+def test_count_increments_each_label() -> None:
+    worker = make_worker({})
+    count(
+        worker.metrics,
+        Tally(
+            rejected=["no_rule"],
+            routed=[Channel.EMAIL, Channel.EMAIL],
+            deferred=[(Channel.SMS, "quiet_hours")],
+            skipped=[(Channel.PUSH, "opted_out")],
+        ),
+    )
+    assert sample(worker, "herald_events_rejected_total", reason="no_rule") == 1
+    assert sample(worker, "herald_notifications_routed_total", channel="email") == 2
+    assert sample(worker, "herald_notifications_deferred_total", channel="sms", reason="quiet_hours") == 1
+    assert sample(worker, "herald_notifications_skipped_total", channel="push", reason="opted_out") == 1

@@ -62,7 +62,7 @@ def parse_stamp(text: str) -> tuple[int, float] | None:
 
 
 def home_partition(uid: str, partitions: int) -> int:
-    """Kafka's default partitioner, as Herald keys a user's events (streams.state.directory.home_partition)."""
+    """Kafka's default partitioner, as Herald keys a user's events (streams.state.directory)."""
     return int(murmur2(uid.encode()) & 0x7FFFFFFF) % partitions
 
 

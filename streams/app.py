@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import faust
 from faust.app.base import BootStrategy
+
 from adapters.broker.faust_transport import Transport
 from kernel.errors import ConfigurationError
 from kernel.logs import worker_logging_config

@@ -82,9 +82,12 @@ class Outbox:
         table = self._tables.by_name(write.table).faust
         if write.value is None:
             table.data.pop(write.key, None)
+            # A real tombstone (no value), so compaction drops the key and recovery deletes it; the table's
+            # json codec would write `null`, which is kept forever.
+            self._pending.append(table.send_changelog(partition, write.key, None, value_serializer="raw"))
         else:
             table.data[write.key] = write.value
-        self._pending.append(table.send_changelog(partition, write.key, write.value))
+            self._pending.append(table.send_changelog(partition, write.key, write.value))
 
     async def status(self, status: DeliveryStatus) -> None:
         await self.produce(Record.of(self._names.status, status.recipient, status))

@@ -61,8 +61,13 @@ class RecordingTable:
     def __len__(self) -> int:
         return len(self.data)
 
-    def send_changelog(self, partition: int, key: str, value: Any) -> asyncio.Future[None]:
-        self.log.append(("changelog", (partition, key, value)))
+    def send_changelog(
+        self, partition: int, key: str, value: Any, value_serializer: str | None = None
+    ) -> asyncio.Future[None]:
+        # A delete must reach the changelog as a tombstone: no value, not the json codec's `null`.
+        self.log.append(
+            ("changelog", (partition, key, value if value_serializer is None else (value_serializer, value)))
+        )
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -171,7 +176,10 @@ async def test_effects_are_applied_table_writes_first_to_the_inputs_partition() 
     await outbox.apply(_event(partition=3), effects)
     await outbox.flush()
 
-    assert log == [("changelog", (3, "ada", {"channel:email": [1.0]})), ("changelog", (3, "ada", None))]
+    assert log == [
+        ("changelog", (3, "ada", {"channel:email": [1.0]})),
+        ("changelog", (3, "ada", ("raw", None))),
+    ]
     assert tables.throttles.get("ada") == {"channel:email": [1.0]}
     topics = [topic for topic, *_ in producer.taken]
     assert topics == ["herald.deliver.email", "herald.scheduled.30s", NAMES.status, NAMES.dlq]

@@ -1,47 +1,62 @@
 """Token hygiene: an address a provider reports as gone for good (an unregistered push token, an SMS number
-that unsubscribed) is removed from the recipient's profile and never tried again."""
+that unsubscribed) is removed from the recipient's profile, so it is never tried again."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
 
+from kernel.errors import PermanentDeliveryError
+from schemas.notifications import NotificationBase, PushNotification, SmsNotification
 from schemas.users import ProfileUpdate, UserProfile
-from streams.runtime.context import WorkerContext
+from streams.delivery.answers import Answer
 
-log = logging.getLogger("herald.hygiene")
-
-
-async def publish_update(ctx: WorkerContext, update: ProfileUpdate) -> None:
-    # Through the users topic, like any other profile change: the directory agent merges it (only the field
-    # named changes), and the compacted topic keeps it for every later restart.
-    await ctx.send(ctx.topics.users, update.user_id, update)
+N = TypeVar("N", bound=NotificationBase)
 
 
-def _current(ctx: WorkerContext, user_id: str) -> UserProfile | None:
-    stored = ctx.users.get(user_id)
-    return None if stored is None else UserProfile.model_validate(stored, strict=False)
+@dataclass(frozen=True)
+class Removal:
+    """A partial profile update (only the field named changes when the directory merges it) and how many
+    addresses it removes."""
+
+    update: ProfileUpdate
+    removed: int
 
 
-async def forget_devices(ctx: WorkerContext, user_id: str, tokens: Iterable[str]) -> int:
+# A channel's hygiene: from a notification, its providers' answer and the recipient's profile as stored now,
+# the addresses to remove, if any.
+Hygiene = Callable[[N, Answer, UserProfile | None], Removal | None]
+
+
+def forget_devices(profile: UserProfile | None, tokens: Iterable[str]) -> Removal | None:
     gone = set(tokens)
-    profile = _current(ctx, user_id)
     if profile is None or not gone:
-        return 0
+        return None
     kept = [device for device in profile.devices if device.token not in gone]
     removed = len(profile.devices) - len(kept)
-    if removed:
-        await publish_update(ctx, ProfileUpdate(user_id=user_id, devices=kept))
-        ctx.metrics.addresses_removed.labels(channel="push").inc(removed)
-        log.info("removed %d invalid push token(s) of a recipient", removed)
-    return removed
+    if not removed:
+        return None
+    return Removal(ProfileUpdate(user_id=profile.user_id, devices=kept), removed)
 
 
-async def forget_phone(ctx: WorkerContext, user_id: str, phone: str) -> bool:
-    profile = _current(ctx, user_id)
+def forget_phone(profile: UserProfile | None, phone: str) -> Removal | None:
+    """Only if the profile still has this number: the user may have given a new one since it was sent."""
     if profile is None or profile.phone != phone:
-        return False
-    await publish_update(ctx, ProfileUpdate(user_id=user_id, phone=None))
-    ctx.metrics.addresses_removed.labels(channel="sms").inc()
-    log.info("removed an unsubscribed phone number from a recipient's profile")
-    return True
+        return None
+    return Removal(ProfileUpdate(user_id=profile.user_id, phone=None), 1)
+
+
+def push_hygiene(
+    notification: PushNotification, answer: Answer, profile: UserProfile | None
+) -> Removal | None:
+    # Whatever the outcome: a token can be gone while the user's other devices were reached.
+    return forget_devices(profile, answer.gone_tokens)
+
+
+def sms_hygiene(notification: SmsNotification, answer: Answer, profile: UserProfile | None) -> Removal | None:
+    # A number that opted out (Twilio 21610) must not be texted again, whatever rule asks for it.
+    refused = answer.outcome
+    if isinstance(refused, PermanentDeliveryError) and refused.reason == "unsubscribed":
+        return forget_phone(profile, notification.to)
+    return None

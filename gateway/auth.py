@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final, Protocol
 
 import jwt
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.events import UserId
+from schemas.websocket import AuthReason
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 
@@ -19,19 +19,6 @@ HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 MIN_SECRET_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 _user_id: TypeAdapter[str] = TypeAdapter(UserId)
-
-
-class AuthReason(StrEnum):
-    """Why a connection was refused: the `reason` label of the auth-failure metric."""
-
-    MISSING_TOKEN = "missing_token"  # noqa: S105 - a reason, not a credential
-    MALFORMED_TOKEN = "malformed_token"  # noqa: S105 - not three base64url parts of JSON
-    BAD_SIGNATURE = "bad_signature"  # signed with another key
-    ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"  # `alg: none`, or not the configured algorithm
-    UNKNOWN_KEY = "unknown_key"  # no key in the JWKS for the token's `kid`
-    EXPIRED_TOKEN = "expired_token"  # noqa: S105
-    INVALID_CLAIMS = "invalid_claims"  # `sub`/`exp` missing or malformed, wrong `aud`/`iss`, `nbf` ahead
-    ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # a browser page from an origin not on the allow-list
 
 
 class AuthError(Exception):

@@ -10,12 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import (
-    CLOSE_GOING_AWAY,
-    CLOSE_SLOW_CLIENT,
-    CLOSE_TOKEN_EXPIRED,
-    SLOW_CLIENT_REASON,
-)
+from schemas.websocket import CloseReason
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +74,12 @@ class Connection:
         except asyncio.QueueFull:
             log.info("closing a slow client connection: outbound queue full")
             self._metrics.slow_client_disconnects.inc()
-            self.close(CLOSE_SLOW_CLIENT, SLOW_CLIENT_REASON, flush=False)
+            self.close(CloseReason.SLOW_CLIENT, flush=False)
             return False
         return True
 
-    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
-        """Close the socket with `code`; with `flush`, frames already queued are written first."""
+    def close(self, reason: CloseReason, *, flush: bool = True) -> None:
+        """Close the socket with `reason` (and its code); with `flush`, queued frames are written first."""
         if self.closed:
             return
         self.closed = True
@@ -93,18 +88,18 @@ class Connection:
         if not flush and self._sender is not None:
             # The sender may be stuck writing to this very client; cancel it so the close frame goes out now.
             self._sender.cancel()
-        self._closer = asyncio.create_task(self._close(code, reason, flush=flush), name="gateway-close")
+        self._closer = asyncio.create_task(self._close(reason, flush=flush), name="gateway-close")
 
-    async def _close(self, code: int, reason: str, *, flush: bool) -> None:
+    async def _close(self, reason: CloseReason, *, flush: bool) -> None:
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 if flush and self._sender is not None and not self._sender.done():
                     await self._queue.join()
                     self._sender.cancel()
-                await self._sink.close(code, reason)
+                await self._sink.close(reason.code, reason.value)
         except Exception as exc:
             # The client may already be gone, or stalled so the close frame cannot be written.
-            log.debug("close %d not sent: %s", code, type(exc).__name__)
+            log.debug("close %d not sent: %s", reason.code, type(exc).__name__)
         finally:
             self.ended.set()
 
@@ -118,8 +113,8 @@ class Connection:
 
     def _expire(self) -> None:
         if not self.closed:
-            self._metrics.connections_closed.labels(reason="expired_token").inc()
-            self.close(CLOSE_TOKEN_EXPIRED, "expired_token")
+            self._metrics.connections_closed.labels(reason=CloseReason.EXPIRED_TOKEN.value).inc()
+            self.close(CloseReason.EXPIRED_TOKEN)
 
     def start(self) -> None:
         self._sender = asyncio.create_task(self._send_loop(), name="gateway-sender")
@@ -217,12 +212,12 @@ class ConnectionRegistry:
     def connected(self, user_id: str) -> bool:
         return bool(self._by_user.get(user_id))
 
-    async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "going_away") -> None:
-        """Stop admitting, then close every connection with `code` after what is already queued for it."""
+    async def close_all(self, reason: CloseReason = CloseReason.GOING_AWAY) -> None:
+        """Stop admitting, then close every connection with `reason` after what is already queued for it."""
         self.draining = True
         everyone = [c for connections in self._by_user.values() for c in connections]
         for connection in everyone:
-            connection.close(code, reason)
+            connection.close(reason)
         if everyone:
             await asyncio.wait([asyncio.create_task(c.ended.wait()) for c in everyone])
 

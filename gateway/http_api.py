@@ -13,9 +13,10 @@ from starlette.routing import Route
 from gateway.auth import AuthError, TokenVerifier, bearer_token
 from gateway.inbox_service import MARKS, InboxService
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import Ids, close_for, inbox_body
+from gateway.protocol import close_for, inbox_body
 from kernel.errors import InboxUnavailable
 from schemas.events import Identifier
+from schemas.websocket import Ids
 
 
 class _Query(BaseModel):
@@ -55,7 +56,7 @@ class InboxHttp:
             return self._verifier.verify(bearer_token(request.headers.get("authorization"), None)).user_id
         except AuthError as exc:
             self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
-            reason = close_for(exc.reason)[1]
+            reason = close_for(exc.reason).value
             return _json({"error": reason}, 401, {"WWW-Authenticate": f'Bearer error="{reason}"'})
 
     def _unready(self) -> Response | None:

@@ -13,6 +13,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.protocol import notification_frame, update_frame
 from schemas.inbox import InboxAttribute, InboxStateChange
 from schemas.notifications import InAppNotification
+from schemas.websocket import RecoveryOutcome
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class InboxService:
     def recover(self, user_id: str, since: str) -> list[Entry] | None:
         """The notifications after `since`, oldest first; None (and counted as failed) if it is not kept."""
         missed = self.inbox.since(user_id, since)
-        self._metrics.recoveries.labels(outcome="failed" if missed is None else "recovered").inc()
+        outcome = RecoveryOutcome.FAILED if missed is None else RecoveryOutcome.RECOVERED
+        self._metrics.recoveries.labels(outcome=outcome.value).inc()
         return missed
 
     async def mark(self, user_id: str, command: str, ids: Sequence[str]) -> int:

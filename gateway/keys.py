@@ -12,9 +12,10 @@ from typing import Any
 import jwt
 from jwt.algorithms import get_default_algorithms
 
-from gateway.auth import MIN_SECRET_BYTES, AuthError, AuthReason, TokenVerifier
+from gateway.auth import MIN_SECRET_BYTES, AuthError, TokenVerifier
 from kernel.errors import ConfigurationError
 from kernel.settings import Settings
+from schemas.websocket import AuthReason
 
 
 class StaticKey:

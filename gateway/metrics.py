@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gateway.auth import AuthReason
+from schemas.websocket import AuthReason, CloseReason, RecoveryOutcome
 
-RECOVERY_OUTCOMES = ("recovered", "failed")
-REFUSAL_REASONS = ("too_many_connections", "not_ready", "draining")
-CLOSE_REASONS = ("expired_token", "idle_timeout", "going_away")
+# Why an authenticated connection is refused, and why the server closes one (a slow client is counted apart).
+REFUSAL_REASONS: Final = frozenset(
+    (CloseReason.TOO_MANY_CONNECTIONS, CloseReason.NOT_READY, CloseReason.DRAINING)
+)
+CLOSE_REASONS: Final = frozenset(
+    (CloseReason.EXPIRED_TOKEN, CloseReason.IDLE_TIMEOUT, CloseReason.GOING_AWAY)
+)
+
+# Every value each bounded label takes: docs/METRICS.md lists them, and a test keeps the two equal.
+LABEL_VALUES: Final[dict[tuple[str, str], frozenset[str]]] = {
+    ("herald_gateway_auth_failures_total", "reason"): frozenset(AuthReason),
+    ("herald_gateway_connections_refused_total", "reason"): REFUSAL_REASONS,
+    ("herald_gateway_connections_closed_total", "reason"): CLOSE_REASONS,
+    ("herald_gateway_recoveries_total", "outcome"): frozenset(RecoveryOutcome),
+}
 
 
 class GatewayMetrics:
@@ -70,9 +84,9 @@ class GatewayMetrics:
         # Start every label at zero so a rate() over a fresh instance is defined.
         for reason in AuthReason:
             self.auth_failures.labels(reason=reason.value)
-        for outcome in RECOVERY_OUTCOMES:
-            self.recoveries.labels(outcome=outcome)
+        for outcome in RecoveryOutcome:
+            self.recoveries.labels(outcome=outcome.value)
         for refusal in REFUSAL_REASONS:
-            self.connections_refused.labels(reason=refusal)
+            self.connections_refused.labels(reason=refusal.value)
         for closing in CLOSE_REASONS:
-            self.connections_closed.labels(reason=closing)
+            self.connections_closed.labels(reason=closing.value)

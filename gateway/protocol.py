@@ -1,61 +1,28 @@
-"""The gateway's wire protocol, version 1: JSON frames with `type` and `v`, and the close codes it uses."""
+"""Reading client frames and writing server frames of the WebSocket protocol (`schemas.websocket` defines
+it): JSON frames with `type` and `v`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from starlette import status
+from pydantic import TypeAdapter, ValidationError
 
-from gateway.auth import AuthReason
 from gateway.inbox import Entry, Page
-from schemas.events import Identifier
+from schemas.websocket import COMMANDS, VERSION, AuthReason, CloseReason, Command, ErrorCode
 
-VERSION: Final = 1
-
-# --- close codes ------------------------------------------------------------------------------------------
-# Refusals are sent after accepting the socket, because a refused handshake reaches a browser as a bare
-# "connection failed" with no reason. The close reason is a short machine-readable word.
-CLOSE_MISSING_TOKEN: Final = 4001
-CLOSE_INVALID_TOKEN: Final = 4002  # reason "invalid_token"; the metric has the finer reason
-CLOSE_TOKEN_EXPIRED: Final = 4003  # at connect, or when a connection outlives its token; refresh in time
-CLOSE_ORIGIN_NOT_ALLOWED: Final = 4004
-CLOSE_TOO_MANY_CONNECTIONS: Final = 4005
-CLOSE_IDLE_TIMEOUT: Final = 4006
-# The client stopped reading and its outbound queue filled up; it may reconnect after a back-off.
-CLOSE_SLOW_CLIENT: Final = status.WS_1013_TRY_AGAIN_LATER
-SLOW_CLIENT_REASON: Final = "slow_client"
-NOT_READY_REASON: Final = "not_ready"  # 1013 too: the instance is still reading its topics
-# Graceful shutdown: reconnect, to another instance.
-CLOSE_GOING_AWAY: Final = status.WS_1001_GOING_AWAY
-# Sent by uvicorn when a client frame exceeds the configured maximum size.
-CLOSE_MESSAGE_TOO_BIG: Final = status.WS_1009_MESSAGE_TOO_BIG
+_AUTH_CLOSES: Final = {
+    AuthReason.MISSING_TOKEN: CloseReason.MISSING_TOKEN,
+    AuthReason.EXPIRED_TOKEN: CloseReason.EXPIRED_TOKEN,
+    AuthReason.ORIGIN_NOT_ALLOWED: CloseReason.ORIGIN_NOT_ALLOWED,
+}
 
 
-def close_for(reason: AuthReason) -> tuple[int, str]:
-    """The close code and reason for an auth failure. Token faults share one reason so a client learns
+def close_for(reason: AuthReason) -> CloseReason:
+    """The close reason (and so code) for an auth failure. Token faults share one reason so a client learns
     only that the token is bad, not which check an attacker should work on next."""
-    if reason is AuthReason.MISSING_TOKEN:
-        return CLOSE_MISSING_TOKEN, reason.value
-    if reason is AuthReason.EXPIRED_TOKEN:
-        return CLOSE_TOKEN_EXPIRED, reason.value
-    if reason is AuthReason.ORIGIN_NOT_ALLOWED:
-        return CLOSE_ORIGIN_NOT_ALLOWED, reason.value
-    return CLOSE_INVALID_TOKEN, "invalid_token"
-
-
-class ErrorCode(StrEnum):
-    """The `code` of an error frame; the connection stays open after each of these."""
-
-    MALFORMED_FRAME = "malformed_frame"  # not a JSON object, or a binary frame
-    UNSUPPORTED_VERSION = "unsupported_version"  # `v` missing or not VERSION
-    UNKNOWN_TYPE = "unknown_type"  # `type` missing or not one the server understands
-    INVALID_FRAME = "invalid_frame"  # a known type with missing, extra or wrong fields
-    INVALID_TOKEN = "invalid_token"  # noqa: S105 - a refresh token that failed verification
-    UNAVAILABLE = "unavailable"  # the inbox could not be updated (broker down); retry later
+    return _AUTH_CLOSES.get(reason, CloseReason.INVALID_TOKEN)
 
 
 class ProtocolError(Exception):
@@ -68,46 +35,9 @@ class ProtocolError(Exception):
         self.request_id = request_id
 
 
-# --- client -> server -------------------------------------------------------------------------------------
-RequestId = Annotated[str, Field(min_length=1, max_length=100)]
-Ids = Annotated[list[Identifier], Field(min_length=1, max_length=100)]
-
-
-class _Command(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
-    v: Literal[1]
-    id: RequestId | None = None  # echoed in the reply, so a client can match replies to requests
-
-
-class Ping(_Command):
-    type: Literal["ping"]
-
-
-class Refresh(_Command):
-    type: Literal["refresh"]
-    token: Annotated[str, Field(min_length=1, max_length=8192)]
-
-
-class ListInbox(_Command):
-    type: Literal["list"]
-    limit: Annotated[int, Field(ge=1, le=100)] = 20
-    before: Identifier | None = None
-    archived: bool = False
-
-
-class Mark(_Command):
-    type: Literal["mark_read", "mark_unread", "archive", "unarchive"]
-    ids: Ids
-
-
-class MarkAllRead(_Command):
-    type: Literal["mark_all_read"]
-
-
-Command = Ping | Refresh | ListInbox | Mark | MarkAllRead
 _COMMANDS: Final[dict[str, TypeAdapter[Any]]] = {
     name: TypeAdapter(model)
-    for model in (Ping, Refresh, ListInbox, Mark, MarkAllRead)
+    for model in COMMANDS
     for name in model.model_fields["type"].annotation.__args__  # type: ignore[union-attr]
 }
 

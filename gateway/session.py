@@ -9,25 +9,13 @@ from dataclasses import dataclass
 
 from starlette.websockets import WebSocket
 
-from gateway.auth import AuthError, AuthReason, Identity, TokenVerifier, bearer_token
+from gateway.auth import AuthError, Identity, TokenVerifier, bearer_token
 from gateway.connections import Connection, ConnectionRegistry, Draining, TooManyConnections
 from gateway.inbox_service import InboxService
 from gateway.metrics import GatewayMetrics
 from gateway.origins import OriginPolicy
 from gateway.protocol import (
-    CLOSE_GOING_AWAY,
-    CLOSE_IDLE_TIMEOUT,
-    CLOSE_SLOW_CLIENT,
-    CLOSE_TOO_MANY_CONNECTIONS,
-    NOT_READY_REASON,
-    Command,
-    ErrorCode,
-    ListInbox,
-    Mark,
-    MarkAllRead,
-    Ping,
     ProtocolError,
-    Refresh,
     ack_frame,
     close_for,
     error_frame,
@@ -39,6 +27,17 @@ from gateway.protocol import (
     welcome_frame,
 )
 from kernel.errors import InboxUnavailable
+from schemas.websocket import (
+    AuthReason,
+    CloseReason,
+    Command,
+    ErrorCode,
+    ListInbox,
+    Mark,
+    MarkAllRead,
+    Ping,
+    Refresh,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +73,14 @@ class Sessions:
             self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
             # Accepted first so the client receives the code and reason; a refused handshake carries neither.
             await websocket.accept()
-            await websocket.close(*close_for(exc.reason))
+            closing = close_for(exc.reason)
+            await websocket.close(closing.code, closing.value)
             return
         await websocket.accept()
         refusal = self._refusal(identity.user_id)
         if refusal is not None:
-            code, reason = refusal
-            self._metrics.connections_refused.labels(reason=reason).inc()
-            await websocket.close(code, reason)
+            self._metrics.connections_refused.labels(reason=refusal.value).inc()
+            await websocket.close(refusal.code, refusal.value)
             return
         user_id = identity.user_id
         # From here to registration nothing awaits, so no live notification can slip between the
@@ -104,15 +103,15 @@ class Sessions:
         token = bearer_token(websocket.headers.get("authorization"), websocket.query_params.get("token"))
         return self._verifier.verify(token)
 
-    def _refusal(self, user_id: str) -> tuple[int, str] | None:
+    def _refusal(self, user_id: str) -> CloseReason | None:
         if not self._service.ready:
-            return CLOSE_SLOW_CLIENT, NOT_READY_REASON
+            return CloseReason.NOT_READY
         try:
             self._connections.admit(user_id)
         except TooManyConnections:
-            return CLOSE_TOO_MANY_CONNECTIONS, "too_many_connections"
+            return CloseReason.TOO_MANY_CONNECTIONS
         except Draining:
-            return CLOSE_GOING_AWAY, "draining"
+            return CloseReason.DRAINING
         return None
 
     def _first_frames(self, user_id: str, identity: Identity, since: str | None) -> list[bytes]:
@@ -135,8 +134,8 @@ class Sessions:
                 async with asyncio.timeout(idle if idle > 0 else None):
                     message = await websocket.receive()
             except TimeoutError:
-                self._metrics.connections_closed.labels(reason="idle_timeout").inc()
-                connection.close(CLOSE_IDLE_TIMEOUT, "idle_timeout")
+                self._metrics.connections_closed.labels(reason=CloseReason.IDLE_TIMEOUT.value).inc()
+                connection.close(CloseReason.IDLE_TIMEOUT)
                 return
             if message["type"] == "websocket.disconnect":
                 # The client left (or answered the server's close): the session is over.
@@ -176,7 +175,7 @@ class Sessions:
             renewed = self._verifier.verify(command.token)
         except AuthError as exc:
             self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
-            raise ProtocolError(ErrorCode.INVALID_TOKEN, close_for(exc.reason)[1], command.id) from None
+            raise ProtocolError(ErrorCode.INVALID_TOKEN, close_for(exc.reason).value, command.id) from None
         if renewed.user_id != user_id:
             self._metrics.auth_failures.labels(reason=AuthReason.INVALID_CLAIMS.value).inc()
             raise ProtocolError(ErrorCode.INVALID_TOKEN, "the token is for another user", command.id)

@@ -1,5 +1,5 @@
 """Herald's errors, all in one tree. Each carries a short `reason` (a bounded metric label) and whether a
-retry may help (`retriable`).
+retry may help (`retriable`). The reasons that reach the wire are members of `schemas.reasons`.
 
 HeraldError
 ├── ConfigurationError       a setting is missing or invalid; the message names the HERALD_* variable
@@ -22,6 +22,9 @@ HeraldError
 """
 
 from __future__ import annotations
+
+from schemas.reasons import DeliveryReason, RejectReason
+from schemas.webhooks import WebhookRefusal
 
 
 class HeraldError(Exception):
@@ -50,8 +53,10 @@ class InvalidInput(HeraldError, ValueError):
 class WebhookRefused(HeraldError):
     """A request that is not a recent, intact batch from the provider; `reason` is a bounded metric label."""
 
-    def __init__(self, reason: str, status_code: int = 401) -> None:
-        super().__init__(reason, reason=reason)
+    reason: WebhookRefusal
+
+    def __init__(self, reason: WebhookRefusal, status_code: int = 401) -> None:
+        super().__init__(reason.value, reason=reason)
         self.status_code = status_code
 
 
@@ -81,54 +86,61 @@ class InboxUnavailable(HeraldError):
 
 
 class RejectedInput(HeraldError):
-    reason = "rejected_input"
+    """Raise a subclass (or pass `reason`): each names its reason, which its dead letter carries."""
+
+    reason: RejectReason
+
+    def __init__(self, detail: str, *, reason: RejectReason | None = None) -> None:
+        super().__init__(detail, reason=reason)
 
 
 class InvalidEvent(RejectedInput):
-    reason = "invalid_event"
+    reason = RejectReason.INVALID_EVENT
 
 
 class InvalidProfile(RejectedInput):
-    reason = "invalid_profile"
+    reason = RejectReason.INVALID_PROFILE
 
 
 class InvalidPreferences(RejectedInput):
-    reason = "invalid_preferences"
+    reason = RejectReason.INVALID_PREFERENCES
 
 
 class NoRule(RejectedInput):
-    reason = "no_rule"
+    reason = RejectReason.NO_RULE
 
 
 class UnknownUser(RejectedInput):
-    reason = "unknown_user"
+    reason = RejectReason.UNKNOWN_USER
 
 
 class TemplateFailure(RejectedInput):
-    reason = "template_error"
+    reason = RejectReason.TEMPLATE_ERROR
 
 
 class DeliveryError(HeraldError):
-    reason = "delivery_error"
+    reason: DeliveryReason = DeliveryReason.PROVIDER_REFUSED
 
-    def __init__(self, detail: str, *, reason: str | None = None, provider_code: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, reason: DeliveryReason | None = None, provider_code: str | None = None
+    ) -> None:
         super().__init__(detail, reason=reason)
         self.provider_code = provider_code
 
 
 class PermanentDeliveryError(DeliveryError):
-    reason = "provider_refused"
+    reason = DeliveryReason.PROVIDER_REFUSED
 
 
 class RetriableDeliveryError(DeliveryError):
-    reason = "provider_unavailable"
+    reason = DeliveryReason.PROVIDER_UNAVAILABLE
     retriable = True
 
     def __init__(
         self,
         detail: str,
         *,
-        reason: str | None = None,
+        reason: DeliveryReason | None = None,
         provider_code: str | None = None,
         retry_after: float | None = None,
         retry_with: object | None = None,

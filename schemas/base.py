@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from enum import Enum
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
 
 class WireModel(BaseModel):
@@ -12,6 +15,19 @@ class WireModel(BaseModel):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
+
+
+E = TypeVar("E", bound=Enum)
+# A member of an enumeration Herald writes, given as itself or by its value (strict models otherwise want the
+# enum itself); any other value is refused.
+Member = Annotated[E, Strict(False)]
+
+
+def open_ended(schema: dict[str, Any]) -> None:
+    """For a field's `json_schema_extra`: the JSON Schema lists the values this version writes, and admits any
+    other string, because later versions may add values (consumers should tolerate one they do not know)."""
+    choices = schema.pop("anyOf", None) or [{"$ref": schema.pop("$ref")}]
+    schema["anyOf"] = [*choices, {"type": "string", "description": "a value added by a later version"}]
 
 
 def describe_validation_error(exc: ValidationError) -> str:

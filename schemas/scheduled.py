@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, field_validator
 
-from schemas.base import WireModel
+from schemas.base import Member, WireModel
+from schemas.reasons import DecisionReason
 
 
 class Scheduled(WireModel):
@@ -14,10 +15,18 @@ class Scheduled(WireModel):
     target: str  # an internal topic of Herald's (checked against the allow-list before forwarding)
     key_b64: str
     value_b64: str
-    reason: str  # why it waits: "quiet_hours", "delay", "throttle", "digest"
+    reason: Member[DecisionReason]  # why it waits: one of DEFER_REASONS
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _renamed(cls, value: object) -> object:
+        # Records held before the throttle's reason was named `throttled` may still wait on the tier topics.
+        return DecisionReason.THROTTLED if value == "throttle" else value
 
     @classmethod
-    def wrap(cls, due_at: AwareDatetime, target: str, key: bytes, value: bytes, reason: str) -> Scheduled:
+    def wrap(
+        cls, due_at: AwareDatetime, target: str, key: bytes, value: bytes, reason: DecisionReason
+    ) -> Scheduled:
         return cls(
             due_at=due_at,
             target=target,

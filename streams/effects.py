@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from schemas.base import WireModel
+from schemas.deadletter import DeadLetterStage
+from schemas.reasons import DecisionReason
 from schemas.status import DeliveryStatus
 
 # The worker's tables (kernel.topics.TABLES); a write names one.
@@ -35,7 +37,7 @@ class Later:
 
     due: datetime
     record: Record
-    reason: str  # bounded: a metric label
+    reason: DecisionReason  # why it waits (one of DEFER_REASONS); a metric label
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ class Rejected:
     """The input that caused these effects goes to the dead-letter topic for `error`, at `stage`."""
 
     error: BaseException
-    stage: str
+    stage: DeadLetterStage
 
 
 @dataclass(frozen=True, slots=True)

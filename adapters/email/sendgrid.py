@@ -15,6 +15,7 @@ from adapters.retry_after import parse_retry_after
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from kernel.settings import Settings
 from schemas.notifications import EmailNotification
+from schemas.reasons import DeliveryReason
 
 SENDGRID_API_URL = "https://api.sendgrid.com"
 # The custom arg Herald's mails carry (SendGrid echoes custom args as top-level event fields): the only way a
@@ -24,11 +25,11 @@ NOTIFICATION_ID_ARG = "herald_notification_id"
 NOTIFICATION_ID_HEADER = "X-Herald-Notification-Id"
 
 # SendGrid statuses that a resend of the same request can never turn into a 202.
-_PERMANENT = {
-    400: "invalid_request",
-    401: "provider_auth",
-    403: "provider_auth",
-    413: "payload_too_large",
+_PERMANENT: dict[int, DeliveryReason] = {
+    400: DeliveryReason.INVALID_REQUEST,
+    401: DeliveryReason.PROVIDER_AUTH,
+    403: DeliveryReason.PROVIDER_AUTH,
+    413: DeliveryReason.PAYLOAD_TOO_LARGE,
 }
 
 
@@ -93,7 +94,8 @@ class SendGridEmailSender:
         except (OSError, http.client.HTTPException) as exc:
             # URLError, refused connections and socket timeouts are all OSErrors.
             raise RetriableDeliveryError(
-                f"SendGrid unreachable: {type(exc).__name__}: {exc}", reason="provider_unavailable"
+                f"SendGrid unreachable: {type(exc).__name__}: {exc}",
+                reason=DeliveryReason.PROVIDER_UNAVAILABLE,
             ) from exc
 
     async def aclose(self) -> None:
@@ -109,12 +111,14 @@ def _translate(exc: sg_errors.HTTPError) -> PermanentDeliveryError | RetriableDe
     if status == 429:
         retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
         return RetriableDeliveryError(
-            detail, reason="rate_limited", provider_code="429", retry_after=retry_after
+            detail, reason=DeliveryReason.RATE_LIMITED, provider_code="429", retry_after=retry_after
         )
     if status >= 500:
-        return RetriableDeliveryError(detail, reason="provider_unavailable", provider_code=str(status))
+        return RetriableDeliveryError(
+            detail, reason=DeliveryReason.PROVIDER_UNAVAILABLE, provider_code=str(status)
+        )
     # Other 4xx (404, 405, 415) mean the request or configuration is wrong, not that SendGrid is busy.
-    return PermanentDeliveryError(detail, reason="provider_refused", provider_code=str(status))
+    return PermanentDeliveryError(detail, reason=DeliveryReason.PROVIDER_REFUSED, provider_code=str(status))
 
 
 def _first_error(exc: sg_errors.HTTPError) -> str:

@@ -17,6 +17,7 @@ import aiosmtplib
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from kernel.settings import Settings, SmtpTls
 from schemas.notifications import EmailNotification
+from schemas.reasons import DeliveryReason
 
 # Reused only while younger than this since their last message: servers may drop an idle client after as
 # little as a minute (RFC 5321 asks for five), and a dropped one costs a failed send and a reconnect.
@@ -171,21 +172,26 @@ class SmtpEmailSender:
             error_type = PermanentDeliveryError if permanent else RetriableDeliveryError
             raise error_type(
                 f"recipient refused: {', '.join(sorted(codes))}",
-                reason="recipient_refused",
+                reason=DeliveryReason.RECIPIENT_REFUSED,
                 provider_code=",".join(sorted(codes)),
             ) from exc
         except aiosmtplib.SMTPResponseException as exc:
             # 5xx replies are final; 4xx (greylisting, mailbox busy, rate limits) are worth retrying.
             if 500 <= exc.code < 600:
                 raise PermanentDeliveryError(
-                    f"SMTP {exc.code}: {exc.message}", reason="provider_refused", provider_code=str(exc.code)
+                    f"SMTP {exc.code}: {exc.message}",
+                    reason=DeliveryReason.PROVIDER_REFUSED,
+                    provider_code=str(exc.code),
                 ) from exc
             raise RetriableDeliveryError(
-                f"SMTP {exc.code}: {exc.message}", reason="provider_unavailable", provider_code=str(exc.code)
+                f"SMTP {exc.code}: {exc.message}",
+                reason=DeliveryReason.PROVIDER_UNAVAILABLE,
+                provider_code=str(exc.code),
             ) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise RetriableDeliveryError(
-                f"SMTP connection failed: {type(exc).__name__}: {exc}", reason="provider_unavailable"
+                f"SMTP connection failed: {type(exc).__name__}: {exc}",
+                reason=DeliveryReason.PROVIDER_UNAVAILABLE,
             ) from exc
         return str(mail["Message-ID"])
 

@@ -24,6 +24,7 @@ from kernel.errors import ConfigurationError, DeliveryError, PermanentDeliveryEr
 from kernel.settings import Settings
 from schemas.events import Priority
 from schemas.notifications import PushNotification
+from schemas.reasons import DeliveryReason
 from schemas.users import TokenKind
 
 APNS_PRODUCTION_URL = "https://api.push.apple.com"
@@ -37,24 +38,24 @@ TOKEN_MAX_AGE_SECONDS = 3600.0
 TOKEN_MIN_RENEWAL_SECONDS = 1200.0
 
 # APNs `reason` → (retriable, Herald reason). Any other status ≥ 500 is retriable, any other 4xx permanent.
-ERROR_REASONS: dict[str, tuple[bool, str]] = {
-    "Unregistered": (False, "unregistered"),
-    "BadDeviceToken": (False, "invalid_token"),
-    "DeviceTokenNotForTopic": (False, "token_not_for_topic"),
-    "PayloadTooLarge": (False, "payload_too_large"),
-    "InvalidProviderToken": (False, "provider_auth"),
-    "ExpiredProviderToken": (False, "provider_auth"),
-    "MissingProviderToken": (False, "provider_auth"),
-    "Forbidden": (False, "provider_auth"),
-    "BadTopic": (False, "provider_misconfigured"),
-    "MissingTopic": (False, "provider_misconfigured"),
-    "TopicDisallowed": (False, "provider_misconfigured"),
-    "BadPath": (False, "provider_misconfigured"),
-    "TooManyRequests": (True, "rate_limited"),
-    "TooManyProviderTokenUpdates": (True, "rate_limited"),
-    "InternalServerError": (True, "provider_unavailable"),
-    "ServiceUnavailable": (True, "provider_unavailable"),
-    "Shutdown": (True, "provider_unavailable"),
+ERROR_REASONS: dict[str, tuple[bool, DeliveryReason]] = {
+    "Unregistered": (False, DeliveryReason.UNREGISTERED),
+    "BadDeviceToken": (False, DeliveryReason.INVALID_TOKEN),
+    "DeviceTokenNotForTopic": (False, DeliveryReason.TOKEN_NOT_FOR_TOPIC),
+    "PayloadTooLarge": (False, DeliveryReason.PAYLOAD_TOO_LARGE),
+    "InvalidProviderToken": (False, DeliveryReason.PROVIDER_AUTH),
+    "ExpiredProviderToken": (False, DeliveryReason.PROVIDER_AUTH),
+    "MissingProviderToken": (False, DeliveryReason.PROVIDER_AUTH),
+    "Forbidden": (False, DeliveryReason.PROVIDER_AUTH),
+    "BadTopic": (False, DeliveryReason.PROVIDER_MISCONFIGURED),
+    "MissingTopic": (False, DeliveryReason.PROVIDER_MISCONFIGURED),
+    "TopicDisallowed": (False, DeliveryReason.PROVIDER_MISCONFIGURED),
+    "BadPath": (False, DeliveryReason.PROVIDER_MISCONFIGURED),
+    "TooManyRequests": (True, DeliveryReason.RATE_LIMITED),
+    "TooManyProviderTokenUpdates": (True, DeliveryReason.RATE_LIMITED),
+    "InternalServerError": (True, DeliveryReason.PROVIDER_UNAVAILABLE),
+    "ServiceUnavailable": (True, DeliveryReason.PROVIDER_UNAVAILABLE),
+    "Shutdown": (True, DeliveryReason.PROVIDER_UNAVAILABLE),
 }
 INVALID_TOKEN_REASONS = {"Unregistered", "BadDeviceToken"}
 AUTH_REFUSALS = {"InvalidProviderToken", "ExpiredProviderToken"}
@@ -204,7 +205,7 @@ class ApnsPushSender:
     async def _send_one(self, message: PushNotification, token: PushToken) -> TokenOutcome:
         if token.kind is not TokenKind.APNS:
             error = PermanentDeliveryError(
-                f"APNs cannot deliver to a {token.kind.value} token", reason="unsupported_token"
+                f"APNs cannot deliver to a {token.kind.value} token", reason=DeliveryReason.UNSUPPORTED_TOKEN
             )
             return TokenOutcome(token, error=error)
         headers = self._headers(message, token)
@@ -286,13 +287,13 @@ def _translate(response: httpx.Response, reason: str) -> PermanentDeliveryError 
     if known is not None:
         retriable, herald_reason = known
     elif status == 429:
-        retriable, herald_reason = True, "rate_limited"
+        retriable, herald_reason = True, DeliveryReason.RATE_LIMITED
     elif status >= 500:
-        retriable, herald_reason = True, "provider_unavailable"
+        retriable, herald_reason = True, DeliveryReason.PROVIDER_UNAVAILABLE
     elif status in (401, 403):
-        retriable, herald_reason = False, "provider_auth"
+        retriable, herald_reason = False, DeliveryReason.PROVIDER_AUTH
     else:
-        retriable, herald_reason = False, "invalid_request"
+        retriable, herald_reason = False, DeliveryReason.INVALID_REQUEST
     if not retriable:
         return PermanentDeliveryError(detail, reason=herald_reason, provider_code=reason)
     return RetriableDeliveryError(
@@ -310,11 +311,11 @@ def _transport_error(exc: httpx.TransportError) -> RetriableDeliveryError:
         detail, code = f"APNs did not answer in time: {type(exc).__name__}", "timeout"
     else:
         detail, code = f"APNs connection failed: {type(exc).__name__}: {exc}", "transport"
-    error = RetriableDeliveryError(detail, reason="provider_unavailable", provider_code=code)
+    error = RetriableDeliveryError(detail, reason=DeliveryReason.PROVIDER_UNAVAILABLE, provider_code=code)
     error.__cause__ = exc
     return error
 
 
 def _call_wide(error: DeliveryError) -> bool:
     """Whether this failure is the provider's (its key, or no connection), not one device's."""
-    return error.reason == "provider_auth" or error.provider_code == "connect"
+    return error.reason == DeliveryReason.PROVIDER_AUTH or error.provider_code == "connect"

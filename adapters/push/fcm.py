@@ -21,6 +21,7 @@ from kernel.errors import ConfigurationError, DeliveryError, PermanentDeliveryEr
 from kernel.settings import Settings
 from schemas.events import Priority
 from schemas.notifications import PushNotification
+from schemas.reasons import DeliveryReason
 from schemas.users import TokenKind
 
 FCM_API_URL = "https://fcm.googleapis.com"
@@ -28,20 +29,20 @@ NOTIFICATION_ID_KEY = "herald_notification_id"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 # FCM error codes (FcmError details, else the canonical status) → (retriable, Herald reason).
-ERROR_CODES: dict[str, tuple[bool, str]] = {
-    "UNREGISTERED": (False, "unregistered"),
-    "INVALID_ARGUMENT": (False, "invalid_request"),
-    "SENDER_ID_MISMATCH": (False, "sender_id_mismatch"),
-    "THIRD_PARTY_AUTH_ERROR": (False, "provider_auth"),
-    "APNS_AUTH_ERROR": (False, "provider_auth"),
-    "UNAUTHENTICATED": (False, "provider_auth"),
-    "PERMISSION_DENIED": (False, "provider_auth"),
-    "QUOTA_EXCEEDED": (True, "rate_limited"),
-    "RESOURCE_EXHAUSTED": (True, "rate_limited"),
-    "UNAVAILABLE": (True, "provider_unavailable"),
-    "INTERNAL": (True, "provider_unavailable"),
-    "DEADLINE_EXCEEDED": (True, "provider_unavailable"),
-    "UNKNOWN": (True, "provider_unavailable"),
+ERROR_CODES: dict[str, tuple[bool, DeliveryReason]] = {
+    "UNREGISTERED": (False, DeliveryReason.UNREGISTERED),
+    "INVALID_ARGUMENT": (False, DeliveryReason.INVALID_REQUEST),
+    "SENDER_ID_MISMATCH": (False, DeliveryReason.SENDER_ID_MISMATCH),
+    "THIRD_PARTY_AUTH_ERROR": (False, DeliveryReason.PROVIDER_AUTH),
+    "APNS_AUTH_ERROR": (False, DeliveryReason.PROVIDER_AUTH),
+    "UNAUTHENTICATED": (False, DeliveryReason.PROVIDER_AUTH),
+    "PERMISSION_DENIED": (False, DeliveryReason.PROVIDER_AUTH),
+    "QUOTA_EXCEEDED": (True, DeliveryReason.RATE_LIMITED),
+    "RESOURCE_EXHAUSTED": (True, DeliveryReason.RATE_LIMITED),
+    "UNAVAILABLE": (True, DeliveryReason.PROVIDER_UNAVAILABLE),
+    "INTERNAL": (True, DeliveryReason.PROVIDER_UNAVAILABLE),
+    "DEADLINE_EXCEEDED": (True, DeliveryReason.PROVIDER_UNAVAILABLE),
+    "UNKNOWN": (True, DeliveryReason.PROVIDER_UNAVAILABLE),
 }
 INVALID_TOKEN_CODES = {"UNREGISTERED"}
 
@@ -154,7 +155,7 @@ def _build(message: PushNotification, token: PushToken) -> messaging.Message | D
             warnings.filterwarnings("ignore", "Message.token is deprecated", DeprecationWarning)
             return messaging.Message(token=token.value, **fields)
     return PermanentDeliveryError(
-        f"FCM cannot deliver to a {token.kind.value} token", reason="unsupported_token"
+        f"FCM cannot deliver to a {token.kind.value} token", reason=DeliveryReason.UNSUPPORTED_TOKEN
     )
 
 
@@ -183,7 +184,7 @@ def _fcm_code(exc: exceptions.FirebaseError) -> str:
 
 def _translate(exc: exceptions.FirebaseError, code: str) -> PermanentDeliveryError | RetriableDeliveryError:
     detail = f"FCM {code}: {exc}"
-    retriable, reason = ERROR_CODES.get(code, (False, "provider_refused"))
+    retriable, reason = ERROR_CODES.get(code, (False, DeliveryReason.PROVIDER_REFUSED))
     if not retriable:
         return PermanentDeliveryError(detail, reason=reason, provider_code=code)
     response = exc.http_response
@@ -205,5 +206,7 @@ def _auth_error(
     detail = f"FCM credentials refused or unreachable: {type(exc).__name__}: {exc}"
     # TransportError: the token endpoint could not be reached; RefreshError says itself if a retry may help.
     if isinstance(exc, google.auth.exceptions.TransportError) or getattr(exc, "retryable", False):
-        return RetriableDeliveryError(detail, reason="provider_unavailable", provider_code="oauth")
-    return PermanentDeliveryError(detail, reason="provider_auth", provider_code="oauth")
+        return RetriableDeliveryError(
+            detail, reason=DeliveryReason.PROVIDER_UNAVAILABLE, provider_code="oauth"
+        )
+    return PermanentDeliveryError(detail, reason=DeliveryReason.PROVIDER_AUTH, provider_code="oauth")

@@ -13,6 +13,7 @@ from adapters.executor import SdkThreads
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from kernel.settings import Settings
 from schemas.notifications import SmsNotification
+from schemas.reasons import DeliveryReason
 
 # SNS error codes worth retrying: throttling and the service's own failures.
 RETRIABLE_CODES = {
@@ -25,11 +26,11 @@ RETRIABLE_CODES = {
     "InternalFailure",
     "ServiceUnavailable",
 }
-PERMANENT_CODES = {
-    "InvalidParameter": "invalid_request",
-    "InvalidParameterValue": "invalid_request",
-    "AuthorizationError": "provider_auth",
-    "OptedOut": "unsubscribed",
+PERMANENT_CODES: dict[str, DeliveryReason] = {
+    "InvalidParameter": DeliveryReason.INVALID_REQUEST,
+    "InvalidParameterValue": DeliveryReason.INVALID_REQUEST,
+    "AuthorizationError": DeliveryReason.PROVIDER_AUTH,
+    "OptedOut": DeliveryReason.UNSUBSCRIBED,
 }
 
 
@@ -101,7 +102,7 @@ class SnsSmsSender:
         except BotoCoreError as exc:
             # Connection failures and connect/read timeouts.
             raise RetriableDeliveryError(
-                f"SNS unreachable: {type(exc).__name__}: {exc}", reason="provider_unavailable"
+                f"SNS unreachable: {type(exc).__name__}: {exc}", reason=DeliveryReason.PROVIDER_UNAVAILABLE
             ) from exc
 
     async def aclose(self) -> None:
@@ -119,8 +120,10 @@ def _translate(exc: ClientError) -> PermanentDeliveryError | RetriableDeliveryEr
     if status == 429 or "Throttl" in code or code in RETRIABLE_CODES:
         rate_limited = status == 429 or "Throttl" in code or code == "RequestLimitExceeded"
         return RetriableDeliveryError(
-            detail, reason="rate_limited" if rate_limited else "provider_unavailable", provider_code=code
+            detail,
+            reason=DeliveryReason.RATE_LIMITED if rate_limited else DeliveryReason.PROVIDER_UNAVAILABLE,
+            provider_code=code,
         )
     if status >= 500:
-        return RetriableDeliveryError(detail, reason="provider_unavailable", provider_code=code)
-    return PermanentDeliveryError(detail, reason="provider_refused", provider_code=code)
+        return RetriableDeliveryError(detail, reason=DeliveryReason.PROVIDER_UNAVAILABLE, provider_code=code)
+    return PermanentDeliveryError(detail, reason=DeliveryReason.PROVIDER_REFUSED, provider_code=code)

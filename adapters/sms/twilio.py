@@ -15,19 +15,20 @@ from adapters.executor import SdkThreads
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
 from kernel.settings import Settings
 from schemas.notifications import SmsNotification
+from schemas.reasons import DeliveryReason
 
 TWILIO_API_URL = "https://api.twilio.com"
 
 # Twilio error codes (https://www.twilio.com/docs/api/errors) that no resend can fix, with Herald's reason.
-PERMANENT_CODES = {
-    21211: "invalid_number",
-    21408: "region_not_enabled",
-    21610: "unsubscribed",
-    21612: "unreachable_number",
-    21614: "not_mobile",
-    21606: "invalid_sender",
-    21659: "invalid_sender",
-    20003: "provider_auth",
+PERMANENT_CODES: dict[int, DeliveryReason] = {
+    21211: DeliveryReason.INVALID_NUMBER,
+    21408: DeliveryReason.REGION_NOT_ENABLED,
+    21610: DeliveryReason.UNSUBSCRIBED,
+    21612: DeliveryReason.UNREACHABLE_NUMBER,
+    21614: DeliveryReason.NOT_MOBILE,
+    21606: DeliveryReason.INVALID_SENDER,
+    21659: DeliveryReason.INVALID_SENDER,
+    20003: DeliveryReason.PROVIDER_AUTH,
 }
 RATE_LIMITED_CODES = {20429, 14107}
 
@@ -91,7 +92,7 @@ class TwilioSmsSender:
             raise _translate(int(exc.status), _int_or_none(exc.code), f"{exc.title}: {exc.detail}") from exc
         except requests.RequestException as exc:
             raise RetriableDeliveryError(
-                f"Twilio unreachable: {type(exc).__name__}: {exc}", reason="provider_unavailable"
+                f"Twilio unreachable: {type(exc).__name__}: {exc}", reason=DeliveryReason.PROVIDER_UNAVAILABLE
             ) from exc
 
     async def aclose(self) -> None:
@@ -115,9 +116,13 @@ def _translate(
     if code in PERMANENT_CODES:
         return PermanentDeliveryError(detail, reason=PERMANENT_CODES[code], provider_code=provider_code)
     if code in RATE_LIMITED_CODES or status == 429:
-        return RetriableDeliveryError(detail, reason="rate_limited", provider_code=provider_code)
+        return RetriableDeliveryError(detail, reason=DeliveryReason.RATE_LIMITED, provider_code=provider_code)
     if status >= 500:
-        return RetriableDeliveryError(detail, reason="provider_unavailable", provider_code=provider_code)
+        return RetriableDeliveryError(
+            detail, reason=DeliveryReason.PROVIDER_UNAVAILABLE, provider_code=provider_code
+        )
     if status in (401, 403):
-        return PermanentDeliveryError(detail, reason="provider_auth", provider_code=provider_code)
-    return PermanentDeliveryError(detail, reason="provider_refused", provider_code=provider_code)
+        return PermanentDeliveryError(
+            detail, reason=DeliveryReason.PROVIDER_AUTH, provider_code=provider_code
+        )
+    return PermanentDeliveryError(detail, reason=DeliveryReason.PROVIDER_REFUSED, provider_code=provider_code)

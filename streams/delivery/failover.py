@@ -10,13 +10,14 @@ from typing import Generic, TypeVar
 
 from adapters.sender import Sender
 from kernel.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
+from schemas.reasons import DeliveryReason
 from streams.delivery.circuit import CircuitBreaker
 
 M = TypeVar("M")  # the message: EmailNotification for EmailSenders, SmsNotification for SmsSenders
 
 # Permanent refusals that speak of the provider (its credentials, its account), not of the recipient:
 # the next provider may well deliver, so these fail over like outages do.
-PROVIDER_FAULTS = frozenset({"provider_auth", "provider_misconfigured", "provider_account"})
+PROVIDER_FAULTS = frozenset({DeliveryReason.PROVIDER_AUTH, DeliveryReason.PROVIDER_MISCONFIGURED})
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ class ProviderChain(Generic[M]):
     async def send(self, message: M, on_attempt: Callable[[Attempt], Awaitable[None]]) -> Sent:
         """Deliver through the first provider that accepts; raise the last error if none does."""
         if not self.providers:
-            raise PermanentDeliveryError("no provider is configured for this channel", reason="no_provider")
+            raise PermanentDeliveryError(
+                "no provider is configured for this channel", reason=DeliveryReason.NO_PROVIDER
+            )
         last_error: DeliveryError | None = None
         last_retriable: RetriableDeliveryError | None = None
         for provider in self.providers:
@@ -81,4 +84,6 @@ class ProviderChain(Generic[M]):
             raise last_retriable
         if last_error is not None:
             raise last_error
-        raise RetriableDeliveryError("every provider of this channel is cooling down", reason="circuit_open")
+        raise RetriableDeliveryError(
+            "every provider of this channel is cooling down", reason=DeliveryReason.CIRCUIT_OPEN
+        )

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from kernel.errors import PermanentDeliveryError
 from schemas.notifications import NotificationBase, PushNotification, SmsNotification
+from schemas.reasons import DeliveryReason
 from schemas.users import ProfileUpdate, UserProfile
 from streams.delivery.answers import Answer
 
@@ -57,6 +58,6 @@ def push_hygiene(
 def sms_hygiene(notification: SmsNotification, answer: Answer, profile: UserProfile | None) -> Removal | None:
     # A number that opted out (Twilio 21610) must not be texted again, whatever rule asks for it.
     refused = answer.outcome
-    if isinstance(refused, PermanentDeliveryError) and refused.reason == "unsubscribed":
+    if isinstance(refused, PermanentDeliveryError) and refused.reason == DeliveryReason.UNSUBSCRIBED:
         return forget_phone(profile, notification.to)
     return None

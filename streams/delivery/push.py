@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from adapters.push import PushResult, PushSender, PushToken, TokenOutcome
 from kernel.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
 from schemas.notifications import NotificationBase, PushNotification
+from schemas.reasons import DeliveryReason
 from schemas.users import Device, Platform
 from streams.delivery.circuit import CircuitBreaker
 from streams.delivery.failover import PROVIDER_FAULTS, Attempt, Sent
@@ -39,7 +40,9 @@ class PushChannel:
     ) -> Sent:
         assert isinstance(notification, PushNotification)
         if not self.providers:
-            raise PermanentDeliveryError("no provider is configured for this channel", reason="no_provider")
+            raise PermanentDeliveryError(
+                "no provider is configured for this channel", reason=DeliveryReason.NO_PROVIDER
+            )
         plan = plan_push(
             notification.devices,
             [(p.name, p.kinds) for p in self.providers],
@@ -61,12 +64,13 @@ class PushChannel:
                     outcomes = [t for t in outcomes if id(t[2]) not in covered]
         for device in plan.unsupported:
             refused = PermanentDeliveryError(
-                f"no push provider can address a {device.kind.value} token", reason="unsupported_token"
+                f"no push provider can address a {device.kind.value} token",
+                reason=DeliveryReason.UNSUPPORTED_TOKEN,
             )
             outcomes.append(("", device, TokenOutcome(_token(device), error=refused)))
         for device in plan.cooling:
             cooling = RetriableDeliveryError(
-                "every push provider for this device is cooling down", reason="circuit_open"
+                "every push provider for this device is cooling down", reason=DeliveryReason.CIRCUIT_OPEN
             )
             outcomes.append(("", device, TokenOutcome(_token(device), error=cooling)))
         return await self._conclude(notification, outcomes)

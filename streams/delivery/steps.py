@@ -13,11 +13,13 @@ from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
-from kernel.errors import DeliveryError, HeraldError, InvalidEvent, RetriableDeliveryError
+from kernel.errors import DeliveryError, InvalidEvent, RetriableDeliveryError
 from schemas.base import describe_validation_error
 from schemas.channels import Channel
+from schemas.deadletter import DeadLetterReason, DeadLetterStage
 from schemas.notifications import NotificationBase
-from schemas.status import DeliveryStatus, Outcome
+from schemas.reasons import DecisionReason, DeliveryReason, RejectReason, reason_of
+from schemas.status import DeliveryStatus, Outcome, StatusReason
 from schemas.users import UserProfile
 from streams.delivery.answers import Answer
 from streams.delivery.dedup import already_delivered, remember
@@ -45,9 +47,9 @@ class ChannelSpec(Generic[N]):
     hygiene: Hygiene[N] | None = None
 
     @property
-    def stage(self) -> str:
+    def stage(self) -> DeadLetterStage:
         """The dead-letter stage of this channel's agents."""
-        return self.channel.value
+        return DeadLetterStage.delivery(self.channel)
 
 
 class Verdict(StrEnum):
@@ -65,7 +67,7 @@ class Decision:
 
     effects: Effects
     verdict: Verdict
-    reason: str | None = None  # why it was skipped, retried or dead-lettered
+    reason: DecisionReason | DeadLetterReason | None = None  # why it was skipped, retried or dead-lettered
     attempts: tuple[Attempt, ...] = ()  # the provider calls made (herald_provider_attempts_total, latency)
     addresses_removed: int = 0
 
@@ -75,13 +77,14 @@ def parse(spec: ChannelSpec[N], value: bytes | None) -> N | Decision:
     try:
         return spec.model.model_validate_json(value or b"")
     except ValidationError as exc:
-        return reject(spec, InvalidEvent(describe_validation_error(exc), reason="invalid_notification"))
+        return reject(
+            spec, InvalidEvent(describe_validation_error(exc), reason=RejectReason.INVALID_NOTIFICATION)
+        )
 
 
 def reject(spec: ChannelSpec[N], error: BaseException) -> Decision:
     """The message goes to the DLQ as it is, e.g. for an error no step foresaw (reason `internal_error`)."""
-    reason = error.reason if isinstance(error, HeraldError) else "internal_error"
-    return Decision(Effects(rejected=[Rejected(error, spec.stage)]), Verdict.REJECTED, reason)
+    return Decision(Effects(rejected=[Rejected(error, spec.stage)]), Verdict.REJECTED, reason_of(error))
 
 
 def check_duplicate(
@@ -93,8 +96,9 @@ def check_duplicate(
         delivered, notification.notification_id, now.timestamp(), spec.dedup_retention_seconds
     ):
         return None
-    skipped = _status(spec, notification, now, NO_PROVIDER, Outcome.SKIPPED, reason="duplicate")
-    return Decision(Effects(statuses=[skipped]), Verdict.SKIPPED, "duplicate")
+    duplicate = DecisionReason.DUPLICATE
+    skipped = _status(spec, notification, now, NO_PROVIDER, Outcome.SKIPPED, reason=duplicate)
+    return Decision(Effects(statuses=[skipped]), Verdict.SKIPPED, duplicate)
 
 
 def conclude(
@@ -135,7 +139,7 @@ def conclude(
         if spec.policy.exhausted(notification.attempt):
             gave_up = RetriableDeliveryError(
                 f"gave up after {notification.attempt} attempts: {outcome.detail}",
-                reason="retries_exhausted",
+                reason=DeliveryReason.RETRIES_EXHAUSTED,
                 provider_code=outcome.provider_code,
             )
             _dead_letter(spec, notification, now, gave_up, effects)
@@ -204,7 +208,7 @@ def _status(
     *,
     latency: float | None = None,
     provider_message_id: str | None = None,
-    reason: str | None = None,
+    reason: StatusReason | None = None,
     provider_code: str | None = None,
 ) -> DeliveryStatus:
     return DeliveryStatus(

@@ -12,7 +12,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,6 +26,7 @@ from starlette.routing import Route
 from adapters.email.sendgrid import RECIPIENT_ARG
 from kernel.errors import WebhookRefused
 from schemas.users import Email, ProfileUpdate
+from schemas.webhooks import BounceEvent, BounceOutcome, WebhookOutcome, WebhookRefusal
 
 log = logging.getLogger("herald.bounces")
 
@@ -52,8 +53,17 @@ class EmailRemoval(ProfileUpdate):
 
 @dataclass(frozen=True)
 class Bounce:
-    event: str  # "bounce" or "dropped": the metric label
+    event: BounceEvent
     removal: EmailRemoval
+
+
+# Every value each bounded label takes: docs/METRICS.md lists them, and a test keeps the two equal.
+LABEL_VALUES: Final[dict[tuple[str, str], frozenset[str]]] = {
+    ("herald_webhook_requests_total", "outcome"): frozenset(WebhookOutcome),
+    ("herald_webhook_refused_total", "reason"): frozenset(WebhookRefusal),
+    ("herald_email_bounces_total", "event"): frozenset(BounceEvent),
+    ("herald_email_bounces_total", "outcome"): frozenset(BounceOutcome),
+}
 
 
 class WebhookMetrics:
@@ -106,28 +116,28 @@ def verify_request(
     """Raise WebhookRefused unless `signature` is SendGrid's over `timestamp + body` and the timestamp is
     within `tolerance_seconds` of `now`."""
     if not signature or not signature.strip():
-        raise WebhookRefused("missing_signature")
+        raise WebhookRefused(WebhookRefusal.MISSING_SIGNATURE)
     if not timestamp or not timestamp.strip():
-        raise WebhookRefused("missing_timestamp")
+        raise WebhookRefused(WebhookRefusal.MISSING_TIMESTAMP)
     timestamp = timestamp.strip()
     if _TIMESTAMP.fullmatch(timestamp) is None:
-        raise WebhookRefused("malformed_timestamp")
+        raise WebhookRefused(WebhookRefusal.MALFORMED_TIMESTAMP)
     try:
         der = base64.b64decode(signature.strip(), validate=True)
     except binascii.Error:
-        raise WebhookRefused("malformed_signature") from None
+        raise WebhookRefused(WebhookRefusal.MALFORMED_SIGNATURE) from None
     try:
         # The signed content is exactly what SendGrid's own helper checks: the timestamp header, then the
         # body as received.
         key.verify(der, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
-        raise WebhookRefused("bad_signature") from None
+        raise WebhookRefused(WebhookRefusal.BAD_SIGNATURE) from None
     # Checked after the signature, so an old timestamp is only reported for a request SendGrid did sign.
     age = now.timestamp() - int(timestamp)
     if age > tolerance_seconds:
-        raise WebhookRefused("stale_timestamp")
+        raise WebhookRefused(WebhookRefusal.STALE_TIMESTAMP)
     if -age > tolerance_seconds:
-        raise WebhookRefused("future_timestamp")
+        raise WebhookRefused(WebhookRefusal.FUTURE_TIMESTAMP)
 
 
 def parse_events(body: bytes) -> list[Any]:
@@ -135,9 +145,9 @@ def parse_events(body: bytes) -> list[Any]:
     try:
         events = json.loads(body)
     except (ValueError, RecursionError):
-        raise WebhookRefused("malformed_body", 400) from None
+        raise WebhookRefused(WebhookRefusal.MALFORMED_BODY, 400) from None
     if not isinstance(events, list):
-        raise WebhookRefused("malformed_body", 400)
+        raise WebhookRefused(WebhookRefusal.MALFORMED_BODY, 400)
     return events
 
 
@@ -147,9 +157,9 @@ def is_hard_bounce(event: Any) -> bool:
     if not isinstance(event, dict):
         return False
     kind = event.get("event")
-    if kind == "bounce":
+    if kind == BounceEvent.BOUNCE:
         return event.get("type") == "bounce"
-    if kind == "dropped":
+    if kind == BounceEvent.DROPPED:
         reason = event.get("reason")
         return isinstance(reason, str) and reason.strip().casefold() == "bounced address"
     return False
@@ -173,11 +183,12 @@ def hard_bounces(events: Iterable[Any], metrics: WebhookMetrics | None = None) -
         if not is_hard_bounce(event):
             continue
         removal = removal_for(event)
-        outcome = "unattributed" if removal is None else "removal_requested"
+        kind = BounceEvent(event["event"])
+        outcome = BounceOutcome.UNATTRIBUTED if removal is None else BounceOutcome.REMOVAL_REQUESTED
         if metrics is not None:
-            metrics.bounces.labels(provider=PROVIDER, event=event["event"], outcome=outcome).inc()
+            metrics.bounces.labels(provider=PROVIDER, event=kind.value, outcome=outcome.value).inc()
         if removal is not None:
-            found.setdefault((removal.user_id, removal.if_email.casefold()), Bounce(event["event"], removal))
+            found.setdefault((removal.user_id, removal.if_email.casefold()), Bounce(kind, removal))
     return list(found.values())
 
 
@@ -195,13 +206,13 @@ def publisher(topic: Any) -> PublishUpdate:
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise WebhookRefused("too_large", 413)
+        raise WebhookRefused(WebhookRefusal.TOO_LARGE, 413)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise WebhookRefused("too_large", 413)
+            raise WebhookRefused(WebhookRefusal.TOO_LARGE, 413)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -233,8 +244,8 @@ def bounce_webhook_route(
             )
             events = parse_events(body)
         except WebhookRefused as exc:
-            metrics.requests.labels(provider=PROVIDER, outcome="refused").inc()
-            metrics.refused.labels(provider=PROVIDER, reason=exc.reason).inc()
+            metrics.requests.labels(provider=PROVIDER, outcome=WebhookOutcome.REFUSED.value).inc()
+            metrics.refused.labels(provider=PROVIDER, reason=exc.reason.value).inc()
             log.info("refused a %s webhook request: %s", PROVIDER, exc.reason)
             return Response(status_code=exc.status_code)
         bounces = hard_bounces(events, metrics)
@@ -242,10 +253,10 @@ def bounce_webhook_route(
             async with asyncio.timeout(publish_timeout_seconds):
                 await asyncio.gather(*(publish(bounce.removal) for bounce in bounces))
         except Exception as exc:
-            metrics.requests.labels(provider=PROVIDER, outcome="unavailable").inc()
+            metrics.requests.labels(provider=PROVIDER, outcome=WebhookOutcome.UNAVAILABLE.value).inc()
             log.warning("could not publish %d email removal(s): %s", len(bounces), type(exc).__name__)
             return Response(status_code=503)
-        metrics.requests.labels(provider=PROVIDER, outcome="accepted").inc()
+        metrics.requests.labels(provider=PROVIDER, outcome=WebhookOutcome.ACCEPTED.value).inc()
         if bounces:
             log.info("requested removal of %d bounced email address(es)", len(bounces))
         return Response(status_code=204)

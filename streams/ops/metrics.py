@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from kernel.topics import RETRYING_CHANNELS
+from schemas.channels import Channel
+from schemas.deadletter import DeadLetterStage
+from schemas.reasons import DEFER_REASONS, SKIP_REASONS, DeliveryReason, RejectReason
+from schemas.status import Outcome
 
 # Notification latencies run from milliseconds (in-app) to minutes (a provider backing off).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+_PROVIDER_CHANNELS = frozenset(RETRYING_CHANNELS)  # the channels delivered through providers
+# Every value each bounded label takes: docs/METRICS.md lists them, and a test keeps the two equal.
+LABEL_VALUES: Final[dict[tuple[str, str], frozenset[str]]] = {
+    ("herald_events_rejected_total", "reason"): frozenset(RejectReason),
+    ("herald_notifications_routed_total", "channel"): frozenset(Channel),
+    ("herald_notifications_deferred_total", "channel"): frozenset(Channel),
+    ("herald_notifications_deferred_total", "reason"): DEFER_REASONS,
+    ("herald_notifications_skipped_total", "channel"): frozenset(Channel),
+    # A channel whose template fails is skipped (and dead-lettered alone) while the others go.
+    ("herald_notifications_skipped_total", "reason"): SKIP_REASONS | {RejectReason.TEMPLATE_ERROR},
+    ("herald_provider_attempts_total", "channel"): _PROVIDER_CHANNELS,
+    ("herald_provider_attempts_total", "outcome"): frozenset({Outcome.DELIVERED, Outcome.FAILED}),
+    ("herald_provider_call_seconds", "channel"): _PROVIDER_CHANNELS,
+    ("herald_end_to_end_seconds", "channel"): _PROVIDER_CHANNELS,
+    ("herald_retries_total", "channel"): _PROVIDER_CHANNELS,
+    ("herald_retries_total", "reason"): frozenset(DeliveryReason),
+    ("herald_addresses_removed_total", "channel"): frozenset({Channel.PUSH, Channel.SMS}),
+    ("herald_scheduled_total", "reason"): DEFER_REASONS,
+    ("herald_released_total", "reason"): DEFER_REASONS,
+    ("herald_dead_letters_total", "stage"): frozenset(DeadLetterStage),
+    ("herald_dead_letters_total", "reason"): frozenset(RejectReason) | frozenset(DeliveryReason),
+}
 
 
 class WorkerMetrics:

@@ -84,11 +84,11 @@ def read_state(tables: Tables, user_id: str) -> RecipientState:
 
 
 def count(metrics: WorkerMetrics, tally: Tally) -> None:
-    for reason in tally.rejected:
-        metrics.events_rejected.labels(reason=reason).inc()
+    for rejected in tally.rejected:
+        metrics.events_rejected.labels(reason=rejected).inc()
     for channel in tally.routed:
         metrics.notifications_routed.labels(channel=channel.value).inc()
-    for channel, reason in tally.deferred:
-        metrics.notifications_deferred.labels(channel=channel.value, reason=reason).inc()
-    for channel, reason in tally.skipped:
-        metrics.notifications_skipped.labels(channel=channel.value, reason=reason).inc()
+    for channel, deferred in tally.deferred:
+        metrics.notifications_deferred.labels(channel=channel.value, reason=deferred).inc()
+    for channel, skipped in tally.skipped:
+        metrics.notifications_skipped.labels(channel=channel.value, reason=skipped).inc()

@@ -7,12 +7,13 @@ from pydantic import ValidationError
 
 from kernel.errors import InvalidEvent
 from schemas.base import describe_validation_error
+from schemas.deadletter import DeadLetterStage
 from schemas.events import DomainEvent, RecipientEvent
 from streams.effects import Effects, Record
 from streams.routing.result import StepResult, Tally, reject
 from streams.routing.rules import RuleBook
 
-STAGE = "intake"
+STAGE = DeadLetterStage.INTAKE
 
 
 def parse_event(raw: bytes | None) -> DomainEvent:

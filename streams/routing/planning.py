@@ -19,6 +19,7 @@ from schemas.notifications import (
     notification_id,
 )
 from schemas.preferences import Preferences
+from schemas.reasons import DecisionReason
 from schemas.rules import Rule
 from schemas.users import UserProfile
 from streams.routing.preferences import Defer, Suppress, decide_for_rule
@@ -29,7 +30,7 @@ from streams.routing.sms_segments import count_segments
 @dataclass(frozen=True)
 class Skipped:
     channel: Channel
-    reason: str  # bounded: streams.routing.preferences.Reason values
+    reason: DecisionReason  # one of SKIP_REASONS
     notification_id: str
 
 
@@ -44,7 +45,7 @@ class Failed:
 class Deferred:
     notification: NotificationBase
     until: datetime
-    reason: str  # "quiet_hours"
+    reason: DecisionReason  # one of DEFER_REASONS
 
 
 @dataclass
@@ -85,7 +86,7 @@ def plan_notifications(
         nid = notification_id(event.dedup_key, profile.user_id, channel)
         decision = decisions[channel]
         if isinstance(decision, Suppress):
-            plan.skipped.append(Skipped(channel, decision.reason.value, nid))
+            plan.skipped.append(Skipped(channel, decision.reason, nid))
             continue
         try:
             parts = templates.render(route.template, channel, profile.locale, context)
@@ -130,7 +131,7 @@ def plan_notifications(
                 **common, to=profile.phone, text=text, segments=count_segments(text).segments
             )
         if isinstance(decision, Defer):
-            plan.deferred.append(Deferred(message, decision.until, decision.reason.value))
+            plan.deferred.append(Deferred(message, decision.until, decision.reason))
         else:
             plan.notifications.append(message)
     return plan

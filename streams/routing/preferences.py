@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.channels import Channel
 from schemas.preferences import Preferences
+from schemas.reasons import DecisionReason
 from schemas.rules import Rule
 from schemas.users import UserProfile
 from streams.routing.quiet_hours import quiet_until
@@ -22,17 +22,6 @@ CRITICAL_CATEGORIES: frozenset[str] = frozenset({"security", "password_reset"})
 INTERRUPTIVE: frozenset[Channel] = frozenset({Channel.PUSH, Channel.SMS})
 
 
-class Reason(StrEnum):
-    """Why a channel is not sent now. Bounded: usable as a metric label and as a status record's reason."""
-
-    NO_ADDRESS = "no_address"  # no email, phone or device for the channel
-    CHANNEL_DISABLED = "channel_disabled"  # the profile turns the channel off (in-app)
-    FALLBACK_NOT_NEEDED = "fallback_not_needed"  # an earlier channel of the rule's fallback list was chosen
-    MUTED = "muted"
-    OPTED_OUT = "opted_out"
-    QUIET_HOURS = "quiet_hours"
-
-
 @dataclass(frozen=True)
 class Send:
     action: Literal["send"] = "send"
@@ -40,14 +29,14 @@ class Send:
 
 @dataclass(frozen=True)
 class Suppress:
-    reason: Reason
+    reason: DecisionReason
     action: Literal["suppress"] = "suppress"
 
 
 @dataclass(frozen=True)
 class Defer:
     until: datetime  # aware, UTC: deliver at this instant
-    reason: Reason = Reason.QUIET_HOURS
+    reason: DecisionReason = DecisionReason.QUIET_HOURS
     action: Literal["defer"] = "defer"
 
 
@@ -61,15 +50,15 @@ def is_critical(rule: Rule) -> bool:
     return rule.critical if rule.critical is not None else rule.category in CRITICAL_CATEGORIES
 
 
-def unreachable(channel: Channel, profile: UserProfile) -> Reason | None:
+def unreachable(channel: Channel, profile: UserProfile) -> DecisionReason | None:
     """Why the profile gives no way to reach the user on `channel`, or None when it does."""
     if channel is Channel.INAPP:
-        return None if profile.inapp_enabled else Reason.CHANNEL_DISABLED
+        return None if profile.inapp_enabled else DecisionReason.CHANNEL_DISABLED
     if channel is Channel.EMAIL:
-        return None if profile.email else Reason.NO_ADDRESS
+        return None if profile.email else DecisionReason.NO_ADDRESS
     if channel is Channel.SMS:
-        return None if profile.phone else Reason.NO_ADDRESS
-    return None if profile.devices else Reason.NO_ADDRESS
+        return None if profile.phone else DecisionReason.NO_ADDRESS
+    return None if profile.devices else DecisionReason.NO_ADDRESS
 
 
 def _zone(name: str) -> tzinfo:
@@ -112,7 +101,7 @@ def decide(
         chosen = next((c for c in fallback if not isinstance(decisions.get(c), Suppress)), None)
         for channel in decisions:
             if channel is not chosen and not isinstance(decisions[channel], Suppress):
-                decisions[channel] = Suppress(Reason.FALLBACK_NOT_NEEDED)
+                decisions[channel] = Suppress(DecisionReason.FALLBACK_NOT_NEEDED)
     return decisions
 
 
@@ -145,9 +134,9 @@ def _one(
     if critical:
         return SEND
     if prefs.muted:
-        return Suppress(Reason.MUTED)
+        return Suppress(DecisionReason.MUTED)
     if not prefs.opted_in(category, channel):
-        return Suppress(Reason.OPTED_OUT)
+        return Suppress(DecisionReason.OPTED_OUT)
     if quiet_end is not None and channel in INTERRUPTIVE:
         return Defer(quiet_end)
     return SEND

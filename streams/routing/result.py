@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from schemas.channels import Channel
+from schemas.deadletter import DeadLetterReason, DeadLetterStage
+from schemas.reasons import DecisionReason, RejectReason, reason_of
 from streams.effects import Effects, Rejected
 
 
@@ -14,10 +16,11 @@ from streams.effects import Effects, Rejected
 class Tally:
     """Metric label values, one entry per increment."""
 
-    rejected: list[str] = field(default_factory=list)  # herald_events_rejected_total{reason}
+    rejected: list[DeadLetterReason] = field(default_factory=list)  # herald_events_rejected_total{reason}
     routed: list[Channel] = field(default_factory=list)  # herald_notifications_routed_total{channel}
-    deferred: list[tuple[Channel, str]] = field(default_factory=list)  # …_deferred_total{channel, reason}
-    skipped: list[tuple[Channel, str]] = field(default_factory=list)  # …_skipped_total{channel, reason}
+    # …_deferred_total{channel, reason} and …_skipped_total{channel, reason} (a template error skips one)
+    deferred: list[tuple[Channel, DecisionReason]] = field(default_factory=list)
+    skipped: list[tuple[Channel, DecisionReason | RejectReason]] = field(default_factory=list)
 
 
 class StepResult(NamedTuple):
@@ -25,7 +28,6 @@ class StepResult(NamedTuple):
     tally: Tally
 
 
-def reject(error: BaseException, stage: str) -> StepResult:
+def reject(error: BaseException, stage: DeadLetterStage) -> StepResult:
     """The input goes to the dead-letter topic, counted as a rejected event under the error's reason."""
-    reason = getattr(error, "reason", "internal_error")
-    return StepResult(Effects(rejected=[Rejected(error, stage)]), Tally(rejected=[reason]))
+    return StepResult(Effects(rejected=[Rejected(error, stage)]), Tally(rejected=[reason_of(error)]))

@@ -15,9 +15,11 @@ from kernel.errors import InvalidEvent, UnknownUser
 from kernel.topics import TopicNames
 from schemas.base import describe_validation_error
 from schemas.channels import Channel
+from schemas.deadletter import DeadLetterStage
 from schemas.events import DigestRelease, DomainEvent, RecipientEvent, Routed
 from schemas.notifications import NotificationBase, notification_id
 from schemas.preferences import Preferences
+from schemas.reasons import DecisionReason
 from schemas.rules import Rule, parse_duration
 from schemas.status import DeliveryStatus, Outcome
 from schemas.users import UserProfile
@@ -31,7 +33,7 @@ from streams.routing.rules import RuleBook
 from streams.routing.throttling import check, scope_key
 from streams.routing.throttling import record as record_send
 
-STAGE = "route"
+STAGE = DeadLetterStage.ROUTE
 
 # Routed is an Annotated discriminated union; TypeAdapter's typing does not follow Annotated, hence the cast.
 _routed: TypeAdapter[RecipientEvent | DigestRelease] = TypeAdapter(cast(Any, Routed))
@@ -72,8 +74,8 @@ def route(
     now: datetime,
     throttle_memory_seconds: float,
 ) -> StepResult:
-    """What becomes of one routed record. Bad input (or an unknown user) is rejected whole at stage "route";
-    a channel whose template fails is rejected alone at stage "route.<channel>" while the others go."""
+    """What becomes of one routed record. Bad input (or an unknown user) is rejected whole at stage `route`;
+    a channel whose template fails is rejected alone at stage `route.<channel>` while the others go."""
     try:
         item = parse_routed(raw)
         if item.recipient != state.user_id:
@@ -136,14 +138,16 @@ def _collect(
     buckets, opened = add_to_digest(digests, bucket, rule, event, now, profile.timezone)
     result.effects.writes.append(TableWrite("digests", recipient, buckets))
     for channel in rule.channels:
-        result.tally.deferred.append((channel, "digest"))
+        result.tally.deferred.append((channel, DecisionReason.DIGEST))
         nid = notification_id(event.dedup_key, recipient, channel)
         result.effects.statuses.append(
-            _status(nid, event, recipient, channel, Outcome.DEFERRED, "digest", now)
+            _status(nid, event, recipient, channel, Outcome.DEFERRED, DecisionReason.DIGEST, now)
         )
     if opened is not None:
         release = DigestRelease(recipient=recipient, bucket=bucket)
-        result.effects.later.append(Later(opened, Record.of(topics.routed, recipient, release), "digest"))
+        result.effects.later.append(
+            Later(opened, Record.of(topics.routed, recipient, release), DecisionReason.DIGEST)
+        )
 
 
 def _throttle(
@@ -169,9 +173,11 @@ def _throttle(
             held.notifications.append(notification)
         elif throttle.excess == "defer" and verdict.free_at is not None:
             free_at = datetime.fromtimestamp(verdict.free_at, UTC)
-            held.deferred.append(Deferred(notification, free_at, "throttle"))
+            held.deferred.append(Deferred(notification, free_at, DecisionReason.THROTTLED))
         else:
-            held.skipped.append(Skipped(notification.channel, "throttled", notification.notification_id))
+            held.skipped.append(
+                Skipped(notification.channel, DecisionReason.THROTTLED, notification.notification_id)
+            )
     return held, written
 
 
@@ -189,8 +195,8 @@ def _publish(
     for notification in plan.notifications:
         record = _delivery(topics, recipient, notification)
         if delay:
-            effects.later.append(Later(now + timedelta(seconds=delay), record, "delay"))
-            tally.deferred.append((notification.channel, "delay"))
+            effects.later.append(Later(now + timedelta(seconds=delay), record, DecisionReason.DELAY))
+            tally.deferred.append((notification.channel, DecisionReason.DELAY))
         else:
             effects.records.append(record)
         tally.routed.append(notification.channel)
@@ -219,7 +225,7 @@ def _publish(
     # A channel whose template failed is parked on its own; the channels that rendered go out.
     for failed in plan.failed:
         tally.skipped.append((failed.channel, failed.error.reason))
-        effects.rejected.append(Rejected(failed.error, f"{STAGE}.{failed.channel.value}"))
+        effects.rejected.append(Rejected(failed.error, DeadLetterStage.route(failed.channel)))
 
 
 def _delivery(topics: TopicNames, recipient: str, notification: NotificationBase) -> Record:
@@ -232,7 +238,7 @@ def _status(
     recipient: str,
     channel: Channel,
     outcome: Outcome,
-    reason: str,
+    reason: DecisionReason,
     now: datetime,
 ) -> DeliveryStatus:
     return DeliveryStatus(

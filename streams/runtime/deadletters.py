@@ -6,7 +6,8 @@ import base64
 from datetime import UTC, datetime
 
 from kernel.errors import HeraldError
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DeadLetter, DeadLetterStage
+from schemas.reasons import reason_of
 
 # A dead letter must fit in one Kafka record (1 MiB by default) even when the message it carries was the
 # problem, e.g. an event that fanned out into a notification too large to produce. Base64 adds a third.
@@ -21,13 +22,12 @@ def dead_letter(
     key: bytes | None,
     value: bytes | None,
     error: BaseException,
-    stage: str,
+    stage: DeadLetterStage,
 ) -> DeadLetter:
-    if isinstance(error, HeraldError):
-        reason, detail = error.reason, error.detail
-    else:
-        # An unexpected error is still dead-lettered, never lost: its class tells the operator where to look.
-        reason, detail = "internal_error", f"{type(error).__name__}: {error}"
+    # An unexpected error is still dead-lettered (`internal_error`), never lost: its class tells the operator
+    # where to look.
+    reason = reason_of(error)
+    detail = error.detail if isinstance(error, HeraldError) else f"{type(error).__name__}: {error}"
     return DeadLetter(
         topic=topic,
         partition=partition,

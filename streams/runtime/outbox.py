@@ -16,6 +16,7 @@ import faust
 import faust.streams as faust_streams
 
 from kernel.topics import TopicNames
+from schemas.deadletter import DeadLetterStage
 from schemas.status import DeliveryStatus
 from streams.effects import Effects, Record, TableWrite
 from streams.ops.metrics import WorkerMetrics
@@ -92,7 +93,7 @@ class Outbox:
     async def status(self, status: DeliveryStatus) -> None:
         await self.produce(Record.of(self._names.status, status.recipient, status))
 
-    async def dead_letter(self, message: Any, error: BaseException, stage: str) -> None:
+    async def dead_letter(self, message: Any, error: BaseException, stage: DeadLetterStage) -> None:
         """Park a message that cannot be processed on the DLQ, with the reason, and count it."""
         record = dead_letter(
             topic=message.topic,

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
+from schemas.deadletter import DeadLetterStage
 from streams.runtime.outbox import Outbox
 from streams.runtime.worker import Worker
 from streams.scheduling.tiers import read_held, release, wake_at
@@ -34,7 +35,7 @@ async def _release(worker: Worker, targets: frozenset[str], tier: int, event: An
         if due:
             worker.metrics.released.labels(reason=held.reason).inc()
     except Exception as exc:
-        await outbox.dead_letter(message, exc, stage="scheduler")
+        await outbox.dead_letter(message, exc, stage=DeadLetterStage.SCHEDULER)
 
 
 def register_scheduling(worker: Worker) -> None:

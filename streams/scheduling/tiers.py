@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from kernel.errors import InvalidEvent
 from kernel.topics import SCHEDULER_TIERS_SECONDS
 from schemas.base import describe_validation_error
+from schemas.reasons import RejectReason
 from schemas.scheduled import Scheduled
 from streams.effects import Later, Record
 
@@ -44,10 +45,11 @@ def read_held(raw: bytes | None, targets: Collection[str]) -> Scheduled:
     try:
         held = Scheduled.model_validate_json(raw or b"")
     except ValidationError as exc:
-        raise InvalidEvent(describe_validation_error(exc), reason="invalid_scheduled") from None
+        raise InvalidEvent(describe_validation_error(exc), reason=RejectReason.INVALID_SCHEDULED) from None
     if held.target not in targets:
         raise InvalidEvent(
-            f"{held.target!r} is not a topic records may be scheduled into", reason="invalid_scheduled"
+            f"{held.target!r} is not a topic records may be scheduled into",
+            reason=RejectReason.INVALID_SCHEDULED,
         )
     return held
 

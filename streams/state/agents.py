@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
+from schemas.deadletter import DeadLetterStage
 from streams.effects import Effects, Rejected
 from streams.runtime.outbox import Outbox
 from streams.runtime.worker import Worker
@@ -31,17 +32,20 @@ def _preferences_step(worker: Worker, message: Any) -> StateChange:
     )
 
 
-def _count(worker: Worker, stage: str, applied: Applied) -> None:
+def _count(worker: Worker, stage: DeadLetterStage, applied: Applied) -> None:
     metrics = worker.metrics
     if applied is Applied.REHOMED:
         metrics.profiles_rehomed.inc()
     elif applied is Applied.SKIPPED:
         metrics.profiles_skipped.inc()
     elif applied is Applied.APPLIED:
-        (metrics.profiles_applied if stage == "directory" else metrics.preferences_applied).inc()
+        profiles = stage == DeadLetterStage.DIRECTORY
+        (metrics.profiles_applied if profiles else metrics.preferences_applied).inc()
 
 
-async def _apply_batch(worker: Worker, step: Step, stage: str, events: list[Any], outbox: Outbox) -> None:
+async def _apply_batch(
+    worker: Worker, step: Step, stage: DeadLetterStage, events: list[Any], outbox: Outbox
+) -> None:
     # Each record's effects are applied before the next one is read, so a user's records in one batch
     # build on each other.
     for event in events:
@@ -53,7 +57,7 @@ async def _apply_batch(worker: Worker, step: Step, stage: str, events: list[Any]
         await outbox.apply(event, change.effects)
 
 
-def _register(worker: Worker, topic: Any, name: str, stage: str, step: Step) -> None:
+def _register(worker: Worker, topic: Any, name: str, stage: DeadLetterStage, step: Step) -> None:
     settings = worker.settings
 
     async def agent(stream: Any) -> AsyncIterator[None]:
@@ -65,5 +69,6 @@ def _register(worker: Worker, topic: Any, name: str, stage: str, step: Step) -> 
 
 
 def register_state(worker: Worker) -> None:
-    _register(worker, worker.topics.users, "herald.directory", "directory", _profile_step)
-    _register(worker, worker.topics.preferences, "herald.preferences", "preferences", _preferences_step)
+    users, preferences = worker.topics.users, worker.topics.preferences
+    _register(worker, users, "herald.directory", DeadLetterStage.DIRECTORY, _profile_step)
+    _register(worker, preferences, "herald.preferences", DeadLetterStage.PREFERENCES, _preferences_step)

@@ -12,7 +12,9 @@ from pydantic import ValidationError
 
 from kernel.errors import InvalidPreferences, InvalidProfile
 from schemas.base import describe_validation_error
+from schemas.deadletter import DeadLetterStage
 from schemas.preferences import Preferences, PreferencesUpdate, merge
+from schemas.reasons import RejectReason
 from schemas.users import ProfileUpdate, UserProfile
 from streams.effects import Effects, Record, Rejected, TableWrite
 
@@ -69,7 +71,7 @@ def rehome(
     another partitioner (librdkafka's default is not murmur2) may have put it where the user's events never
     arrive."""
     if key is None:
-        raise InvalidProfile("a state record needs the user id as its key", reason="invalid_key")
+        raise InvalidProfile("a state record needs the user id as its key", reason=RejectReason.INVALID_KEY)
     home = home_partition(key.decode(errors="replace"), partitions)
     return None if partition == home else Record(topic, key, value, partition=home)
 
@@ -81,7 +83,7 @@ def apply_profile(
     partition: int,
     partitions: int,
     current: UserProfile | None,
-    stage: str = "directory",
+    stage: DeadLetterStage = DeadLetterStage.DIRECTORY,
 ) -> StateChange:
     """A users-topic record applied to the user's stored profile."""
     try:
@@ -119,7 +121,7 @@ def apply_preferences(
     partition: int,
     partitions: int,
     current: Preferences | None,
-    stage: str = "preferences",
+    stage: DeadLetterStage = DeadLetterStage.PREFERENCES,
 ) -> StateChange:
     """A preferences-topic record merged into the user's stored preferences."""
     try:

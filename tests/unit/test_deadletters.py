@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 
-from kernel.errors import InvalidEvent
-from schemas.deadletter import DeadLetter
+from kernel.errors import ConfigurationError, InvalidEvent, UnknownUser
+from schemas.deadletter import DeadLetter, DeadLetterStage
+from schemas.reasons import RejectReason
 from streams.runtime.deadletters import MAX_ORIGINAL_BYTES, dead_letter
 
 KAFKA_DEFAULT_MAX_RECORD = 1024 * 1024
@@ -19,7 +20,7 @@ def _letter(value: bytes | None, error: BaseException | None = None) -> DeadLett
         key=b"user-1",
         value=value,
         error=error or InvalidEvent("missing field 'type'"),
-        stage="intake",
+        stage=DeadLetterStage.INTAKE,
     )
 
 
@@ -37,6 +38,12 @@ def test_an_unexpected_error_is_named_by_its_class() -> None:
         "RuntimeError",
         "RuntimeError: boom",
     )
+
+
+def test_an_error_whose_reason_is_not_a_dead_letter_reason_is_an_internal_error() -> None:
+    letter = _letter(b"{}", ConfigurationError("HERALD_TEMPLATES_DIR is not a directory"))
+    assert (letter.reason, letter.error_class) == (RejectReason.INTERNAL_ERROR, "ConfigurationError")
+    assert _letter(b"{}", UnknownUser("no profile")).reason is RejectReason.UNKNOWN_USER
 
 
 def test_a_huge_original_is_cut_so_the_dead_letter_can_still_be_produced() -> None:

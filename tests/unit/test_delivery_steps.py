@@ -12,6 +12,7 @@ import pytest
 from kernel.errors import InvalidEvent, PermanentDeliveryError, RetriableDeliveryError
 from schemas.channels import Channel
 from schemas.notifications import EmailNotification, NotificationBase, PushNotification, SmsNotification
+from schemas.reasons import DeliveryReason
 from schemas.status import Outcome
 from schemas.users import Device, Platform, ProfileUpdate, UserProfile
 from streams.delivery.answers import Answer
@@ -151,7 +152,7 @@ def test_a_new_notification_is_to_be_sent(delivered: dict[str, float] | None) ->
 
 
 def test_delivered_writes_the_dedup_entry_and_failed_attempts_come_before_the_delivered_one() -> None:
-    down = RetriableDeliveryError("timeout", reason="timeout", provider_code="504")
+    down = RetriableDeliveryError("timeout", reason=DeliveryReason.PROVIDER_UNAVAILABLE, provider_code="504")
     answer = Answer((failed("sendgrid", down), ok("smtp", "m-42")), Sent("smtp", "m-42"))
     decision = decide(EMAIL, email(), answer, delivered={"ntf_0": NOW.timestamp() - 10})
 
@@ -164,7 +165,7 @@ def test_delivered_writes_the_dedup_entry_and_failed_attempts_come_before_the_de
         for s in decision.effects.statuses
     ]
     assert statuses == [
-        ("sendgrid", Outcome.FAILED, "timeout", "504", None, 0.5),
+        ("sendgrid", Outcome.FAILED, "provider_unavailable", "504", None, 0.5),
         ("smtp", Outcome.DELIVERED, None, None, "m-42", 0.25),
     ]
     assert all(s.at == NOW and s.attempt == 1 for s in decision.effects.statuses)

@@ -14,10 +14,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.auth import AuthError, AuthReason, TokenVerifier, bearer_token, issue_token
+from gateway.auth import AuthError, TokenVerifier, bearer_token, issue_token
 from gateway.keys import StaticKey, verifier_from_settings
 from kernel.errors import ConfigurationError
 from kernel.settings import Settings
+from schemas.websocket import AuthReason
 
 # 64 bytes: long enough for HS512 too, so PyJWT's short-key warning (an error under pytest) never fires.
 SECRET = "s" * 64

@@ -24,12 +24,12 @@ from gateway.auth import issue_token
 from gateway.connections import ConnectionRegistry
 from gateway.consumer import FeedSink
 from gateway.inbox_service import InboxService
-from gateway.protocol import CLOSE_SLOW_CLIENT
 from kernel.errors import ConfigurationError, InboxUnavailable
 from kernel.readiness import Readiness
 from kernel.settings import Settings
 from schemas.inbox import InboxAttribute, InboxStateChange
 from schemas.notifications import InAppNotification
+from schemas.websocket import CloseReason
 
 SECRET = "k" * 64
 TIMEOUT = 5.0
@@ -378,7 +378,7 @@ async def test_a_client_whose_queue_overflows_is_closed_as_slow(start_gateway: G
         for n in range(3):
             gateway.deliver(_notification("alice", title=f"n{n}"))
         for ws in (first, second):
-            assert await _closed_with(ws) == (CLOSE_SLOW_CLIENT, "slow_client")
+            assert await _closed_with(ws) == (CloseReason.SLOW_CLIENT.code, "slow_client")
         assert gateway.sample("herald_gateway_slow_client_disconnects_total") == 2
         assert len(gateway.connections) == 0
 

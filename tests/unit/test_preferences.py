@@ -11,11 +11,11 @@ from pydantic import ValidationError
 
 from schemas.channels import Channel
 from schemas.preferences import Preferences, PreferencesUpdate, QuietWindow, Weekday, merge
+from schemas.reasons import DecisionReason as Reason
 from schemas.users import Device, Platform, UserProfile
 from streams.routing.preferences import (
     SEND,
     Defer,
-    Reason,
     Send,
     Suppress,
     decide,

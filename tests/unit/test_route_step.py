@@ -262,14 +262,15 @@ def test_throttle_drops_the_excess_with_a_status() -> None:
 
 
 def test_throttle_defers_the_excess_until_a_slot_frees() -> None:
+    # The same reason as a dropped excess: `throttled` says why, the outcome says what became of it.
     first = NOW.timestamp() - 600
     result = step(routed(event("chat.nudge", order_id="c")), state(throttles={"channel:inapp": [first]}))
     assert not result.effects.records
     [later] = result.effects.later
-    assert later.due == datetime.fromtimestamp(first + 3600, UTC) and later.reason == "throttle"
+    assert later.due == datetime.fromtimestamp(first + 3600, UTC) and later.reason == "throttled"
     assert later.record.topic == TOPICS.delivery[Channel.INAPP] and later.record.key == b"alice"
-    assert statuses(result) == {(Channel.INAPP, Outcome.DEFERRED, "throttle")}
-    assert result.tally.deferred == [(Channel.INAPP, "throttle")]
+    assert statuses(result) == {(Channel.INAPP, Outcome.DEFERRED, "throttled")}
+    assert result.tally.deferred == [(Channel.INAPP, "throttled")]
 
 
 def test_the_next_event_sees_the_previous_events_send_record() -> None:

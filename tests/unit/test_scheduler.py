@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from kernel.errors import InvalidEvent
 from kernel.topics import SCHEDULER_TIERS_SECONDS
+from schemas.reasons import DecisionReason
 from schemas.scheduled import Scheduled
 from streams.effects import Later, Record
 from streams.scheduling.tiers import hold, read_held, release, tier_for, wake_at
@@ -53,6 +54,15 @@ def test_a_record_scheduled_into_a_foreign_topic_is_refused() -> None:
     assert caught.value.reason == "invalid_scheduled"
     with pytest.raises(InvalidEvent):
         read_held(b"not json", {"herald.deliver.email"})
+
+
+def test_a_record_held_before_the_throttle_reason_was_renamed_is_still_released() -> None:
+    raw = Scheduled.wrap(NOW, "herald.deliver.push", b"ada", b"{}", DecisionReason.THROTTLED).to_json()
+    assert b'"reason":"throttled"' in raw
+    held = read_held(raw.replace(b'"throttled"', b'"throttle"'), {"herald.deliver.push"})
+    assert held.reason is DecisionReason.THROTTLED
+    with pytest.raises(InvalidEvent):  # any other value is not a reason a record waits for
+        read_held(raw.replace(b'"throttled"', b'"whenever"'), {"herald.deliver.push"})
 
 
 def test_a_due_record_is_released_to_its_target_and_an_early_one_goes_down_a_tier() -> None:

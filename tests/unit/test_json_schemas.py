@@ -1,0 +1,146 @@
+"""docs/schemas/*.json are what `python -m schemas.export` generates from the models, valid JSON Schemas,
+and they accept what Herald writes, the documented examples, and values a later version may add."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from gateway.inbox import Entry, Page, Register
+from gateway.protocol import (
+    ProtocolError,
+    ack_frame,
+    error_frame,
+    inbox_frame,
+    notification_frame,
+    pong_frame,
+    refreshed_frame,
+    update_frame,
+    welcome_frame,
+)
+from kernel.errors import PermanentDeliveryError
+from schemas.export import WIRE_FORMATS, main, rendered
+from schemas.notifications import InAppNotification
+from schemas.reasons import DeliveryReason
+from schemas.websocket import ErrorCode
+from streams.runtime.deadletters import dead_letter
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "docs" / "schemas"
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+def validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads((SCHEMAS / f"{name}.json").read_text(encoding="utf-8")))
+
+
+def test_the_files_are_what_the_models_generate() -> None:
+    on_disk = {path.name: path.read_text(encoding="utf-8") for path in SCHEMAS.glob("*.json")}
+    assert on_disk.keys() == rendered().keys(), "run `python -m schemas.export`"
+    stale = [name for name, text in rendered().items() if on_disk[name] != text]
+    assert stale == [], "run `python -m schemas.export`"
+
+
+def test_the_export_writes_every_file(tmp_path: Path) -> None:
+    assert main([str(tmp_path)]) == 0
+    assert {path.name: path.read_text(encoding="utf-8") for path in tmp_path.iterdir()} == rendered()
+
+
+@pytest.mark.parametrize("name", WIRE_FORMATS)
+def test_each_is_a_valid_json_schema(name: str) -> None:
+    Draft202012Validator.check_schema(json.loads(rendered()[f"{name}.json"]))
+
+
+def _examples(page: str) -> dict[str, Any]:
+    """The JSON examples of a docs page, by the heading they follow."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    found = {}
+    for section in re.split(r"^## ", text, flags=re.MULTILINE)[1:]:
+        block = re.search(r"```json\n(.*?)```", section, flags=re.DOTALL)
+        if block is not None:
+            found[section.splitlines()[0]] = json.loads(block.group(1))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("heading", "name"),
+    [
+        ("Domain event (`herald.events`)", "event"),
+        ("User profile (`herald.users`, compacted, keyed by `user_id`)", "profile"),
+        ("Notifications (`herald.deliver.<channel>`, keyed by user id)", "notification.inapp"),
+        ("Delivery status (`herald.status`, keyed by user id)", "status"),
+        ("Dead letter (`herald.dlq`)", "dead-letter"),
+    ],
+)
+def test_the_documented_examples_are_valid(heading: str, name: str) -> None:
+    validator(name).validate(_examples("WIRE-FORMATS.md")[heading])
+
+
+def test_what_herald_writes_is_valid_and_a_later_reason_is_tolerated() -> None:
+    letter = dead_letter(
+        topic="herald.deliver.push",
+        partition=0,
+        offset=7,
+        key=b"alice",
+        value=b"{}",
+        error=PermanentDeliveryError("FCM 404 UNREGISTERED", reason=DeliveryReason.UNREGISTERED),
+        stage="push",
+    )
+    document = json.loads(letter.to_json())
+    assert document["reason"] == "unregistered"
+    validator("dead-letter").validate(document)
+    # Consumers should tolerate values added later; the schema lets them through.
+    validator("dead-letter").validate({**document, "reason": "added_later", "stage": "added_later"})
+
+
+def _notification() -> InAppNotification:
+    return InAppNotification(
+        notification_id="ntf_1",
+        event_id="evt-1",
+        event_type="order.shipped",
+        recipient="alice",
+        occurred_at=NOW,
+        created_at=NOW,
+        title="Shipped",
+        body="On its way",
+    )
+
+
+def test_every_frame_the_gateway_writes_is_valid() -> None:
+    entry = Entry("ntf_1", _notification().to_json(), read=Register(1, True))
+    frames = [
+        welcome_frame("alice", unread=1, expires_at=1795000000.5),
+        welcome_frame("alice", unread=1, expires_at=1795000000, recovered=True, missed=2),
+        welcome_frame("alice", unread=1, expires_at=1795000000, recovered=False),
+        notification_frame(entry, unread=1),
+        inbox_frame(Page([entry], next_before=None), unread=0, request_id="r1"),
+        inbox_frame(Page([entry], next_before="ntf_1"), unread=0, request_id=None),
+        update_frame([entry], unread=0),
+        ack_frame(unread=0, request_id="r2"),
+        refreshed_frame(expires_at=1795003600, request_id=None),
+        pong_frame("r3"),
+        error_frame(ProtocolError(ErrorCode.INVALID_FRAME, "invalid fields: ids", "r4")),
+    ]
+    server = validator("websocket.server")
+    for frame in frames:
+        server.validate(json.loads(frame))
+    assert not server.is_valid({"type": "ack", "v": 2, "unread": 0})
+
+
+def test_the_documented_client_frames_are_valid() -> None:
+    text = (ROOT / "docs" / "WEBSOCKET.md").read_text(encoding="utf-8")
+    client_section = text.split("Client → server:", 1)[1]
+    block = re.search(r"```json\n(.*?)```", client_section, flags=re.DOTALL)
+    assert block is not None
+    client = validator("websocket.client")
+    frames = [json.loads(line) for line in block.group(1).splitlines()]
+    assert len(frames) == 8
+    for frame in frames:
+        client.validate(frame)
+    assert not client.is_valid({"type": "mark_read", "v": 1, "ids": []})

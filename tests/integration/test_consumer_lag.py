@@ -12,6 +12,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from streams.ops.lag import ConsumerLag, PartitionOffsets
+from streams.ops.services import ConsumerLagService
 from tests.integration.stack import produce
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ async def test_lag_is_end_offset_minus_the_groups_committed_offset(bootstrap_ser
     try:
         snapshot = await lag.refresh()
     finally:
-        await lag.stop()
+        await lag.aclose()
     assert set(snapshot) == {
         PartitionOffsets(topic, busy.partition, committed=4, end=10),
         PartitionOffsets(topic, idle.partition, committed=0, end=0),
@@ -52,26 +53,26 @@ async def test_lag_is_end_offset_minus_the_groups_committed_offset(bootstrap_ser
     assert registry.get_sample_value("herald_consumer_lag_messages", labels) == 6
 
 
-async def test_run_refreshes_until_stopped_and_counts_failures(bootstrap_servers: list[str]) -> None:
+async def test_the_service_refreshes_until_stopped_and_counts_failures(bootstrap_servers: list[str]) -> None:
     registry = CollectorRegistry()
     lag = ConsumerLag(bootstrap_servers, f"group-{uuid.uuid4().hex[:8]}", lambda: ["no-such-topic"], registry)
-    task = asyncio.create_task(lag.run(0.05))
+    service = ConsumerLagService(lag, interval=0.05)
+    await service.start()
     for _ in range(200):
         if registry.get_sample_value("herald_consumer_lag_refreshed_timestamp_seconds"):
             break
         await asyncio.sleep(0.05)
-    await lag.stop()
-    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(service.stop(), 5)
     assert registry.get_sample_value("herald_consumer_lag_refreshed_timestamp_seconds")
     assert registry.get_sample_value("herald_consumer_lag_refresh_failures_total") == 0
 
     failures = CollectorRegistry()
     unreachable = ConsumerLag(["127.0.0.1:1"], "g", lambda: ["t"], failures, request_timeout=1)
-    task = asyncio.create_task(unreachable.run(0.05))
+    service = ConsumerLagService(unreachable, interval=0.05)
+    await service.start()
     for _ in range(200):
         if failures.get_sample_value("herald_consumer_lag_refresh_failures_total"):
             break
         await asyncio.sleep(0.05)
-    await unreachable.stop()
-    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(service.stop(), 5)
     assert failures.get_sample_value("herald_consumer_lag_refresh_failures_total") >= 1  # type: ignore[operator]

@@ -67,7 +67,9 @@ def create_app(
         topics = FeedTopics(
             names.delivery[Channel.INAPP], names.inbox, settings.partitions, settings.replication_factor
         )
-        feed = KafkaFeed(settings.bootstrap_servers, topics, metrics)
+        feed = KafkaFeed(
+            settings.bootstrap_servers, topics, metrics, fetch_max_wait_ms=settings.fetch_max_wait_ms
+        )
     source: NotificationFeed = feed
     sessions = Sessions(
         verifier,

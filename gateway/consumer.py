@@ -65,8 +65,10 @@ class KafkaFeed:
         *,
         retry_seconds: float = 2.0,
         client_id: str = "herald-gateway",
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._topics = topics
         self._metrics = metrics
         self._retry_seconds = retry_seconds
@@ -113,6 +115,7 @@ class KafkaFeed:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
         try:
             await consumer.start()

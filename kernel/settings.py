@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     rebalance_timeout_seconds: float = Field(default=3.0, gt=0)
     session_timeout_seconds: float = Field(default=10.0, gt=0)
     heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
+    # How long a fetch may wait on the broker for data. Real Kafka answers as soon as data is there, so a long
+    # wait costs nothing; some brokers (the embedded Tansu) hold a fetch for about half of it even when data
+    # is waiting, and every consumer hop on the way to a person pays that. Faust's own is a fixed 1,500 ms.
+    fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
 
     # --- topics -------------------------------------------------------------------------------------------
     topic_events: str = "herald.events"

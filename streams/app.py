@@ -33,14 +33,18 @@ class _NoWebBoot(BootStrategy):
 
 class HeraldApp(faust.App):
     BootStrategy = _NoWebBoot
+    fetch_max_wait_ms: int = Transport.fetch_max_wait_ms
 
     def _new_transport(self) -> Any:
-        # Faust picks its transport by the URL's scheme; Herald's checks the end offsets recovery reads to.
-        return Transport(self.conf.broker_consumer, self)
+        # Faust picks its transport by the URL's scheme; Herald's checks the end offsets recovery reads to and
+        # sets the fetch wait.
+        transport = Transport(self.conf.broker_consumer, self)
+        transport.fetch_max_wait_ms = self.fetch_max_wait_ms
+        return transport
 
 
 def create_app(settings: Settings) -> faust.App:
-    return HeraldApp(
+    app = HeraldApp(
         settings.app_id,
         broker=settings.broker_url,
         store="memory://",
@@ -64,6 +68,8 @@ def create_app(settings: Settings) -> faust.App:
         # corrected in adapters.broker.offsets) and stopped workers for nothing.
         recovery_consistency_check=False,
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    return app
 
 
 def _subcommand(argv: list[str]) -> str | None:

@@ -12,6 +12,8 @@
    are never processed, and their copies fetched again are discarded as already read. A restarted worker
    lost notifications this way. Here the flow stops before the seek and stays stopped until recovery resumes
    it, so what the queues lose is only what the seek makes the consumer fetch again.
+
+It also sets the worker consumer's fetch wait, which Faust fixes at 1,500 ms (`Transport.fetch_max_wait_ms`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ class ReadOffsets(defaultdict[TP, int | None]):
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by aiokafka when the consumer starts its fetcher; Faust passes a constant and has no setting.
+        consumer._fetch_max_wait_ms = cast(Transport, transport).fetch_max_wait_ms
+        return consumer
+
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         listed = await super()._highwaters(partitions)
         if self.consumer.in_transaction:
@@ -81,3 +89,5 @@ class _Consumer(faust_aiokafka.Consumer):
 
 class Transport(faust_aiokafka.Transport):
     Consumer: ClassVar[Any] = _Consumer
+    # How long a worker's fetch may wait on the broker for data (HERALD_FETCH_MAX_WAIT_MS); set by the app.
+    fetch_max_wait_ms: int = 1500

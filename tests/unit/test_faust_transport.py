@@ -1,10 +1,12 @@
-"""The consumer's read marks while the flow is stopped (adapters.broker.faust_transport.ReadOffsets)."""
+"""Herald's Faust transport: the consumer's read marks while the flow is stopped, and its fetch wait."""
 
 from __future__ import annotations
 
 from faust.types import TP
 
 from adapters.broker.faust_transport import ReadOffsets
+from kernel.settings import Settings
+from streams.app import create_app
 
 TOPIC = TP("herald.deliver.email", 0)
 
@@ -39,3 +41,14 @@ def test_dict_update_from_a_seek_applies_while_held() -> None:
     marks.held = True
     marks.update({TOPIC: 42})
     assert marks[TOPIC] == 42
+
+
+async def test_the_worker_consumer_fetches_with_the_configured_wait() -> None:
+    # Faust builds its consumer with a fixed 1,500 ms fetch wait; every hop would pay it on a broker that
+    # holds fetches. The app's transport must hand HERALD_FETCH_MAX_WAIT_MS to the consumer it creates.
+    app = create_app(Settings(_env_file=None, fetch_max_wait_ms=7))  # type: ignore[call-arg]
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 7
+    finally:
+        await consumer.stop()

@@ -31,7 +31,8 @@ def _phone(value: str) -> str:
         raise ValueError("not a valid phone number for its country")
     formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if formatted != value:
-        raise ValueError(f"must be written in E.164 form: {formatted}")
+        # Not the number itself: validation messages reach dead letters, where personal data never goes.
+        raise ValueError("must be written in E.164 form: + and digits only, no spaces or national prefix")
     return value
 
 

@@ -13,6 +13,7 @@ from sendgrid.helpers.mail import CustomArg, Header, Mail
 from adapters.executor import SdkThreads
 from adapters.retry_after import parse_retry_after
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.privacy import scrub
 from kernel.settings import Settings
 from schemas.notifications import EmailNotification
 from schemas.reasons import DeliveryReason
@@ -90,11 +91,11 @@ class SendGridEmailSender:
         try:
             return await self._threads.run(lambda: self._post(body))
         except sg_errors.HTTPError as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, message.to) from exc
         except (OSError, http.client.HTTPException) as exc:
             # URLError, refused connections and socket timeouts are all OSErrors.
             raise RetriableDeliveryError(
-                f"SendGrid unreachable: {type(exc).__name__}: {exc}",
+                f"SendGrid unreachable: {type(exc).__name__}: {scrub(str(exc), message.to)}",
                 reason=DeliveryReason.PROVIDER_UNAVAILABLE,
             ) from exc
 
@@ -103,9 +104,10 @@ class SendGridEmailSender:
         self._threads.shutdown()
 
 
-def _translate(exc: sg_errors.HTTPError) -> PermanentDeliveryError | RetriableDeliveryError:
+def _translate(exc: sg_errors.HTTPError, to: str) -> PermanentDeliveryError | RetriableDeliveryError:
     status = int(exc.status_code)
-    detail = f"SendGrid {status}: {_first_error(exc)}"
+    # SendGrid's message may quote the address it refused: pseudonymized.
+    detail = f"SendGrid {status}: {scrub(_first_error(exc), to)}"
     if status in _PERMANENT:
         return PermanentDeliveryError(detail, reason=_PERMANENT[status], provider_code=str(status))
     if status == 429:

@@ -15,6 +15,7 @@ from typing import Self
 import aiosmtplib
 
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.privacy import scrub
 from kernel.settings import Settings, SmtpTls
 from schemas.notifications import EmailNotification
 from schemas.reasons import DeliveryReason
@@ -176,21 +177,23 @@ class SmtpEmailSender:
                 provider_code=",".join(sorted(codes)),
             ) from exc
         except aiosmtplib.SMTPResponseException as exc:
-            # 5xx replies are final; 4xx (greylisting, mailbox busy, rate limits) are worth retrying.
+            # 5xx replies are final; 4xx (greylisting, mailbox busy, rate limits) are worth retrying. Servers
+            # often quote the address ("<ada@…>: Recipient address rejected"): pseudonymized.
+            text = scrub(exc.message, message.to)
             if 500 <= exc.code < 600:
                 raise PermanentDeliveryError(
-                    f"SMTP {exc.code}: {exc.message}",
+                    f"SMTP {exc.code}: {text}",
                     reason=DeliveryReason.PROVIDER_REFUSED,
                     provider_code=str(exc.code),
                 ) from exc
             raise RetriableDeliveryError(
-                f"SMTP {exc.code}: {exc.message}",
+                f"SMTP {exc.code}: {text}",
                 reason=DeliveryReason.PROVIDER_UNAVAILABLE,
                 provider_code=str(exc.code),
             ) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise RetriableDeliveryError(
-                f"SMTP connection failed: {type(exc).__name__}: {exc}",
+                f"SMTP connection failed: {type(exc).__name__}: {scrub(str(exc), message.to)}",
                 reason=DeliveryReason.PROVIDER_UNAVAILABLE,
             ) from exc
         return str(mail["Message-ID"])

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from adapters.push import PushResult, PushToken, TokenOutcome
 from adapters.retry_after import parse_retry_after
 from kernel.errors import ConfigurationError, DeliveryError, PermanentDeliveryError, RetriableDeliveryError
+from kernel.privacy import scrub
 from kernel.settings import Settings
 from schemas.events import Priority
 from schemas.notifications import PushNotification
@@ -250,7 +251,7 @@ class ApnsPushSender:
                 headers={**headers, "authorization": f"bearer {provider_token}"},
             )
         except httpx.TransportError as exc:
-            return _transport_error(exc)
+            return _transport_error(exc, token.value)
 
 
 def _payload(message: PushNotification) -> bytes:
@@ -304,13 +305,15 @@ def _translate(response: httpx.Response, reason: str) -> PermanentDeliveryError 
     )
 
 
-def _transport_error(exc: httpx.TransportError) -> RetriableDeliveryError:
+def _transport_error(exc: httpx.TransportError, token: str) -> RetriableDeliveryError:
+    # The request's path holds the device token, which an error's message may quote: pseudonymized.
+    text = scrub(str(exc), token)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        detail, code = f"APNs unreachable: {type(exc).__name__}: {exc}", "connect"
+        detail, code = f"APNs unreachable: {type(exc).__name__}: {text}", "connect"
     elif isinstance(exc, httpx.TimeoutException):
         detail, code = f"APNs did not answer in time: {type(exc).__name__}", "timeout"
     else:
-        detail, code = f"APNs connection failed: {type(exc).__name__}: {exc}", "transport"
+        detail, code = f"APNs connection failed: {type(exc).__name__}: {text}", "transport"
     error = RetriableDeliveryError(detail, reason=DeliveryReason.PROVIDER_UNAVAILABLE, provider_code=code)
     error.__cause__ = exc
     return error

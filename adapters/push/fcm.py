@@ -18,6 +18,7 @@ from adapters.executor import SdkThreads
 from adapters.push import PushResult, PushToken, TokenOutcome
 from adapters.retry_after import parse_retry_after
 from kernel.errors import ConfigurationError, DeliveryError, PermanentDeliveryError, RetriableDeliveryError
+from kernel.privacy import scrub
 from kernel.settings import Settings
 from schemas.events import Priority
 from schemas.notifications import PushNotification
@@ -164,7 +165,8 @@ def _outcome(token: PushToken, response: messaging.SendResponse) -> TokenOutcome
         return TokenOutcome(token, message_id=str(response.message_id))
     exc = response.exception
     code = _fcm_code(exc)
-    return TokenOutcome(token, error=_translate(exc, code), token_invalid=code in INVALID_TOKEN_CODES)
+    error = _translate(exc, code, token.value)
+    return TokenOutcome(token, error=error, token_invalid=code in INVALID_TOKEN_CODES)
 
 
 def _fcm_code(exc: exceptions.FirebaseError) -> str:
@@ -182,8 +184,11 @@ def _fcm_code(exc: exceptions.FirebaseError) -> str:
     return str(exc.code)
 
 
-def _translate(exc: exceptions.FirebaseError, code: str) -> PermanentDeliveryError | RetriableDeliveryError:
-    detail = f"FCM {code}: {exc}"
+def _translate(
+    exc: exceptions.FirebaseError, code: str, token: str | None = None
+) -> PermanentDeliveryError | RetriableDeliveryError:
+    # A device token is profile data; should FCM's message quote it, only its pseudonym is kept.
+    detail = f"FCM {code}: {scrub(str(exc), token)}"
     retriable, reason = ERROR_CODES.get(code, (False, DeliveryReason.PROVIDER_REFUSED))
     if not retriable:
         return PermanentDeliveryError(detail, reason=reason, provider_code=code)

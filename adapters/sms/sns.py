@@ -11,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.executor import SdkThreads
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.privacy import scrub
 from kernel.settings import Settings
 from schemas.notifications import SmsNotification
 from schemas.reasons import DeliveryReason
@@ -98,11 +99,12 @@ class SnsSmsSender:
         try:
             return await self._threads.run(lambda: self._publish(message))
         except ClientError as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, message.to) from exc
         except BotoCoreError as exc:
             # Connection failures and connect/read timeouts.
             raise RetriableDeliveryError(
-                f"SNS unreachable: {type(exc).__name__}: {exc}", reason=DeliveryReason.PROVIDER_UNAVAILABLE
+                f"SNS unreachable: {type(exc).__name__}: {scrub(str(exc), message.to)}",
+                reason=DeliveryReason.PROVIDER_UNAVAILABLE,
             ) from exc
 
     async def aclose(self) -> None:
@@ -110,11 +112,12 @@ class SnsSmsSender:
         self._threads.shutdown()
 
 
-def _translate(exc: ClientError) -> PermanentDeliveryError | RetriableDeliveryError:
+def _translate(exc: ClientError, to: str) -> PermanentDeliveryError | RetriableDeliveryError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    detail = f"SNS {status} {code}: {error.get('Message', '')}"
+    # SNS's message may name the number ("PhoneNumber Reason: +33… is not valid"): pseudonymized.
+    detail = f"SNS {status} {code}: {scrub(str(error.get('Message', '')), to)}"
     if code in PERMANENT_CODES:
         return PermanentDeliveryError(detail, reason=PERMANENT_CODES[code], provider_code=code)
     if status == 429 or "Throttl" in code or code in RETRIABLE_CODES:

@@ -13,6 +13,7 @@ from twilio.rest import Client
 
 from adapters.executor import SdkThreads
 from kernel.errors import PermanentDeliveryError, RetriableDeliveryError
+from kernel.privacy import scrub
 from kernel.settings import Settings
 from schemas.notifications import SmsNotification
 from schemas.reasons import DeliveryReason
@@ -86,13 +87,17 @@ class TwilioSmsSender:
     async def send(self, message: SmsNotification) -> str | None:
         try:
             return await self._threads.run(lambda: self._create(message))
+        # Twilio's answers name the number ("The 'To' number +33… is not a valid phone number"): pseudonymized
         except TwilioRestException as exc:
-            raise _translate(int(exc.status), _int_or_none(exc.code), str(exc.msg)) from exc
+            text = scrub(str(exc.msg), message.to)
+            raise _translate(int(exc.status), _int_or_none(exc.code), text) from exc
         except TwilioServiceException as exc:
-            raise _translate(int(exc.status), _int_or_none(exc.code), f"{exc.title}: {exc.detail}") from exc
+            text = scrub(f"{exc.title}: {exc.detail}", message.to)
+            raise _translate(int(exc.status), _int_or_none(exc.code), text) from exc
         except requests.RequestException as exc:
             raise RetriableDeliveryError(
-                f"Twilio unreachable: {type(exc).__name__}: {exc}", reason=DeliveryReason.PROVIDER_UNAVAILABLE
+                f"Twilio unreachable: {type(exc).__name__}: {scrub(str(exc), message.to)}",
+                reason=DeliveryReason.PROVIDER_UNAVAILABLE,
             ) from exc
 
     async def aclose(self) -> None:

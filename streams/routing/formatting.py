@@ -50,7 +50,8 @@ def _aware(value: dt.datetime | str) -> dt.datetime:
         try:
             value = dt.datetime.fromisoformat(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
+            # Never the value: it is event data, and this message ends up in a dead letter's detail.
+            raise ValueError("a string that is not an ISO 8601 date-time") from None
     if value.tzinfo is None or value.utcoffset() is None:
         # Whose clock a naive time was read on is unknown, so any instant we picked could be hours off.
         raise ValueError("a date-time without a UTC offset cannot be shown in the recipient's timezone")
@@ -91,9 +92,9 @@ def _number(value: Number) -> int | Decimal:
     try:
         number = Decimal(str(value).strip()) if isinstance(value, (float, str)) else value
     except InvalidOperation:
-        raise ValueError(f"{value!r} is not a number") from None
+        raise ValueError(f"a {type(value).__name__} that is not a number") from None
     if not isinstance(number, Decimal) or not number.is_finite():
-        raise ValueError(f"{value!r} is not a finite number")
+        raise ValueError(f"a {type(value).__name__} that is not a finite number")
     return number
 
 

@@ -135,7 +135,9 @@ def apply_preferences(
         update = parse_preferences(key, value)
         try:
             merged = merge(current, update)
-        except (ValidationError, ValueError) as exc:
+        except ValidationError as exc:  # before ValueError, which it is: its str() repeats the input values
+            raise InvalidPreferences(describe_validation_error(exc)) from None
+        except ValueError as exc:
             raise InvalidPreferences(str(exc)) from None
         effects = Effects(writes=[TableWrite("preferences", user_id, merged.model_dump(mode="json"))])
         if not update.is_whole:

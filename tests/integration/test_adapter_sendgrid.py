@@ -143,3 +143,17 @@ async def test_a_closed_port_is_retriable() -> None:
     with pytest.raises(RetriableDeliveryError):
         await sender.send(email())
     await sender.aclose()
+
+
+async def test_a_refusal_quoting_the_address_keeps_only_its_pseudonym(
+    fake: FakeSendGrid, sender: SendGridEmailSender
+) -> None:
+    from kernel.privacy import pseudonym
+
+    fake.fail_next(sendgrid_error(400, "Does not contain a valid address: Ada@Example.com"))
+
+    with pytest.raises(PermanentDeliveryError) as caught:
+        await sender.send(email())
+
+    assert "example.com" not in caught.value.detail.lower()
+    assert pseudonym("ada@example.com") in caught.value.detail

@@ -132,3 +132,13 @@ async def test_a_message_in_flight_at_aclose_still_goes_and_its_connection_is_qu
     await sending
     assert [m["X-Herald-Notification-Id"] for m in sink.messages] == ["ntf_late"]
     assert sink.quits == 1
+
+
+async def test_a_refusal_quoting_the_address_keeps_only_its_pseudonym(sink: SmtpSink) -> None:
+    from kernel.privacy import pseudonym
+
+    sink.refusal = "550 5.1.1 <alice@example.com>: Recipient address rejected: User unknown"
+    with pytest.raises(PermanentDeliveryError) as info:
+        await sender_for(*sink.address).send(email())
+    assert "alice@example.com" not in info.value.detail
+    assert pseudonym("alice@example.com") in info.value.detail and "User unknown" in info.value.detail

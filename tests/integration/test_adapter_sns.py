@@ -113,3 +113,19 @@ async def test_a_hanging_server_times_out_as_retriable(fake: FakeSns, sender: Sn
         await sender.send(sms())
 
     assert caught.value.reason == "provider_unavailable"
+
+
+async def test_a_refusal_naming_the_number_keeps_only_its_pseudonym(
+    fake: FakeSns, sender: SnsSmsSender
+) -> None:
+    from kernel.privacy import pseudonym
+
+    fake.fail_next(
+        sns_error(400, "InvalidParameter", "Invalid parameter: PhoneNumber Reason: 447700900123 is not valid")
+    )
+
+    with pytest.raises(PermanentDeliveryError) as caught:
+        await sender.send(sms())
+
+    assert "447700900123" not in caught.value.detail
+    assert pseudonym("+447700900123") in caught.value.detail

@@ -119,3 +119,18 @@ async def test_a_hanging_server_times_out_as_retriable(fake: FakeTwilio, sender:
         await sender.send(sms())
 
     assert caught.value.reason == "provider_unavailable"
+
+
+async def test_a_refusal_naming_the_number_keeps_only_its_pseudonym(
+    fake: FakeTwilio, sender: TwilioSmsSender
+) -> None:
+    from kernel.privacy import pseudonym
+
+    # Twilio's own wording for 21211 quotes the number; the detail goes to the DLQ and the status topic.
+    fake.fail_next(twilio_error(400, 21211, "The 'To' number +447700900123 is not a valid phone number."))
+
+    with pytest.raises(PermanentDeliveryError) as caught:
+        await sender.send(sms())
+
+    assert "447700900123" not in caught.value.detail and "447700900123" not in str(caught.value)
+    assert pseudonym("+447700900123") in caught.value.detail

@@ -152,3 +152,19 @@ def test_a_filter_failure_is_a_template_error() -> None:
         _render("{{ '2026-03-08T15:30' | datetime }}", filters_for("en", "UTC"))
     with pytest.raises(jinja2.TemplateRuntimeError, match="number filter"):
         _render("{{ 'x' | number }}", context_filters(), recipient={"locale": "en", "timezone": "UTC"})
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [
+        ("{{ v | number }}", "ada.lovelace@example.com"),
+        ("{{ v | currency('EUR') }}", "+33 6 12 00 00 01"),
+        ("{{ v | number }}", "Infinity"),
+        ("{{ v | datetime }}", "ada.lovelace@example.com"),
+    ],
+)
+def test_a_filter_failure_never_repeats_the_value(source: str, value: str) -> None:
+    # The message becomes a dead letter's detail; the value is event data, which may be personal.
+    with pytest.raises(jinja2.TemplateRuntimeError) as caught:
+        _render(source, context_filters(), v=value, recipient={"locale": "en", "timezone": "UTC"})
+    assert value not in str(caught.value) and "filter" in str(caught.value)

@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from kernel.control_chars import strip_controls
 from kernel.errors import TemplateFailure
 from schemas.channels import Channel
 from schemas.rules import Rule
@@ -31,6 +32,11 @@ OPTIONAL_PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.PUSH: (),
     Channel.SMS: (),
 }
+# Every rendered part loses control and bidi-override characters (event data could carry escape sequences
+# or reorder the text). Bodies keep newlines and tabs; an SMS keeps newlines only (a tab is not GSM-7, and
+# would double the segments); a one-line part (title, subject, URL) keeps neither.
+KEPT_CONTROLS: dict[str, str] = {"body": "\n\t", "text": "\n\t", "html": "\n\t"}
+SMS_KEPT_CONTROLS = "\n"
 
 
 def locale_chain(locale: str) -> list[str]:
@@ -109,7 +115,9 @@ class TemplateStore:
                     raise TemplateFailure(f"template {template!r} has no {channel.value}/{part}.j2")
                 continue
             try:
-                rendered[part] = self._env.get_template(name).render(context).strip()
+                text = self._env.get_template(name).render(context)
+                keep = SMS_KEPT_CONTROLS if channel is Channel.SMS else KEPT_CONTROLS.get(part, "")
+                rendered[part] = strip_controls(text, keep=keep).strip()
             except jinja2.exceptions.SecurityError as exc:
                 raise TemplateFailure(f"{name}: refused by the sandbox: {exc}") from exc
             except jinja2.UndefinedError as exc:

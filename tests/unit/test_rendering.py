@@ -67,3 +67,52 @@ def test_sandbox_refuses_internals(tmp_path: Path) -> None:
     write(tmp_path, "evil/sms/text.j2", "{{ data.__class__.__mro__[1].__subclasses__() }}")
     with pytest.raises(TemplateFailure):
         TemplateStore(tmp_path).render("evil", Channel.SMS, "en", {"data": {}})
+
+
+# NUL, ESC (a terminal colour sequence), BEL, DEL, a C1 CSI, and the bidi overrides and isolates.
+HOSTILE = "A\x00B\x1b[31mC\x07D\x7fE\x9bF\u202eG\u202aH\u2066I\u2067J\u2068K\u2069L"
+CLEAN = "AB[31mCDEFGHIJKL"
+
+
+def _all_channels(tmp_path: Path) -> TemplateStore:
+    for channel, parts in {
+        "inapp": ("title", "body", "action_url"),
+        "email": ("subject", "text", "html"),
+        "push": ("title", "body"),
+        "sms": ("text",),
+    }.items():
+        for part in parts:
+            write(tmp_path, f"c/{channel}/{part}.j2", "{{ data.value }}")
+    return TemplateStore(tmp_path)
+
+
+@pytest.mark.parametrize("channel", list(Channel))
+def test_control_and_bidi_characters_from_event_data_are_stripped_from_every_part(
+    tmp_path: Path, channel: Channel
+) -> None:
+    parts = _all_channels(tmp_path).render("c", channel, "en", {"data": {"value": HOSTILE}})
+    assert parts.parts and all(text == CLEAN for text in parts.parts.values()), parts.parts
+
+
+def test_one_line_parts_lose_line_breaks_and_bodies_keep_them(tmp_path: Path) -> None:
+    store = _all_channels(tmp_path)
+    value = "one\r\ntwo\tthree\rfour\u2028five\x0bsix"
+    email = store.render("c", Channel.EMAIL, "en", {"data": {"value": value}})
+    # A subject is one header line: a line break there would forge another header (or be refused by SMTP).
+    assert email["subject"] == "one  two three four five six"
+    assert email["text"] == "one\ntwo\tthree\nfour\nfive\nsix"
+    inapp = store.render("c", Channel.INAPP, "en", {"data": {"value": value}})
+    assert "\n" not in inapp["title"] and "\n" not in (inapp.get("action_url") or "")
+    assert inapp["body"] == email["text"]
+    push = store.render("c", Channel.PUSH, "en", {"data": {"value": value}})
+    assert push["title"] == email["subject"] and push["body"] == email["text"]
+    # An SMS keeps its line breaks but not tabs (not GSM-7: one would double the segments).
+    assert store.render("c", Channel.SMS, "en", {"data": {"value": value}})["text"] == (
+        "one\ntwo three\nfour\nfive\nsix"
+    )
+
+
+def test_ordinary_text_is_left_as_it_is(tmp_path: Path) -> None:
+    text = "Crème brûlée — 12 € · 東京 · مرحبا · 👩‍💻 · a\u200db"  # accents, CJK, Arabic, emoji with ZWJ
+    parts = _all_channels(tmp_path).render("c", Channel.EMAIL, "en", {"data": {"value": text}})
+    assert parts["subject"] == parts["text"] == text

@@ -104,6 +104,9 @@ class Rule(WireModel):
     delay: Duration | None = None
     digest: Digest | None = None
     throttle: Throttle | None = None
+    # Event data fields the in-app notification carries to the client as `data` (`order_id`, `order.url`; the
+    # `data.` prefix optional), beside what its templates render. Nothing else of the event's data leaves.
+    public: Annotated[list[DataPath], Field(max_length=50)] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:

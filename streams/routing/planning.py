@@ -24,6 +24,7 @@ from schemas.rules import Rule
 from schemas.users import UserProfile
 from streams.routing.preferences import Defer, Suppress, decide_for_rule
 from streams.routing.rendering import TemplateStore
+from streams.routing.rules import pick
 from streams.routing.sms_segments import count_segments
 
 
@@ -109,7 +110,8 @@ def plan_notifications(
                 title=parts["title"],
                 body=parts["body"],
                 action_url=parts.get("action_url") or None,
-                data=event.data,
+                # Not the event's data: only the fields the rule makes public reach the client.
+                data=pick(event.data, rule.public),
             )
         elif channel is Channel.EMAIL:
             assert profile.email is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,30 @@ def lookup(data: Mapping[str, Any], path: str) -> Any:
             return _MISSING
         current = current[part]
     return current
+
+
+def pick(data: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    """The fields at `paths` (as `lookup` reads them), nested as they are in `data`; missing ones left out:
+    `["order.id", "url"]` → {"order": {"id": …}, "url": …}."""
+    picked: dict[str, Any] = {}
+    made = {id(picked)}  # the dicts built here, as opposed to values taken from `data`
+    # Parents first: a field picked whole already holds the fields below it.
+    for path in sorted({p.removeprefix("data.") for p in paths}, key=lambda p: p.count(".")):
+        value = lookup(data, path)
+        if value is _MISSING:
+            continue
+        *parents, name = path.split(".")
+        into = picked
+        for part in parents:
+            if part not in into:
+                into[part] = {}
+                made.add(id(into[part]))
+            into = into[part]
+            if id(into) not in made:
+                break
+        else:
+            into[name] = value
+    return picked
 
 
 def holds(condition: Condition, data: Mapping[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from schemas.users import UserProfile
 from streams.routing.planning import plan_notifications
 from streams.routing.rendering import TemplateStore
 from streams.routing.rules import RuleBook
+from tests.unit.test_control_chars import control_characters
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -152,3 +153,77 @@ def test_preferences_and_quiet_hours_shape_the_plan() -> None:
     assert [(s.channel, s.reason) for s in plan.skipped] == [(Channel.EMAIL, "opted_out")]
     sms = next(d.notification for d in plan.deferred if d.notification.channel is Channel.SMS)
     assert getattr(sms, "segments", None) == 1
+
+
+def _rule(**fields: object):  # type: ignore[no-untyped-def]
+    from schemas.rules import Rule
+
+    return Rule.model_validate(
+        {"match": "order.shipped", "channels": {"inapp": {"template": "order_shipped"}}, **fields},
+        strict=False,
+    )
+
+
+def test_an_inapp_notification_carries_only_the_fields_the_rule_makes_public() -> None:
+    data = {
+        "order_id": "A-1",
+        "carrier": "DHL",
+        "items": ["Kettle"],
+        "internal_ref": "wh-7731",  # for templates and the producer's systems, not for the browser
+        "price": {"amount": 42, "cost": 17},
+        "tracking": {"url": "https://t.example/1", "token": "s3cr3t"},
+    }
+    store, alice = TemplateStore(EXAMPLES / "templates"), UserProfile(user_id="alice")
+    rule = _rule(public=["order_id", "data.tracking.url", "price.amount", "not_there"])
+    [inapp] = plan_notifications(event(data=data), alice, rule, store, NOW).notifications
+    assert isinstance(inapp, InAppNotification)
+    assert inapp.data == {
+        "order_id": "A-1",
+        "tracking": {"url": "https://t.example/1"},
+        "price": {"amount": 42},
+    }
+    assert inapp.title == "Your order A-1 has shipped"  # templates still see the whole of the data
+    # Without `public`, nothing of the event's data is forwarded.
+    [bare] = plan_notifications(event(data=data), alice, _rule(), store, NOW).notifications
+    assert isinstance(bare, InAppNotification) and bare.data == {}
+    assert "wh-7731" not in bare.to_json().decode() and "s3cr3t" not in inapp.to_json().decode()
+
+
+def test_the_example_rules_forward_the_order_id_the_docs_show() -> None:
+    plan = plan_for(UserProfile(user_id="alice"))
+    [inapp] = plan.notifications
+    assert isinstance(inapp, InAppNotification) and inapp.data == {"order_id": "A-1"}
+
+
+def test_control_characters_in_event_data_reach_no_subject_title_or_sms() -> None:
+    from schemas.notifications import PushNotification, SmsNotification
+    from schemas.rules import Rule
+
+    rule = Rule.model_validate(
+        {
+            "match": "security.login",
+            "critical": True,
+            "channels": {c: {"template": "security_login"} for c in ("push", "sms", "email")},
+        },
+        strict=False,
+    )
+    profile = UserProfile.model_validate(
+        {
+            "user_id": "a",
+            "email": "a@example.com",
+            "phone": "+33612345678",
+            "devices": [{"token": "t1", "platform": "android"}],
+        },
+        strict=False,
+    )
+    hostile = "Fire\x1b]0;pwned\x07fox\u202e\x00\r\nX-Injected: 1"
+    ev = event(type="security.login", data={"device": hostile, "city": "Ly\u2066on\u2069\x9b"})
+    plan = plan_notifications(ev, profile, rule, TemplateStore(EXAMPLES / "templates"), NOW)
+    by_channel = {n.channel: n for n in plan.notifications}
+    email, push, sms = by_channel[Channel.EMAIL], by_channel[Channel.PUSH], by_channel[Channel.SMS]
+    assert isinstance(email, EmailNotification) and isinstance(push, PushNotification)
+    assert isinstance(sms, SmsNotification)
+    texts = [email.subject, email.text, push.title, push.body, sms.text]
+    assert not [c for t in texts for c in control_characters(t)], texts
+    assert "\n" not in email.subject and "\n" not in push.title
+    assert "Fire]0;pwnedfox" in email.text + push.body + sms.text  # the visible text is kept

@@ -15,7 +15,9 @@ HeraldError
 │   ├── InvalidPreferences   user preferences that fail validation
 │   ├── NoRule               no routing rule matches the event type
 │   ├── UnknownUser          the recipient has no profile
-│   └── TemplateFailure      a template is missing or cannot render with this data
+│   ├── TemplateFailure      a template is missing or cannot render with this data
+│   ├── TooManyRecipients    an event for more recipients than HERALD_MAX_RECIPIENTS
+│   └── RecordTooLarge       a record or table value it would make is over HERALD_MAX_RECORD_BYTES
 └── DeliveryError            a provider refused or failed
     ├── PermanentDeliveryError   the provider will never accept it  → DLQ
     └── RetriableDeliveryError   may succeed later (timeouts, 4xx throttling, 5xx)
@@ -116,6 +118,17 @@ class UnknownUser(RejectedInput):
 
 class TemplateFailure(RejectedInput):
     reason = RejectReason.TEMPLATE_ERROR
+
+
+class TooManyRecipients(RejectedInput):
+    reason = RejectReason.TOO_MANY_RECIPIENTS
+
+
+class RecordTooLarge(RejectedInput):
+    """Raised before anything reaches the producer: the broker would refuse the record, and a produce that
+    fails stops the worker's batch (or, for a changelog, the worker)."""
+
+    reason = RejectReason.TOO_LARGE
 
 
 class DeliveryError(HeraldError):

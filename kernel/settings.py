@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kernel.errors import ConfigurationError
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+# What a produce request adds to one record's key and value (batch header, record framing; Herald sends no
+# headers): aiokafka refuses a record whose estimate is over the producer's max_request_size.
+RECORD_FRAMING_BYTES = 1024
 
 
 class SmtpTls(StrEnum):
@@ -70,6 +73,13 @@ class Settings(BaseSettings):
     # --- routing ------------------------------------------------------------------------------------------
     rules_file: Path = Path("examples/rules.yaml")
     templates_dir: Path = Path("examples/templates")
+
+    # --- sizes --------------------------------------------------------------------------------------------
+    # The largest record (key + value) the worker produces, its changelogs and dead letters included; the
+    # producer takes this plus RECORD_FRAMING_BYTES (streams.app). Anything larger is dead-lettered before it
+    # reaches the producer. At least 512 KiB: a digest lists up to 256 KiB of events.
+    max_record_bytes: int = Field(default=1_000_000, ge=512 * 1024, le=64 * 1024 * 1024)
+    max_recipients: int = Field(default=1000, ge=1, le=100_000)
 
     # --- email over SMTP ----------------------------------------------------------------------------------
     smtp_host: str | None = None

@@ -27,7 +27,8 @@ class DomainEvent(WireModel):
     event_id: Identifier
     type: EventType
     occurred_at: AwareDatetime
-    recipients: Annotated[list[UserId], Field(min_length=1, max_length=1000)]
+    # How many may be listed is a setting (HERALD_MAX_RECIPIENTS), checked at intake.
+    recipients: Annotated[list[UserId], Field(min_length=1)]
     data: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: Identifier | None = None
     priority: Priority = Priority.NORMAL
@@ -39,7 +40,9 @@ class DomainEvent(WireModel):
 
 
 class RecipientEvent(WireModel):
-    """A domain event narrowed to one recipient, re-keyed by user id so it meets that user's state."""
+    """A domain event narrowed to one recipient, re-keyed by user id so it meets that user's state. Its
+    event lists only that recipient (a record per recipient must not carry them all), and keeps the field so
+    a worker of an earlier version reads it."""
 
     kind: Literal["event"] = "event"
     event: DomainEvent

@@ -46,6 +46,8 @@ class RejectReason(StrEnum):
     NO_RULE = "no_rule"
     UNKNOWN_USER = "unknown_user"
     TEMPLATE_ERROR = "template_error"
+    TOO_LARGE = "too_large"  # a record it would produce, or a table value it would write, is over the budget
+    TOO_MANY_RECIPIENTS = "too_many_recipients"  # an event for more recipients than allowed
     INTERNAL_ERROR = "internal_error"  # anything unexpected: dead-lettered rather than lost
 
 

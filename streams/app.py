@@ -14,7 +14,7 @@ from adapters.broker.faust_transport import Transport
 from kernel.errors import ConfigurationError
 from kernel.logs import worker_logging_config
 from kernel.ports import ensure_port_free
-from kernel.settings import Settings, load_settings
+from kernel.settings import RECORD_FRAMING_BYTES, Settings, load_settings
 from streams.runtime.provisioning import provision_topics
 
 
@@ -59,6 +59,8 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # The outbox never hands over a record over HERALD_MAX_RECORD_BYTES; the producer takes exactly that.
+        producer_max_request_size=settings.max_record_bytes + RECORD_FRAMING_BYTES,
         broker_rebalance_timeout=settings.rebalance_timeout_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,

@@ -84,7 +84,7 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     clock = utc_now
 
     def new_outbox() -> Outbox:
-        return Outbox(app, topics.names, tables, metrics, clock)
+        return Outbox(app, topics.names, tables, metrics, clock, settings.max_record_bytes)
 
     worker = Worker(
         settings=settings,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from schemas.deadletter import DeadLetterStage
 from schemas.notifications import NotificationBase
 from schemas.status import Outcome
 from streams.delivery import steps
@@ -24,7 +25,7 @@ from streams.delivery.answers import Send
 from streams.delivery.channels import WiredChannel, wire_channels
 from streams.delivery.providers import Providers
 from streams.delivery.steps import ChannelSpec, Decision, Verdict
-from streams.effects import Effects, TableWrite
+from streams.effects import Effects, Rejected, TableWrite
 from streams.runtime.outbox import Outbox
 from streams.runtime.worker import Worker
 
@@ -81,6 +82,7 @@ class ChannelAgents(Generic[N]):
         self.spec: ChannelSpec[N] = wired.spec
         self.send: Send[N] = wired.send
         self.channel = wired.spec.channel
+        self.stage = DeadLetterStage.delivery(self.channel)
         self._limit = asyncio.Semaphore(worker.settings.delivery_concurrency)
         # One delivery at a time per recipient across this channel's fresh and retry agents, so two copies
         # of a notification (a replay and its parked retry) can never both pass the dedup check.
@@ -142,14 +144,14 @@ class ChannelAgents(Generic[N]):
             if item.effects is None:
                 await self._deliver(outbox, item, wait_until_due)
             else:
-                await outbox.apply(item.event, self._again(item.effects))
+                await self._apply(outbox, item, self._again(item.effects))
 
     async def _deliver(self, outbox: Outbox, item: _Input, wait_until_due: bool) -> None:
         """Decide what becomes of one message and hand over all of it but its statuses (see `run_batch`)."""
         parsed = steps.parse(self.spec, item.event.message.value)
         if isinstance(parsed, Decision):
             item.effects = parsed.effects
-            await outbox.apply(item.event, _without_statuses(item.effects))
+            await self._apply(outbox, item, _without_statuses(item.effects))
             return
         if wait_until_due and parsed.not_before is not None:
             delay = (parsed.not_before - self.worker.clock()).total_seconds()
@@ -161,7 +163,14 @@ class ChannelAgents(Generic[N]):
             item.effects = decision.effects
             # No await between `_decide` reading the delivered-ids record and this writing it: another
             # channel's agent may write the same recipient's record.
-            await outbox.apply(item.event, _without_statuses(item.effects))
+            await self._apply(outbox, item, _without_statuses(item.effects))
+
+    async def _apply(self, outbox: Outbox, item: _Input, effects: Effects) -> None:
+        """Hand over `effects`; if one of them was too large, the message is dead-lettered instead, and that
+        is all a batch run again does with it, and all its statuses say (none)."""
+        too_large = await outbox.apply(item.event, effects, self.stage)
+        if too_large is not None:
+            item.effects = Effects(rejected=[Rejected(too_large, self.stage)])
 
     async def _decide(self, notification: N) -> Decision:
         tables, recipient = self.worker.tables, notification.recipient

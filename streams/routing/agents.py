@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
+from schemas.deadletter import DeadLetterStage
 from streams.ops.metrics import WorkerMetrics
+from streams.routing.intake import STAGE as INTAKE_STAGE
 from streams.routing.intake import intake
 from streams.routing.result import StepResult, Tally, reject
 from streams.routing.route import STAGE as ROUTE_STAGE
@@ -43,9 +45,8 @@ async def _intake_batch(worker: Worker, events: list[Any], outbox: Outbox) -> No
     routed = worker.topics.names.routed
     for event in events:
         worker.metrics.events_consumed.inc()
-        result = intake(event.message.value, worker.rules.book, routed)
-        count(worker.metrics, result.tally)
-        await outbox.apply(event, result.effects)
+        result = intake(event.message.value, worker.rules.book, routed, worker.settings.max_recipients)
+        await _apply(worker, outbox, event, result, INTAKE_STAGE)
 
 
 async def _route_batch(worker: Worker, events: list[Any], outbox: Outbox) -> None:
@@ -53,8 +54,16 @@ async def _route_batch(worker: Worker, events: list[Any], outbox: Outbox) -> Non
     # must see each other's digest and throttle writes (the outbox writes the table as it applies).
     for event in events:
         result = _route_one(worker, event.message)
-        count(worker.metrics, result.tally)
-        await outbox.apply(event, result.effects)
+        await _apply(worker, outbox, event, result, ROUTE_STAGE)
+
+
+async def _apply(
+    worker: Worker, outbox: Outbox, event: Any, result: StepResult, stage: DeadLetterStage
+) -> None:
+    """Apply a step's effects and count them; or, when one of its records would be too large, count the
+    input's rejection (the outbox dead-lettered it and applied nothing else)."""
+    too_large = await outbox.apply(event, result.effects, stage)
+    count(worker.metrics, result.tally if too_large is None else reject(too_large, stage).tally)
 
 
 def _route_one(worker: Worker, message: Any) -> StepResult:

@@ -1,11 +1,12 @@
 """The intake step: a domain event checked against the rules and fanned out, one routed record per distinct
-recipient keyed by user id, so each meets its recipient's state on the worker that holds it."""
+recipient keyed by user id, so each meets its recipient's state on the worker that holds it. Each record
+lists its one recipient: carrying them all would make fan-out grow with the square of their number."""
 
 from __future__ import annotations
 
 from pydantic import ValidationError
 
-from kernel.errors import InvalidEvent
+from kernel.errors import InvalidEvent, TooManyRecipients
 from schemas.base import describe_validation_error
 from schemas.deadletter import DeadLetterStage
 from schemas.events import DomainEvent, RecipientEvent
@@ -25,16 +26,25 @@ def parse_event(raw: bytes | None) -> DomainEvent:
         raise InvalidEvent(describe_validation_error(exc)) from None
 
 
-def intake(raw: bytes | None, rules: RuleBook, routed_topic: str) -> StepResult:
+def intake(raw: bytes | None, rules: RuleBook, routed_topic: str, max_recipients: int) -> StepResult:
     """A record per recipient on `routed_topic`; or the event rejected whole (stage "intake")."""
     try:
         event = parse_event(raw)
+        if len(event.recipients) > max_recipients:
+            raise TooManyRecipients(
+                f"recipients: {len(event.recipients)} listed, at most {max_recipients} allowed"
+            )
         # Checked before fan-out so an unroutable event is one dead letter, not one per recipient.
         rules.match(event.type, event.data)
         records = [
-            Record.of(routed_topic, recipient, RecipientEvent(event=event, recipient=recipient))
+            Record.of(routed_topic, recipient, for_one(event, recipient))
             for recipient in dict.fromkeys(event.recipients)
         ]
     except Exception as exc:  # whatever the cause, the input is parked rather than retried forever
         return reject(exc, STAGE)
     return StepResult(Effects(records=records), Tally())
+
+
+def for_one(event: DomainEvent, recipient: str) -> RecipientEvent:
+    """The event as `recipient`'s routed record: its recipient list reduced to them."""
+    return RecipientEvent(event=event.model_copy(update={"recipients": [recipient]}), recipient=recipient)

@@ -135,7 +135,9 @@ def _collect(
     """Add the event to the recipient's digest; the first event of a bucket schedules its release."""
     recipient = profile.user_id
     bucket = bucket_of(rule, event)
-    buckets, opened = add_to_digest(digests, bucket, rule, event, now, profile.timezone)
+    # Kept listing its one recipient, whatever list a routed record of an earlier version carried.
+    mine = event.model_copy(update={"recipients": [recipient]})
+    buckets, opened = add_to_digest(digests, bucket, rule, mine, now, profile.timezone)
     result.effects.writes.append(TableWrite("digests", recipient, buckets))
     for channel in rule.channels:
         result.tally.deferred.append((channel, DecisionReason.DIGEST))

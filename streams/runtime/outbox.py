@@ -1,7 +1,8 @@
 """Applying steps' effects on Kafka: records handed to the producer without waiting on each, table writes to
 the changelog partition of their input, dead letters with their metric. A batch runs in `settle`, which
 waits for every acknowledgement before the batch's offsets may be committed, and runs the batch again when
-producing failed."""
+producing failed. Nothing over the record budget reaches the producer: an input that would produce such a
+record goes to the DLQ (`too_large`) instead of any of its effects."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from typing import Any
 
 import faust
 import faust.streams as faust_streams
+from faust.serializers import codecs
 
+from kernel.errors import RecordTooLarge
 from kernel.topics import TopicNames
 from schemas.deadletter import DeadLetterStage
 from schemas.status import DeliveryStatus
 from streams.effects import Effects, Record, TableWrite
 from streams.ops.metrics import WorkerMetrics
-from streams.runtime.deadletters import dead_letter
+from streams.runtime.deadletters import MAX_KEY_BYTES, dead_letter, original_room
 from streams.runtime.tables import Tables
 from streams.scheduling.tiers import hold
 
@@ -46,49 +49,86 @@ class Outbox:
         tables: Tables,
         metrics: WorkerMetrics,
         clock: Callable[[], datetime],
+        max_record_bytes: int,
     ) -> None:
         self._app = app
         self._names = names
         self._tables = tables
         self._metrics = metrics
         self._clock = clock
+        self._max_record_bytes = max_record_bytes
         self._pending: list[Awaitable[Any]] = []
 
     async def produce(self, record: Record) -> None:
+        """Hand `record` to the producer; RecordTooLarge, before anything is sent, if it is over budget."""
+        self._check(len(record.key or b"") + len(record.value or b""), f"a record for {record.topic}")
         future = await self._app.producer.send(
             record.topic, record.key, record.value, record.partition, None, None
         )
         self._pending.append(future)
 
-    async def apply(self, event: Any, effects: Effects) -> None:
+    async def apply(self, event: Any, effects: Effects, stage: DeadLetterStage) -> RecordTooLarge | None:
         """Apply what a step decided for the input `event` (a Faust event). Table writes come first, so a
         status that says "delivered" never reaches the broker before the write that makes a replay skip it
-        is handed over (the producer keeps order per partition; `flush` makes it durable)."""
-        if effects.writes:
+        is handed over (the producer keeps order per partition; `flush` makes it durable).
+
+        All or nothing: if any record or table value is over the budget, none of the effects is applied and
+        the input goes to the DLQ (`too_large`, at `stage`); the error is returned. Part of an input's
+        effects would leave state that says otherwise: a throttle counting a send that never went, a status
+        for a notification that was dropped, a digest missing an event its status says it holds."""
+        try:
+            writes, records = self._encode(effects)
+        except RecordTooLarge as exc:
+            await self.dead_letter(event.message, exc, stage)
+            return exc
+        if writes:
             bind_event(event)
-            for write in effects.writes:
-                self._write(event.message.partition, write)
-        for record in effects.records:
+            for write, value in writes:
+                self._write(event.message.partition, write, value)
+        for record in records:
             await self.produce(record)
-        now = self._clock()
         for later in effects.later:
-            await self.produce(hold(later, now, self._names.scheduled))
             self._metrics.scheduled.labels(reason=later.reason).inc()
-        for status in effects.statuses:
-            await self.status(status)
         for rejected in effects.rejected:
             await self.dead_letter(event.message, rejected.error, rejected.stage)
+        return None
 
-    def _write(self, partition: int, write: TableWrite) -> None:
+    def _encode(self, effects: Effects) -> tuple[list[tuple[TableWrite, bytes | None]], list[Record]]:
+        """The effects as they will be produced (table values with the tables' codec, held records wrapped
+        for the scheduler), each checked against the budget; raises RecordTooLarge for the first that is
+        over it."""
+        writes = []
+        for write in effects.writes:
+            value = None if write.value is None else codecs.dumps("json", write.value)
+            key = codecs.dumps("json", write.key)
+            self._check(len(key) + len(value or b""), f"the {write.table} table's value")
+            writes.append((write, value))
+        now = self._clock()
+        records = [
+            *effects.records,
+            *(hold(later, now, self._names.scheduled) for later in effects.later),
+            *(Record.of(self._names.status, status.recipient, status) for status in effects.statuses),
+        ]
+        for record in records:
+            self._check(len(record.key or b"") + len(record.value or b""), f"a record for {record.topic}")
+        return writes, records
+
+    def _check(self, size: int, what: str) -> None:
+        if size > self._max_record_bytes:
+            raise RecordTooLarge(
+                f"{what} would be {size} bytes, over HERALD_MAX_RECORD_BYTES ({self._max_record_bytes})"
+            )
+
+    def _write(self, partition: int, write: TableWrite, value: bytes | None) -> None:
         table = self._tables.by_name(write.table).faust
         if write.value is None:
             table.data.pop(write.key, None)
-            # A real tombstone (no value), so compaction drops the key and recovery deletes it; the table's
-            # json codec would write `null`, which is kept forever.
-            self._pending.append(table.send_changelog(partition, write.key, None, value_serializer="raw"))
         else:
             table.data[write.key] = write.value
-            self._pending.append(table.send_changelog(partition, write.key, write.value))
+        # Sent as the bytes measured against the budget (the table's own json codec, so recovery reads it
+        # back as before); a delete is a real tombstone (no value), so compaction drops the key and recovery
+        # deletes it, where the codec would write `null`, which is kept forever.
+        self._pending.append(table.send_changelog(partition, write.key, value, value_serializer="raw"))
 
     async def status(self, status: DeliveryStatus) -> None:
         await self.produce(Record.of(self._names.status, status.recipient, status))
@@ -103,8 +143,11 @@ class Outbox:
             value=message.value,
             error=error,
             stage=stage,
+            max_original_bytes=original_room(self._max_record_bytes),
         )
-        await self.produce(Record(self._names.dlq, message.key, record.to_json()))
+        # Within the budget by construction (original and key cut to fit), so this produce never refuses.
+        key = None if message.key is None else message.key[:MAX_KEY_BYTES]
+        await self.produce(Record(self._names.dlq, key, record.to_json()))
         self._metrics.dead_letters.labels(stage=stage, reason=record.reason).inc()
         log.warning(
             "dead-lettered",

@@ -6,6 +6,7 @@ time across agents, and a batch run again applying what was decided instead of s
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -77,7 +78,11 @@ class Table:
     def __len__(self) -> int:
         return len(self.data)
 
-    def send_changelog(self, partition: int, key: str, value: Any) -> asyncio.Future[None]:
+    def send_changelog(
+        self, partition: int, key: str, value: Any, value_serializer: str | None = None
+    ) -> asyncio.Future[None]:
+        # The outbox hands over the JSON it measured against the record budget, as raw bytes.
+        value = json.loads(value) if value_serializer == "raw" and value is not None else value
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def ack() -> None:
@@ -152,6 +157,7 @@ class Rig:
         channel: Channel = Channel.EMAIL,
         failures: int = 0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_record_bytes: int = 1_000_000,
     ) -> None:
         self.log: Log = []
         self.registry = CollectorRegistry()
@@ -162,7 +168,7 @@ class Rig:
         )
         self.producer = Producer(self.log, failures)
         app = cast(Any, SimpleNamespace(producer=self.producer))
-        settler = Settler(lambda: Outbox(app, NAMES, self.tables, metrics, clock), metrics)
+        settler = Settler(lambda: Outbox(app, NAMES, self.tables, metrics, clock, max_record_bytes), metrics)
         worker = SimpleNamespace(
             settings=SimpleNamespace(delivery_concurrency=8),
             tables=self.tables,
@@ -349,3 +355,16 @@ async def test_retries_permanent_refusals_and_hygiene_are_counted() -> None:
         rig.sample("herald_provider_attempts_total", channel="sms", provider="twilio", outcome="failed") == 2
     )
     assert rig.sample("herald_end_to_end_seconds_count", channel="sms") is None  # nothing delivered
+
+
+async def test_a_retry_record_over_the_budget_is_a_dead_letter_with_no_status() -> None:
+    notification = email("big", "eve", html="x" * (512 * 1024 - 294))  # 20 bytes under the budget
+    rig = Rig(max_record_bytes=512 * 1024)
+    rig.channel.answers["big"] = Answer((), RetriableDeliveryError("busy"))
+    await rig.agents.settle("deliver.email", [Event(notification, b"eve")])
+    # The retry record (the notification with its next attempt's time) is over the budget: the message is
+    # dead-lettered rather than its batch run again forever, and no status says it will be retried.
+    [letter] = [DeadLetter.model_validate_json(v) for v in rig.produced(NAMES.dlq)]
+    assert (letter.reason, letter.stage) == ("too_large", "email")
+    assert rig.statuses() == [] and rig.produced(NAMES.retries[Channel.EMAIL][0]) == []
+    assert rig.sample("herald_batch_failures_total", agent="deliver.email") is None

@@ -9,23 +9,27 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from prometheus_client import CollectorRegistry
 
-from kernel.errors import UnknownUser
+from kernel.errors import RecordTooLarge, UnknownUser
 from kernel.settings import Settings
 from kernel.topics import TopicNames
 from schemas.channels import Channel
 from schemas.deadletter import DeadLetter
 from schemas.scheduled import Scheduled
 from schemas.status import DeliveryStatus, Outcome
+from streams.app import create_app
 from streams.effects import Effects, Later, Record, Rejected, TableWrite
 from streams.ops.metrics import WorkerMetrics
 from streams.runtime import outbox as outbox_module
+from streams.runtime.deadletters import MAX_ORIGINAL_BYTES
 from streams.runtime.outbox import Outbox, Settler
 from streams.runtime.tables import StateTable, Tables
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 NAMES = TopicNames.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+BUDGET = Settings(_env_file=None).max_record_bytes  # type: ignore[call-arg]
 
 
 class FlakyProducer:
@@ -74,13 +78,14 @@ class RecordingTable:
 
 
 def make_outbox(
-    producer: FlakyProducer, log: list[tuple[str, Any]] | None = None
+    producer: FlakyProducer, log: list[tuple[str, Any]] | None = None, max_record_bytes: int = BUDGET
 ) -> tuple[Outbox, Tables, CollectorRegistry]:
     registry = CollectorRegistry()
     log = log if log is not None else []
     tables = Tables(*(StateTable(RecordingTable(log)) for _ in range(5)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
-    return Outbox(app, NAMES, tables, WorkerMetrics(registry, "test"), lambda: NOW), tables, registry
+    outbox = Outbox(app, NAMES, tables, WorkerMetrics(registry, "test"), lambda: NOW, max_record_bytes)
+    return outbox, tables, registry
 
 
 def settler(producer: FlakyProducer) -> tuple[Settler, CollectorRegistry]:
@@ -88,7 +93,7 @@ def settler(producer: FlakyProducer) -> tuple[Settler, CollectorRegistry]:
     metrics = WorkerMetrics(registry, "test")
     tables = Tables(*(StateTable(RecordingTable([])) for _ in range(5)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
-    return Settler(lambda: Outbox(app, NAMES, tables, metrics, lambda: NOW), metrics), registry
+    return Settler(lambda: Outbox(app, NAMES, tables, metrics, lambda: NOW, BUDGET), metrics), registry
 
 
 @pytest.fixture(autouse=True)
@@ -173,11 +178,12 @@ async def test_effects_are_applied_table_writes_first_to_the_inputs_partition() 
         rejected=[Rejected(UnknownUser("no profile"), "route")],
         writes=[TableWrite("throttles", "ada", {"channel:email": [1.0]}), TableWrite("digests", "ada", None)],
     )
-    await outbox.apply(_event(partition=3), effects)
+    assert await outbox.apply(_event(partition=3), effects, "route") is None
     await outbox.flush()
 
+    # As JSON bytes (the tables' codec), the size the budget was checked against; a delete as a tombstone.
     assert log == [
-        ("changelog", (3, "ada", {"channel:email": [1.0]})),
+        ("changelog", (3, "ada", ("raw", b'{"channel:email":[1.0]}'))),
         ("changelog", (3, "ada", ("raw", None))),
     ]
     assert tables.throttles.get("ada") == {"channel:email": [1.0]}
@@ -192,3 +198,126 @@ async def test_effects_are_applied_table_writes_first_to_the_inputs_partition() 
         == 1
     )
     assert registry.get_sample_value("herald_scheduled_total", {"reason": "quiet_hours"}) == 1
+
+
+# --- the record budget --------------------------------------------------------------------------------------
+def _status(**changes: Any) -> DeliveryStatus:
+    fields: dict[str, Any] = {
+        "notification_id": "n1",
+        "event_id": "e1",
+        "recipient": "ada",
+        "channel": Channel.INAPP,
+        "provider": "-",
+        "outcome": Outcome.DEFERRED,
+        "attempt": 1,
+        "at": NOW,
+        "reason": "digest",
+    }
+    return DeliveryStatus(**(fields | changes))
+
+
+def _small() -> Effects:
+    return Effects(
+        records=[Record("herald.deliver.inapp", b"ada", b"ok")],
+        later=[Later(NOW + timedelta(seconds=40), Record("herald.deliver.push", b"ada", b"ok"), "delay")],
+        statuses=[_status()],
+        rejected=[Rejected(UnknownUser("no profile"), "route.email")],
+        writes=[TableWrite("throttles", "ada", {"channel:email": [1.0]})],
+    )
+
+
+SMALLEST = 512 * 1024  # the least HERALD_MAX_RECORD_BYTES may be
+BIG = b"x" * (SMALLEST + 1)
+OVER_BUDGET = {
+    "a record": lambda e: e.records.append(Record("herald.deliver.inapp", b"ada", BIG)),
+    # The scheduler's envelope carries the held record in base64: a third larger than the record itself.
+    "a held record": lambda e: e.later.append(
+        Later(NOW + timedelta(seconds=40), Record("herald.deliver.push", b"ada", BIG[:400_000]), "delay")
+    ),
+    "a status": lambda e: e.statuses.append(_status(provider_message_id="m" * SMALLEST)),
+    "a table value": lambda e: e.writes.append(
+        TableWrite("digests", "ada", {"b": {"events": ["x" * SMALLEST]}})
+    ),
+}
+
+
+@pytest.mark.parametrize("what", OVER_BUDGET)
+async def test_an_input_with_an_effect_over_the_budget_is_dead_lettered_and_nothing_else_applied(
+    what: str,
+) -> None:
+    producer, log = FlakyProducer(), []
+    outbox, tables, registry = make_outbox(producer, log, max_record_bytes=SMALLEST)
+    effects = _small()
+    OVER_BUDGET[what](effects)
+
+    too_large = await outbox.apply(_event(partition=3), effects, "route")
+    await outbox.flush()
+
+    assert too_large is not None and too_large.reason == "too_large"
+    assert log == [] and tables.throttles.get("ada") is None and tables.digests.get("ada") is None
+    [(topic, key, value, _)] = producer.taken  # the dead letter alone: not even the step's own
+    letter = DeadLetter.model_validate_json(value or b"")
+    assert (topic, key, letter.reason, letter.stage) == (NAMES.dlq, b"ada", "too_large", "route")
+    assert f"HERALD_MAX_RECORD_BYTES ({SMALLEST})" in letter.detail and letter.original == b"{raw}"
+    assert (
+        registry.get_sample_value("herald_dead_letters_total", {"stage": "route", "reason": "too_large"}) == 1
+    )
+    assert registry.get_sample_value("herald_scheduled_total", {"reason": "delay"}) is None
+
+
+async def test_a_record_of_exactly_the_budget_goes_and_one_byte_more_does_not() -> None:
+    producer = FlakyProducer()
+    outbox, _, _ = make_outbox(producer, max_record_bytes=1_000)
+    await outbox.produce(Record("herald.deliver.inapp", b"ada", b"x" * 997))
+    with pytest.raises(RecordTooLarge):
+        await outbox.produce(Record("herald.deliver.inapp", b"ada", b"x" * 998))
+    assert [len(value or b"") for _, _, value, _ in producer.taken] == [997]
+
+
+async def test_an_input_over_the_budget_does_not_stop_its_batch() -> None:
+    # Before the guard, the producer refused the record and the batch ran again, forever (or, for a
+    # changelog, the producer's buffer crashed and took the worker with it).
+    producer = FlakyProducer()
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry, "test")
+    tables = Tables(*(StateTable(RecordingTable([])) for _ in range(5)))  # type: ignore[arg-type]
+    app = cast(Any, SimpleNamespace(producer=producer))
+    settle = Settler(lambda: Outbox(app, NAMES, tables, metrics, lambda: NOW, 1_000), metrics)
+
+    async def work(outbox: Outbox) -> None:
+        await outbox.apply(
+            _event(), Effects(records=[Record("herald.routed", b"bob", b"x" * 5_000)]), "intake"
+        )
+        await outbox.apply(_event(), Effects(records=[Record("herald.routed", b"bob", b"fine")]), "intake")
+
+    await asyncio.wait_for(settle.settle("intake", work), timeout=5)
+    assert [topic for topic, *_ in producer.taken] == [NAMES.dlq, "herald.routed"]
+    assert registry.get_sample_value("herald_batch_failures_total", {"agent": "intake"}) is None
+
+
+@pytest.mark.parametrize("budget", [512 * 1024, 1_000_000, 8 * 1024 * 1024])
+async def test_a_dead_letter_fits_the_budget_whatever_it_carries(budget: int) -> None:
+    producer = FlakyProducer()
+    outbox, _, _ = make_outbox(producer, max_record_bytes=budget)
+    message = SimpleNamespace(
+        topic="t" * 249, partition=3, offset=2**62, key=b"\x00" * 900_000, value=b"\x01" * 20_000_000
+    )
+    error = RecordTooLarge("\x00\u202e" * 5_000)  # escaped in JSON: six bytes each
+    await outbox.dead_letter(message, error, "intake")
+    [(_, key, value, _)] = producer.taken
+    assert len(key or b"") + len(value or b"") <= budget
+    letter = DeadLetter.model_validate_json(value or b"")
+    assert letter.original_truncated and letter.original == message.value[: len(letter.original)]
+    assert len(letter.original) >= min(MAX_ORIGINAL_BYTES, budget // 2)
+
+
+def test_the_budget_is_below_what_the_workers_producer_accepts() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    app = create_app(settings)
+    accepted = app.conf.producer_max_request_size
+    # aiokafka refuses a record whose estimate (key, value and framing) is over max_request_size.
+    for key_bytes in (0, 200, 4096):
+        key, value = b"k" * key_bytes, b"v" * (settings.max_record_bytes - key_bytes)
+        assert DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []) <= accepted
+    # …and within what a Kafka broker takes by default (message.max.bytes), framing included.
+    assert accepted <= 1_048_588

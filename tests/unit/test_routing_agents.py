@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
+from kernel.errors import RecordTooLarge
 from kernel.settings import Settings
 from kernel.topics import TopicNames
 from schemas.channels import Channel
@@ -48,7 +49,7 @@ class RecordingOutbox:
     tables: Tables
     applied: list[tuple[Any, Effects]] = field(default_factory=list)
 
-    async def apply(self, event: Any, effects: Effects) -> None:
+    async def apply(self, event: Any, effects: Effects, stage: str) -> None:
         for write in effects.writes:
             data = self.tables.by_name(write.table).faust
             if write.value is None:
@@ -182,3 +183,15 @@ def test_count_increments_each_label() -> None:
     assert sample(worker, "herald_notifications_routed_total", channel="email") == 2
     assert sample(worker, "herald_notifications_deferred_total", channel="sms", reason="quiet_hours") == 1
     assert sample(worker, "herald_notifications_skipped_total", channel="push", reason="opted_out") == 1
+
+
+def test_an_input_dead_lettered_as_too_large_is_counted_as_rejected_not_routed() -> None:
+    class TooSmall(RecordingOutbox):
+        async def apply(self, event: Any, effects: Effects, stage: str) -> RecordTooLarge | None:
+            self.applied.append((event, effects))
+            return RecordTooLarge("a record for herald.deliver.inapp would be too large")
+
+    worker = make_worker({"alice": {"user_id": "alice"}})
+    asyncio.run(_route_batch(worker, [routed("chat.message", 1)], cast(Outbox, TooSmall(worker.tables))))
+    assert sample(worker, "herald_events_rejected_total", reason="too_large") == 1
+    assert sample(worker, "herald_notifications_routed_total", channel="inapp") == 0

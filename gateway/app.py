@@ -18,10 +18,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from gateway import redaction
 from gateway.connections import ConnectionRegistry
 from gateway.consumer import FeedTopics, KafkaFeed, NotificationFeed
-from gateway.handshake import with_handshake_deadline
 from gateway.http_api import InboxHttp
 from gateway.inbox import Inbox
 from gateway.inbox_log import InboxWriter, KafkaInboxWriter
@@ -30,8 +28,10 @@ from gateway.keys import verifier_from_settings
 from gateway.metrics import GatewayMetrics
 from gateway.origins import OriginPolicy
 from gateway.session import SessionPolicy, Sessions
+from kernel import access_logs
 from kernel.logs import gateway_logging_config
 from kernel.ports import ensure_port_free
+from kernel.read_limits import ReadLimits, limited_protocol
 from kernel.settings import Settings
 from kernel.topics import TopicNames
 from schemas.channels import Channel
@@ -145,11 +145,19 @@ class GatewayServer(uvicorn.Server):
 
 
 def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
-    """A uvicorn server for `app` that never logs tokens: no access log, and handshake paths redacted."""
+    """A uvicorn server for `app` that never logs tokens: no access log, and no query string in any line."""
     config = uvicorn.Config(
         app,
         log_config=gateway_logging_config(settings),
-        http=with_handshake_deadline(settings.gateway_handshake_timeout_seconds),
+        # Slow-loris: deadlines on every request's headers (the WebSocket handshake too) and on bodies; the
+        # inbox's HTTP commands are no bigger than the same commands as frames.
+        http=limited_protocol(
+            ReadLimits(
+                header_seconds=settings.gateway_handshake_timeout_seconds,
+                body_seconds=settings.gateway_body_timeout_seconds,
+                max_body_bytes=settings.gateway_max_frame_bytes,
+            )
+        ),
         host=settings.gateway_host,
         port=settings.gateway_port,
         lifespan="on",
@@ -161,7 +169,7 @@ def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
         timeout_graceful_shutdown=10,
     )
     # After Config, which applies uvicorn's logging configuration; uvicorn logs handshakes on uvicorn.error.
-    redaction.install("uvicorn", "uvicorn.error", "uvicorn.access")
+    access_logs.install()
     connections: ConnectionRegistry = app.state.connections
     return GatewayServer(config, connections)
 

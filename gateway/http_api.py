@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -98,6 +98,9 @@ class InboxHttp:
                 unread = await self._service.mark(user, action, body.ids)
         except ValidationError as exc:
             return _json({"error": "invalid_request", "fields": _fields(exc)}, 400)
+        except ClientDisconnect:
+            # Gone before its body was in (or cut off at the body deadline): nothing to answer or log.
+            return Response(status_code=400)
         except InboxUnavailable:
             return _json({"error": "unavailable"}, 503, {"Retry-After": "5"})
         return _json({"unread": unread})

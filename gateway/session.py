@@ -98,7 +98,8 @@ class Sessions:
                     await reader
 
     def _authenticate(self, websocket: WebSocket) -> Identity:
-        if not self._origins.allows(websocket.headers.get("origin"), websocket.headers.get("host")):
+        headers = websocket.headers
+        if not self._origins.allows(headers.get("origin"), headers.get("host"), websocket.url.scheme):
             raise AuthError(AuthReason.ORIGIN_NOT_ALLOWED)
         token = bearer_token(websocket.headers.get("authorization"), websocket.query_params.get("token"))
         return self._verifier.verify(token)

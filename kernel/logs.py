@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
+from urllib.parse import unquote
 
 from pydantic import SecretStr
 
@@ -21,7 +22,12 @@ REDACTED = "[redacted]"
 _STANDARD = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
 )
-_TOKEN_PARAM = re.compile(r"((?:^|[?&\s])(?:access_)?token=)[^&\s\"']+", re.IGNORECASE)
+# A query parameter whose name, once percent-decoded, ends in "token" (`token=`, `%74oken=`, `token%3D`, …).
+_PARAM = re.compile(r"((?:^|[?&\s;])([A-Za-z0-9_.~%-]+)(?:=|%3D))([^&\s\"']+)", re.IGNORECASE)
+# A JWT: base64url JSON header (so it opens with `eyJ`, from `{"`), payload, signature.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# A run of URL characters holding at least one percent escape: decoded before it is looked at.
+_ESCAPED_RUN = re.compile(r"[A-Za-z0-9_.~%+-]*%[0-9A-Fa-f]{2}[A-Za-z0-9_.~%+-]*")
 _AUTHORIZATION = re.compile(
     r"""(authorization['"]?\s*[:=]\s*['"]?)(?:(bearer|basic|token)\s+)?[^\s'",}]+""", re.IGNORECASE
 )
@@ -45,10 +51,37 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        text = _TOKEN_PARAM.sub(rf"\1{REDACTED}", text)
+        # Tokens in any encoding: percent-escaped runs are judged decoded, so `%65yJ…` or `%74oken=` cannot
+        # slip past the plain patterns below.
+        text = _ESCAPED_RUN.sub(_redact_escaped, text)
+        text = _JWT.sub(REDACTED, text)
+        text = _PARAM.sub(_redact_token_param, text)
         return _AUTHORIZATION.sub(
             lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}{REDACTED}", text
         )
+
+
+def _decoded(text: str) -> str:
+    """Percent-decoded until nothing changes (at most three times: `%2574` is `%74` is `t`)."""
+    for _ in range(3):
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _redact_escaped(match: re.Match[str]) -> str:
+    decoded = _decoded(match.group(0))
+    if _JWT.search(decoded) or re.search(r"token=", decoded, re.IGNORECASE):
+        return REDACTED
+    return match.group(0)
+
+
+def _redact_token_param(match: re.Match[str]) -> str:
+    if _decoded(match.group(2)).lower().endswith("token"):
+        return f"{match.group(1)}{REDACTED}"
+    return match.group(0)
 
 
 class RedactingFilter(logging.Filter):

@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     sendgrid_webhook_public_key: str | None = None
     sendgrid_webhook_path: str = Field(default="/webhooks/sendgrid", pattern=r"^/[A-Za-z0-9._~/-]*$")
     sendgrid_webhook_tolerance_seconds: float = Field(default=600.0, gt=0)
+    sendgrid_webhook_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None
@@ -171,12 +172,15 @@ class Settings(BaseSettings):
     gateway_ping_timeout_seconds: float = Field(default=20.0, gt=0)
     gateway_idle_timeout_seconds: float = Field(default=0.0, ge=0)
     gateway_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
+    gateway_body_timeout_seconds: float = Field(default=10.0, gt=0)
     inbox_topic: str = "herald.inbox"
     inbox_size: int = Field(default=100, ge=1, le=10_000)
 
     # --- worker ops endpoint (metrics, health) ------------------------------------------------------------
     worker_host: str = "127.0.0.1"
     worker_port: Port = 6066
+    worker_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    worker_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("broker")
     @classmethod

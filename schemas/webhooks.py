@@ -25,6 +25,8 @@ class WebhookRefusal(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     MALFORMED_BODY = "malformed_body"
     TOO_LARGE = "too_large"
+    INCOMPLETE_BODY = "incomplete_body"  # the body did not arrive whole before the read deadline
+    REPLAYED = "replayed"  # a signed request already taken within its tolerance window (answered 409)
 
 
 class BounceEvent(StrEnum):

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
 from kernel.errors import ConfigurationError
+from kernel.read_limits import ReadLimits
 from kernel.settings import Settings
 from streams.app import create_app, herald_version
 from streams.delivery.agents import register_delivery
@@ -62,6 +63,7 @@ def bounce_routes(settings: Settings, worker: Worker, registry: CollectorRegistr
         metrics=WebhookMetrics(registry),
         path=settings.sendgrid_webhook_path,
         tolerance_seconds=settings.sendgrid_webhook_tolerance_seconds,
+        max_body_bytes=settings.sendgrid_webhook_max_body_bytes,
     )
     return [route]
 
@@ -123,6 +125,11 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
             settings.worker_port,
             extra_checks=[feed.readiness],
             extra_routes=bounce_routes(settings, worker, registry),
+            limits=ReadLimits(
+                header_seconds=settings.worker_header_timeout_seconds,
+                body_seconds=settings.worker_body_timeout_seconds,
+                max_body_bytes=settings.sendgrid_webhook_max_body_bytes,
+            ),
         )
     )
     app.add_dependency(Closing([providers.aclose]))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TextIO
 
 import click
 import yaml
@@ -19,6 +21,17 @@ from streams.routing.rendering import TemplateStore, check_templates
 from streams.routing.rules import RuleBook
 from streams.runtime.provisioning import provision_topics
 from streams.state.rules_feed import RULESET_KEY, read_published
+
+LISTEN_TOKEN_ENV = "HERALD_LISTEN_TOKEN"  # noqa: S105 — the variable's name, not a token
+
+
+def listen_token(token_file: TextIO | None, environ: Mapping[str, str]) -> str:
+    """`herald listen`'s token: the file's content if one is given, else the environment variable's."""
+    text = token_file.read() if token_file is not None else environ.get(LISTEN_TOKEN_ENV, "")
+    if not text.strip():
+        where = f"{token_file.name} is empty" if token_file is not None else f"${LISTEN_TOKEN_ENV} is not set"
+        raise click.UsageError(f"no token: {where}; set ${LISTEN_TOKEN_ENV} or pass --token-file FILE")
+    return text.strip()
 
 
 def _read(source: str) -> str:
@@ -156,13 +169,26 @@ def register_commands(settings: Settings) -> None:
 
     @cli.command(name="listen")
     @click.option(
-        "--token", required=True, help="A token from `herald token USER` (or printed by `herald dev`)."
+        "--token-file",
+        type=click.File("r", encoding="utf-8"),
+        default=None,
+        help=f"A file holding the token (`-`: standard input) [default: ${LISTEN_TOKEN_ENV}]. `herald dev` "
+        "writes one per example user; `herald token USER` prints one.",
     )
+    # Refused, not taken: a command's arguments are readable by every user of the machine (ps).
+    @click.option("--token", "token_argument", hidden=True, default=None)
     @click.option("--url", default=None, help="The gateway's WebSocket URL [default: from the settings].")
-    def listen(token: str, url: str | None) -> None:
-        """Print the frames the gateway sends one user, until Ctrl-C: a WebSocket client to try Herald."""
+    def listen(token_file: TextIO | None, token_argument: str | None, url: str | None) -> None:
+        """Print the frames the gateway sends one user, until Ctrl-C: a WebSocket client to try Herald. The
+        token is read from $HERALD_LISTEN_TOKEN or --token-file, never from the command line."""
         from streams.cli.listen import listen_forever
 
+        if token_argument is not None:
+            raise click.UsageError(
+                "--token is not taken: a command's arguments are visible to every user of this machine (ps). "
+                f"Put the token in ${LISTEN_TOKEN_ENV} or in a file for --token-file."
+            )
+        token = listen_token(token_file, os.environ)
         target = url or f"ws://{settings.gateway_host}:{settings.gateway_port}/ws"
         try:
             asyncio.run(listen_forever(target, token))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +91,7 @@ def run_dev(settings: Settings, *, users_file: Path) -> int:
     started = time.monotonic()
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    tokens = settings.data_dir / "tokens"  # removed on exit: the secret may outlive the run
     stop_requested = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -142,9 +145,8 @@ def run_dev(settings: Settings, *, users_file: Path) -> int:
         if sink is not None:
             _say(f"  smtp         {sink.address[0]}:{sink.address[1]} (emails are printed here)")
         _say(f"  logs         {logs}/")
-        for user_id in user_ids[:3]:
-            token = issue_token(secret, user_id, 24 * 3600, algorithm=settings.jwt_algorithm)
-            _say(f"  listen as {user_id}:  herald listen --token {token}")
+        for user_id, path in _write_tokens(tokens, secret, settings.jwt_algorithm, user_ids[:3]):
+            _say(f"  listen as {user_id}:  herald listen --token-file {path}")
         _say("  publish:     herald publish examples/event.json\nCtrl-C stops everything.")
 
         while not stop_requested:
@@ -162,10 +164,27 @@ def run_dev(settings: Settings, *, users_file: Path) -> int:
         return 1
     finally:
         _stop(list(children.values()))
+        shutil.rmtree(tokens, ignore_errors=True)
         if sink is not None:
             sink.stop()
         if broker is not None:
             broker.stop()
+
+
+def _write_tokens(
+    directory: Path, secret: str, algorithm: str, user_ids: list[str]
+) -> list[tuple[str, Path]]:
+    """A day's token per user, each in a file only its owner may read: printed as `--token-file PATH` rather
+    than as `--token T`, it stays off command lines, which every user of the machine can read (ps)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for user_id in user_ids:
+        path = directory / f"{re.sub(r'[^A-Za-z0-9_@-]', '_', user_id)[:64]}.jwt"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(issue_token(secret, user_id, 24 * 3600, algorithm=algorithm) + "\n")
+        written.append((user_id, path))
+    return written
 
 
 def _load_users(settings: Settings, users_file: Path) -> list[str]:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -27,6 +27,7 @@ from adapters.email.sendgrid import RECIPIENT_ARG
 from kernel.errors import WebhookRefused
 from schemas.users import Email, ProfileUpdate
 from schemas.webhooks import BounceEvent, BounceOutcome, WebhookOutcome, WebhookRefusal
+from streams.ops.replay_guard import ReplayGuard, ReplayMemoryFull
 
 log = logging.getLogger("herald.bounces")
 
@@ -104,17 +105,15 @@ def load_public_key(text: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify_request(
-    key: ec.EllipticCurvePublicKey,
-    body: bytes,
-    signature: str | None,
-    timestamp: str | None,
-    *,
-    now: datetime,
-    tolerance_seconds: float,
-) -> None:
-    """Raise WebhookRefused unless `signature` is SendGrid's over `timestamp + body` and the timestamp is
-    within `tolerance_seconds` of `now`."""
+@dataclass(frozen=True)
+class SignatureHeaders:
+    der: bytes
+    timestamp: str
+
+
+def signature_headers(signature: str | None, timestamp: str | None) -> SignatureHeaders:
+    """The signature and timestamp headers, present and well formed, or WebhookRefused: checked before a byte
+    of the body is read."""
     if not signature or not signature.strip():
         raise WebhookRefused(WebhookRefusal.MISSING_SIGNATURE)
     if not timestamp or not timestamp.strip():
@@ -126,6 +125,34 @@ def verify_request(
         der = base64.b64decode(signature.strip(), validate=True)
     except binascii.Error:
         raise WebhookRefused(WebhookRefusal.MALFORMED_SIGNATURE) from None
+    return SignatureHeaders(der, timestamp)
+
+
+def verify_request(
+    key: ec.EllipticCurvePublicKey,
+    body: bytes,
+    signature: str | None,
+    timestamp: str | None,
+    *,
+    now: datetime,
+    tolerance_seconds: float,
+) -> None:
+    """Raise WebhookRefused unless `signature` is SendGrid's over `timestamp + body` and the timestamp is
+    within `tolerance_seconds` of `now`."""
+    headers = signature_headers(signature, timestamp)
+    verify_signed(key, body, headers, now=now, tolerance_seconds=tolerance_seconds)
+
+
+def verify_signed(
+    key: ec.EllipticCurvePublicKey,
+    body: bytes,
+    headers: SignatureHeaders,
+    *,
+    now: datetime,
+    tolerance_seconds: float,
+) -> None:
+    """`verify_request`, for headers already checked by `signature_headers`."""
+    der, timestamp = headers.der, headers.timestamp
     try:
         # The signed content is exactly what SendGrid's own helper checks: the timestamp header, then the
         # body as received.
@@ -204,16 +231,22 @@ def publisher(topic: Any) -> PublishUpdate:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, up to `limit` bytes: a declared length over it is refused before reading, a chunked body as
+    soon as it passes it."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise WebhookRefused(WebhookRefusal.TOO_LARGE, 413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise WebhookRefused(WebhookRefusal.TOO_LARGE, 413)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise WebhookRefused(WebhookRefusal.TOO_LARGE, 413)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client left, or the server's body deadline closed the connection (kernel/read_limits.py).
+        raise WebhookRefused(WebhookRefusal.INCOMPLETE_BODY, 400) from None
     return b"".join(chunks)
 
 
@@ -229,20 +262,27 @@ def bounce_webhook_route(
     publish_timeout_seconds: float = DEFAULT_PUBLISH_TIMEOUT_SECONDS,
 ) -> Route:
     """`POST path`: verify, pick the hard bounces, publish their removals, then answer 204. SendGrid retries
-    anything but a 2xx, so a publish that fails or times out answers 503 rather than losing the bounce."""
+    anything but a 2xx, so a publish that fails or times out answers 503 rather than losing the bounce. A
+    signed request already taken within its tolerance window is refused (409): nothing is published twice."""
+
+    seen = ReplayGuard(tolerance_seconds)
 
     async def receive(request: Request) -> Response:
         try:
+            # Headers, then the body, then the signature over both, and only then is the body parsed.
+            headers = request.headers
+            signed = signature_headers(headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER))
             body = await _read_body(request, max_body_bytes)
-            verify_request(
-                public_key,
-                body,
-                request.headers.get(SIGNATURE_HEADER),
-                request.headers.get(TIMESTAMP_HEADER),
-                now=clock(),
-                tolerance_seconds=tolerance_seconds,
-            )
+            now = clock()
+            verify_signed(public_key, body, signed, now=now, tolerance_seconds=tolerance_seconds)
             events = parse_events(body)
+            # Claimed before publishing, so two copies sent at once cannot both be taken.
+            if not seen.claim(signed.timestamp, body, now=now.timestamp()):
+                raise WebhookRefused(WebhookRefusal.REPLAYED, 409)
+        except ReplayMemoryFull:
+            metrics.requests.labels(provider=PROVIDER, outcome=WebhookOutcome.UNAVAILABLE.value).inc()
+            log.warning("the %s webhook's replay memory is full; answering 503", PROVIDER)
+            return Response(status_code=503)
         except WebhookRefused as exc:
             metrics.requests.labels(provider=PROVIDER, outcome=WebhookOutcome.REFUSED.value).inc()
             metrics.refused.labels(provider=PROVIDER, reason=exc.reason.value).inc()
@@ -253,6 +293,7 @@ def bounce_webhook_route(
             async with asyncio.timeout(publish_timeout_seconds):
                 await asyncio.gather(*(publish(bounce.removal) for bounce in bounces))
         except Exception as exc:
+            seen.release(signed.timestamp, body)  # SendGrid sends it again
             metrics.requests.labels(provider=PROVIDER, outcome=WebhookOutcome.UNAVAILABLE.value).inc()
             log.warning("could not publish %d email removal(s): %s", len(bounces), type(exc).__name__)
             return Response(status_code=503)

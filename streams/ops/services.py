@@ -13,6 +13,8 @@ from mode import Service
 from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
+from kernel import access_logs
+from kernel.read_limits import ReadLimits, limited_protocol
 from streams.ops.lag import ConsumerLag
 from streams.ops.server import Check, create_ops_app
 
@@ -25,7 +27,8 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 class OpsServer(Service):
-    """Started with the app (before table recovery), so /healthz answers while the worker is joining."""
+    """Started with the app (before table recovery), so /healthz answers while the worker is joining. Its
+    connections have read deadlines and a body cap (`limits`), so no client can hold one open."""
 
     def __init__(
         self,
@@ -36,6 +39,7 @@ class OpsServer(Service):
         *,
         extra_checks: Sequence[Check] = (),
         extra_routes: Sequence[BaseRoute] = (),
+        limits: ReadLimits,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -43,10 +47,15 @@ class OpsServer(Service):
             create_ops_app(faust_app, registry, extra_checks, extra_routes),
             host=host,
             port=port,
+            http=limited_protocol(limits),
+            # No configuration of its own: uvicorn's lines go to the worker's handler, JSON and redacted.
+            log_config=None,
             log_level="warning",
             access_log=False,
+            server_header=False,
             lifespan="off",
         )
+        access_logs.install()
         self._server = _EmbeddedUvicorn(config)
         self._task: asyncio.Task[None] | None = None
 

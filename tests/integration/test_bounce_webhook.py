@@ -159,9 +159,11 @@ async def test_the_worker_removes_a_bounced_address_but_not_a_changed_one(
     await eventually_stored(stack, "ada", lambda p: p.get("email") == "ada@example.com")
 
     body = batch(bounce("ada@example.com", "ada"), bounce("ben.old@example.com", "ben"))
-    response = await post(f"{base}{DEFAULT_PATH}", body, signer.headers(body, now_ts()))
+    headers = signer.headers(body, now_ts())
+    response = await post(f"{base}{DEFAULT_PATH}", body, headers)
+    replayed = await post(f"{base}{DEFAULT_PATH}", body, headers)
 
-    assert response.status_code == 204
+    assert (response.status_code, replayed.status_code) == (204, 409)
     ada = await eventually_stored(stack, "ada", lambda p: "email" not in p)
     assert ada == {"user_id": "ada", "locale": "fr", "timezone": "UTC", "inapp_enabled": True, "devices": []}
     # A later change of ben's, applied after the removal on the same partition, finds his new address kept.

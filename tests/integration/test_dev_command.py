@@ -114,7 +114,12 @@ def test_dev_serves_the_example_event_then_stops_cleanly(
 ) -> None:
     process, seen = dev
     read_until(process, r"Herald is ready", 60, seen)
-    token = read_until(process, r"listen as alice:\s+herald listen --token (\S+)", 5, seen).group(1)
+    # The token is in a file only its owner can read, not on a command line (visible to every user by ps).
+    listen = read_until(process, r"listen as alice:\s+herald listen --token-file (\S+)", 5, seen)
+    token_file = Path(listen.group(1))
+    assert token_file.stat().st_mode & 0o077 == 0, oct(token_file.stat().st_mode)
+    token = token_file.read_text().strip()
+    assert token not in "".join(seen)
 
     async def receive_one() -> dict[str, object]:
         url = f"ws://127.0.0.1:{dev_env['HERALD_GATEWAY_PORT']}/ws"
@@ -151,6 +156,7 @@ def test_dev_serves_the_example_event_then_stops_cleanly(
         time.sleep(0.1)
     assert not pids_of(f"tcp://127.0.0.1:{broker_port}"), "the broker outlived herald dev"
     assert not children_of(dev_env["HERALD_DATA_DIR"]), "a worker or gateway outlived herald dev"
+    assert not token_file.exists(), "the tokens outlived herald dev"
 
 
 def test_port_in_use_is_a_clear_error(dev_env: dict[str, str]) -> None:

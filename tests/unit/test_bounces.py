@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from prometheus_client import CollectorRegistry
 from sendgrid.helpers.eventwebhook import EventWebhook
 from starlette.applications import Starlette
@@ -350,6 +352,60 @@ async def test_a_replayed_old_request_is_refused(signer: SendGridSigner) -> None
 
     assert response.status_code == 401 and publish.published == []
     assert count(metrics, "refused", provider="sendgrid", reason="stale_timestamp") == 1
+
+
+# P-256's group order: (r, s) and (r, n - s) are both valid signatures of the same message.
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _malleated(signature: str) -> str:
+    """The same signature, rewritten: what an attacker can do without the key."""
+    r, s = decode_dss_signature(base64.b64decode(signature))
+    return base64.b64encode(encode_dss_signature(r, _P256_ORDER - s)).decode()
+
+
+async def test_a_signed_request_replayed_within_the_tolerance_is_refused(signer: SendGridSigner) -> None:
+    publish, metrics = RecordingPublisher(), WebhookMetrics(CollectorRegistry())
+    body = batch(bounce("ada@example.com", "ada"))
+    headers = signer.headers(body, NOW_TS)
+    rewritten = {**headers, SIGNATURE_HEADER: _malleated(headers[SIGNATURE_HEADER])}
+    verify(signer, body, rewritten)  # still SendGrid's signature, as far as anyone can check
+
+    async with client_for(signer, publish, metrics) as client:
+        first = await client.post(DEFAULT_PATH, content=body, headers=headers)
+        replays = [await client.post(DEFAULT_PATH, content=body, headers=h) for h in (headers, rewritten)]
+
+    assert first.status_code == 204
+    assert [r.status_code for r in replays] == [409, 409]
+    assert len(publish.published) == 1
+    assert count(metrics, "refused", provider="sendgrid", reason="replayed") == 2
+
+
+async def test_a_request_answered_503_can_be_retried_as_it_was(signer: SendGridSigner) -> None:
+    metrics = WebhookMetrics(CollectorRegistry())
+    body = batch(bounce("ada@example.com", "ada"))
+    headers = signer.headers(body, NOW_TS)
+    failing, working = RecordingPublisher(fail=ConnectionError("broker down")), RecordingPublisher()
+    route_publish: list[RecordingPublisher] = [failing]
+
+    async def publish(update: ProfileUpdate) -> None:
+        await route_publish[0](update)
+
+    async with client_for(signer, publish, metrics) as client:  # type: ignore[arg-type]
+        assert (await client.post(DEFAULT_PATH, content=body, headers=headers)).status_code == 503
+        route_publish[0] = working
+        assert (await client.post(DEFAULT_PATH, content=body, headers=headers)).status_code == 204
+    assert len(working.published) == 1
+
+
+async def test_the_same_events_signed_again_are_not_a_replay(signer: SendGridSigner) -> None:
+    publish, metrics = RecordingPublisher(), WebhookMetrics(CollectorRegistry())
+    body = batch(bounce("ada@example.com", "ada"))
+
+    async with client_for(signer, publish, metrics) as client:
+        for timestamp in (NOW_TS - 1, NOW_TS):  # SendGrid's own retry is a new signed request
+            response = await client.post(DEFAULT_PATH, content=body, headers=signer.headers(body, timestamp))
+            assert response.status_code == 204
 
 
 async def test_an_oversized_body_is_refused_before_it_is_read_whole(signer: SendGridSigner) -> None:

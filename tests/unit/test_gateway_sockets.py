@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import uvicorn
@@ -265,12 +266,29 @@ async def test_bad_tokens_are_closed_with_their_code_before_any_data(
 
 async def test_origins_off_the_allow_list_are_refused(start_gateway: GatewayFactory) -> None:
     gateway = await start_gateway(gateway_allowed_origins="https://app.example.com")
-    async with _connect(gateway, "alice", headers={"Origin": "https://evil.example.net"}) as ws:
-        assert await _closed_with(ws) == (4004, "origin_not_allowed")
-    assert gateway.sample("herald_gateway_auth_failures_total", reason="origin_not_allowed") == 1
-    for origin in ("https://app.example.com", f"http://127.0.0.1:{gateway.port}"):  # listed; same origin
+    refused = [
+        "https://evil.example.net",
+        "http://app.example.com",  # the listed host, another scheme
+        "https://app.example.com:8443",  # another port
+        f"http://127.0.0.1:{gateway.port}",  # the Host header's: not a listed origin
+        "null",
+    ]
+    for origin in refused:
+        async with _connect(gateway, "alice", headers={"Origin": origin}) as ws:
+            assert await _closed_with(ws) == (4004, "origin_not_allowed"), origin
+    assert gateway.sample("herald_gateway_auth_failures_total", reason="origin_not_allowed") == len(refused)
+    for origin in ("https://app.example.com", "https://APP.example.com:443"):  # listed, written either way
         async with _connect(gateway, "alice", headers={"Origin": origin}) as ws:
             _welcome(await _frame(ws), "alice")
+
+
+async def test_with_no_origin_listed_only_the_gateways_own_pages_may_connect(gateway: Gateway) -> None:
+    own = f"http://127.0.0.1:{gateway.port}"  # the demo page's origin: same scheme, host and port
+    async with _connect(gateway, "alice", headers={"Origin": own}) as ws:
+        _welcome(await _frame(ws), "alice")
+    for origin in (f"https://127.0.0.1:{gateway.port}", f"http://127.0.0.1:{gateway.port + 1}", "http://127.0.0.1"):
+        async with _connect(gateway, "alice", headers={"Origin": origin}) as ws:
+            assert await _closed_with(ws) == (4004, "origin_not_allowed"), origin
 
 
 async def test_a_connection_is_closed_when_its_token_expires_unless_refreshed(gateway: Gateway) -> None:
@@ -316,20 +334,117 @@ async def test_an_instance_still_reading_its_topics_refuses_with_1013(start_gate
     assert (await _http(gateway.port, "GET", "/inbox", token=_token("alice")))[0] == 503
 
 
-async def test_query_tokens_never_reach_the_logs(gateway: Gateway) -> None:
+def _percent_encoded(text: str) -> str:
+    return "".join(f"%{ord(c):02X}" for c in text)
+
+
+@pytest.mark.parametrize(
+    ("query", "accepted"),
+    [
+        ("?token={t}", True),
+        ("?%74oken={t}", True),  # the parameter's name percent-encoded: the gateway decodes it
+        ("?tok%65n={t}", True),
+        ("?since=x&%54%4F%4B%45%4E={t}", False),  # upper case: not the parameter, but still a token
+        ("?token={encoded}", True),  # the value percent-encoded
+        ("?token%3D{t}", False),  # refused as missing, but the token is in the URL all the same
+        ("?%2574oken={t}", False),  # encoded twice: not the parameter once decoded, still a token
+    ],
+    ids=["plain", "name-encoded-1", "name-encoded-2", "upper", "value-encoded", "equals-encoded", "twice"],
+)
+async def test_query_tokens_never_reach_the_logs_in_any_encoding(
+    gateway: Gateway, query: str, accepted: bool
+) -> None:
     token = _token("alice")
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
     logger = logging.getLogger("uvicorn.error")
     logger.addHandler(handler)
+    raw = query.format(t=token, encoded=_percent_encoded(token))
     try:
-        async with connect(f"{gateway.url}?token={token}") as ws:
-            await _frame(ws)
+        async with connect(gateway.url + raw) as ws:
+            if accepted:
+                assert (await _frame(ws))["user_id"] == "alice"
+            else:
+                assert (await _closed_with(ws))[0] == 4001
     finally:
         logger.removeHandler(handler)
-    assert any("token=[redacted]" in line for line in lines), lines
-    assert not any(token in line for line in lines)
+    assert any("/ws" in line for line in lines), lines
+    signature = token.split(".")[-1]
+    decoded = [unquote(unquote(line)) for line in lines]
+    assert not any(signature in line for line in lines + decoded), lines
+
+
+# --- slow clients on plain HTTP ---------------------------------------------------------------------------
+async def _kept_open(
+    port: int, send: Callable[[asyncio.StreamWriter], Awaitable[None]], within: float
+) -> bool:
+    """Whether the gateway still holds the connection `within` seconds after `send` started."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sending = asyncio.create_task(send(writer))
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(65536):
+                pass
+        return False
+    except TimeoutError:
+        return True
+    except ConnectionError:
+        return False
+    finally:
+        sending.cancel()
+        writer.close()
+
+
+async def _dribble(writer: asyncio.StreamWriter, data: bytes) -> None:
+    for n in range(len(data)):
+        writer.write(data[n : n + 1])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+
+async def test_the_next_request_on_a_kept_alive_connection_has_a_header_deadline(
+    start_gateway: GatewayFactory,
+) -> None:
+    gateway = await start_gateway(gateway_handshake_timeout_seconds=0.5)
+    slow = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + b"x" * 100 + b"\r\n\r\n"
+
+    async def second_request_slowly(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # answered; kept alive
+        await asyncio.sleep(0.3)
+        await _dribble(writer, slow)
+
+    assert not await _kept_open(gateway.port, second_request_slowly, within=3)
+
+
+async def test_a_body_sent_slowly_is_cut_off(start_gateway: GatewayFactory) -> None:
+    gateway = await start_gateway(gateway_body_timeout_seconds=0.5)
+    body = json.dumps({"ids": ["ntf_" + "x" * 40] * 3}).encode()
+
+    async def slow_body(writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            "POST /inbox/mark_read HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {_token('alice')}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        await _dribble(writer, body)
+
+    assert not await _kept_open(gateway.port, slow_body, within=3)
+    assert gateway.writer.written == []
+
+
+async def test_a_body_over_the_frame_limit_is_not_read(start_gateway: GatewayFactory) -> None:
+    gateway = await start_gateway(gateway_max_frame_bytes=2048, gateway_body_timeout_seconds=0.5)
+
+    async def huge_body(writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            "POST /inbox/mark_read HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {_token('alice')}\r\nContent-Length: {1 << 30}\r\n\r\n".encode()
+        )
+        while True:
+            writer.write(b"x" * 65536)
+            await writer.drain()
+
+    assert not await _kept_open(gateway.port, huge_body, within=3)
 
 
 # --- delivery ---------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import unquote
 
+import pytest
 from pydantic import SecretStr
 
 from kernel.logs import REDACTED, Redactor, build_handler, secrets_of
@@ -91,6 +93,37 @@ def test_secrets_tokens_and_authorization_headers_are_redacted_everywhere() -> N
     assert f"key {REDACTED}" in entry["message"]
     assert f"token={REDACTED}&x=1" in entry["message"]
     assert REDACTED in entry["url"]
+
+
+# A real HS256 token's shape: base64url JSON header and payload (so each starts "eyJ"), then a signature.
+_JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTc5NjAxNjUyMH0"
+    ".RN7gvTDqC9Z2OtbE3SnxroCFdbE5ukRKBgufCW48X5U"
+)
+_ENCODED = "".join(f"%{ord(c):02X}" for c in _JWT)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"GET /ws?%74oken={_JWT} HTTP/1.1",
+        f"GET /ws?tok%65n={_JWT}",
+        f"GET /ws?token%3D{_JWT}",
+        f"GET /ws?%2574oken={_JWT}",
+        f"GET /ws?token={_ENCODED}",
+        f"GET /ws?x=1&auth={_JWT}",
+        f"refresh failed for {_JWT}: expired",
+        f"header was 'Bearer%20{_JWT}'",
+        f'{{"token": "{_JWT}"}}',
+        _JWT.replace(".", "%2E", 1),
+    ],
+    ids=["name-1", "name-2", "equals", "twice", "value", "other-name", "bare", "bearer", "json", "dot"],
+)
+def test_a_token_is_redacted_in_any_encoding(text: str) -> None:
+    out = _log_through(io.StringIO(), "seen %s", text, extra={"url": text})
+    signature = _JWT.rsplit(".", 1)[1]
+    assert signature not in out and signature not in unquote(unquote(out)), out
+    assert REDACTED in json.loads(out)["message"] and REDACTED in json.loads(out)["url"]
 
 
 def test_redactor_leaves_ordinary_text_and_short_values_alone() -> None:

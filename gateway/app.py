@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from adapters.http.read_limits import ReadLimits, limited_protocol
 from gateway.connections import ConnectionRegistry
 from gateway.consumer import FeedTopics, KafkaFeed, NotificationFeed
 from gateway.http_api import InboxHttp
@@ -31,7 +32,6 @@ from gateway.session import SessionPolicy, Sessions
 from kernel import access_logs
 from kernel.logs import gateway_logging_config
 from kernel.ports import ensure_port_free
-from kernel.read_limits import ReadLimits, limited_protocol
 from kernel.settings import Settings
 from kernel.topics import TopicNames
 from schemas.channels import Channel

@@ -6,8 +6,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
+from adapters.http.read_limits import ReadLimits
 from kernel.errors import ConfigurationError
-from kernel.read_limits import ReadLimits
 from kernel.settings import Settings
 from streams.app import create_app, herald_version
 from streams.delivery.agents import register_delivery

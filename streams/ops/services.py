@@ -13,8 +13,8 @@ from mode import Service
 from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
+from adapters.http.read_limits import ReadLimits, limited_protocol
 from kernel import access_logs
-from kernel.read_limits import ReadLimits, limited_protocol
 from streams.ops.lag import ConsumerLag
 from streams.ops.server import Check, create_ops_app
 

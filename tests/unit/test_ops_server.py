@@ -16,8 +16,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from adapters.broker.embedded import free_port
+from adapters.http.read_limits import ReadLimits
 from kernel.access_logs import UVICORN_LOGGERS
-from kernel.read_limits import ReadLimits
 from schemas.users import ProfileUpdate
 from streams.ops.bounce_webhook import (
     DEFAULT_PATH,

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from pydantic import SecretStr
 
+from kernel.privacy import scrub
 from kernel.settings import Settings
 
 REDACTED = "[redacted]"
@@ -40,7 +41,8 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 class Redactor:
-    """Replaces known secret values, `token=` query values and Authorization header values."""
+    """Replaces known secret values, `token=` query values and Authorization header values; email addresses
+    and phone numbers become their pseudonyms."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret containing another is replaced whole. Very short values would
@@ -56,9 +58,12 @@ class Redactor:
         text = _ESCAPED_RUN.sub(_redact_escaped, text)
         text = _JWT.sub(REDACTED, text)
         text = _PARAM.sub(_redact_token_param, text)
-        return _AUTHORIZATION.sub(
+        text = _AUTHORIZATION.sub(
             lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}{REDACTED}", text
         )
+        # Where Herald names a person it writes a pseudonym already; an address or number that slips into a
+        # line anyway (an exception's text, a traceback) is logged as its pseudonym too (kernel/privacy.py).
+        return scrub(text)
 
 
 def _decoded(text: str) -> str:

@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     worker_header_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
+    # --- privacy ------------------------------------------------------------------------------------------
+    # Keys the pseudonyms of user ids, addresses and numbers in dead letters and logs (kernel/privacy.py).
+    pseudonym_key: SecretStr | None = Field(default=None, min_length=32)
+
     @field_validator("broker")
     @classmethod
     def _broker_is_kafka_url(cls, value: str | None) -> str | None:

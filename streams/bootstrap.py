@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
 from adapters.http.read_limits import ReadLimits
+from kernel import privacy
 from kernel.errors import ConfigurationError
 from kernel.settings import Settings
 from streams.app import create_app, herald_version
@@ -70,6 +71,7 @@ def bounce_routes(settings: Settings, worker: Worker, registry: CollectorRegistr
 
 def create_worker(settings: Settings, *, registry: CollectorRegistry | None = None) -> Worker:
     """Wire the worker: the app, its topics, tables, agents and services, with real or given dependencies."""
+    privacy.configure(settings.pseudonym_key)
     if not settings.templates_dir.is_dir():
         raise ConfigurationError(f"HERALD_TEMPLATES_DIR: {settings.templates_dir} is not a directory")
     templates = TemplateStore(settings.templates_dir)

@@ -12,6 +12,7 @@ from typing import Any, cast
 from pydantic import TypeAdapter, ValidationError
 
 from kernel.errors import InvalidEvent, UnknownUser
+from kernel.privacy import pseudonym
 from kernel.topics import TopicNames
 from schemas.base import describe_validation_error
 from schemas.channels import Channel
@@ -82,7 +83,7 @@ def route(
             # Keyed otherwise, it sits on a partition where the recipient's state is not.
             raise InvalidEvent("a routed record must be keyed by its recipient's user id")
         if state.profile is None:
-            raise UnknownUser(f"no profile for recipient {item.recipient!r}")
+            raise UnknownUser(f"no profile for recipient {pseudonym(item.recipient)}")
         return _route(item, state, state.profile, rules, templates, topics, now, throttle_memory_seconds)
     except Exception as exc:  # whatever the cause, the input is parked rather than retried forever
         return reject(exc, STAGE)

@@ -6,6 +6,7 @@ import base64
 from datetime import UTC, datetime
 
 from kernel.errors import HeraldError
+from kernel.privacy import scrub
 from schemas.deadletter import DeadLetter, DeadLetterStage
 from schemas.reasons import reason_of
 
@@ -40,6 +41,9 @@ def dead_letter(
     # where to look.
     reason = reason_of(error)
     detail = error.detail if isinstance(error, HeraldError) else f"{type(error).__name__}: {error}"
+    # Where a detail was made, personal data was pseudonymized; an unexpected error's message was not, so
+    # anything shaped like an address or number is, here (the original record keeps the values for replay).
+    detail = scrub(detail)
     return DeadLetter(
         topic=topic,
         partition=partition,

@@ -55,3 +55,15 @@ def test_a_huge_original_is_cut_so_the_dead_letter_can_still_be_produced() -> No
     assert letter.original_truncated
     assert letter.original == huge[:MAX_ORIGINAL_BYTES]
     assert base64.b64decode(letter.original_b64) == huge[:MAX_ORIGINAL_BYTES]
+
+
+def test_an_unexpected_errors_message_keeps_no_address_or_number() -> None:
+    from kernel.privacy import pseudonym
+
+    error = KeyError("ada.lovelace@example.com, +33612000001")
+    letter = _letter(b'{"to": "ada.lovelace@example.com"}', error)
+    assert "ada.lovelace" not in letter.detail and "33612000001" not in letter.detail
+    assert pseudonym("ada.lovelace@example.com") in letter.detail
+    assert pseudonym("+33612000001") in letter.detail
+    # The original is the record itself, kept whole for replay.
+    assert b"ada.lovelace@example.com" in letter.original

@@ -77,3 +77,33 @@ def test_scrub_replaces_the_known_values_and_anything_shaped_like_an_address_or_
 def test_scrub_leaves_codes_times_and_counts_alone() -> None:
     text = "Twilio 400 (code 21211) at 2026-11-24T10:00:00+00:00, offset 1234567, 3 of 12 device(s), +1234"
     assert scrub(text, None, "") == text
+
+
+def test_a_log_line_carries_an_address_or_number_only_as_its_pseudonym() -> None:
+    import io
+    import json
+    import logging
+
+    from kernel.logs import build_handler
+
+    stream = io.StringIO()
+    logger = logging.getLogger("herald.test.privacy")
+    logger.addHandler(build_handler(stream=stream, json_lines=True))
+    logger.propagate = False
+    try:
+        try:
+            raise KeyError("ada.lovelace@example.com")
+        except KeyError:
+            logger.error(
+                "send to %s failed", "+33612000001", extra={"to": "Ada.Lovelace@example.com"}, exc_info=True
+            )
+    finally:
+        logger.handlers.clear()
+    out = stream.getvalue()
+    assert "lovelace" not in out.lower() and "33612000001" not in out, out
+    entry = json.loads(out)
+    assert entry["message"] == f"send to {pseudonym('+33612000001')} failed"
+    assert (
+        entry["to"] == pseudonym("ada.lovelace@example.com")
+        and pseudonym("ada.lovelace@example.com") in entry["exc"]
+    )

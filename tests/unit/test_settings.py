@@ -45,3 +45,13 @@ def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert "hunter2" not in repr(settings)
     assert settings.jwt_secret is not None and settings.jwt_secret.get_secret_value() == "hunter2-very-secret"
+
+
+def test_a_short_pseudonym_key_is_refused_without_being_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_PSEUDONYM_KEY", "guessable")
+    with pytest.raises(ConfigurationError, match="HERALD_PSEUDONYM_KEY") as caught:
+        load_settings()
+    assert "guessable" not in str(caught.value)
+    monkeypatch.setenv("HERALD_PSEUDONYM_KEY", "k" * 32)
+    settings = load_settings()
+    assert settings.pseudonym_key is not None and "k" * 32 not in repr(settings)

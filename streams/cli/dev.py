@@ -20,6 +20,7 @@ import httpx
 from adapters.broker.embedded import EmbeddedBroker, die_with_parent
 from adapters.email.sink import SmtpSink
 from gateway.auth import issue_token
+from kernel.control_chars import strip_controls
 from kernel.errors import BrokerError, ConfigurationError, InvalidInput
 from kernel.ports import ensure_port_free
 from kernel.settings import Settings
@@ -35,12 +36,11 @@ def _say(text: str) -> None:
 
 
 def _show_email(message: EmailMessage) -> None:
+    # Whatever reaches the sink is printed to a terminal: no escape sequences or bidi overrides get there.
     body = message.get_body(preferencelist=("plain",))
-    text = body.get_content().strip() if body is not None else ""
-    _say(
-        f"\n📧 email to {message['To']}: {message['Subject']}\n"
-        + "\n".join(f"   {line}" for line in text.splitlines())
-    )
+    text = strip_controls(body.get_content(), keep="\n\t").strip() if body is not None else ""
+    to, subject = (strip_controls(str(message[name] or "")) for name in ("To", "Subject"))
+    _say(f"\n📧 email to {to}: {subject}\n" + "\n".join(f"   {line}" for line in text.splitlines()))
 
 
 def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

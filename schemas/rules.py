@@ -73,10 +73,15 @@ class Digest(WireModel):
         return self
 
 
+# A recipient's send record keeps at most this many send times per scope, so it stays far below the record
+# budget; a limit above it could never be checked.
+MAX_THROTTLE_LIMIT = 10_000
+
+
 class Throttle(WireModel):
     """At most `limit` notifications per `per` for a recipient (on each channel, or for the category)."""
 
-    limit: Annotated[int, Field(ge=1, le=100000)]
+    limit: Annotated[int, Field(ge=1, le=MAX_THROTTLE_LIMIT)]
     per: Duration
     scope: Literal["channel", "category"] = "channel"
     excess: Literal["drop", "defer"] = "drop"

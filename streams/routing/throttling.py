@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from schemas.rules import Throttle, parse_duration
+from schemas.rules import MAX_THROTTLE_LIMIT, Throttle, parse_duration
 
 
 def scope_key(throttle: Throttle, channel: str, category: str) -> str:
@@ -30,10 +30,21 @@ def check(sent: Sequence[float], throttle: Throttle, now: float) -> Verdict:
 
 
 def record(
-    state: Mapping[str, Sequence[float]] | None, key: str, now: float, keep_seconds: float
+    state: Mapping[str, Sequence[float]] | None,
+    key: str,
+    now: float,
+    keep_seconds: float,
+    keep_last: int = MAX_THROTTLE_LIMIT,
 ) -> dict[str, list[float]]:
-    """The recipient's send record with `now` added under `key`, and everything older than
-    `keep_seconds` dropped (from every key), so the record never outgrows the longest window."""
-    pruned = {k: [t for t in times if now - t < keep_seconds] for k, times in (state or {}).items()}
-    pruned.setdefault(key, []).append(now)
+    """The recipient's send record with `now` added under `key`; everything older than `keep_seconds`
+    dropped (from every key), so the record never outgrows the longest window, and at most the newest
+    `keep_last` times kept per key (a check needs only the newest `limit`), so a busy recipient's record
+    stays bounded too."""
+    pruned = {
+        k: [t for t in times if now - t < keep_seconds][-keep_last:] for k, times in (state or {}).items()
+    }
+    kept = pruned.setdefault(key, [])
+    kept.append(now)
+    if len(kept) > keep_last:
+        del kept[:-keep_last]
     return {k: times for k, times in pruned.items() if times}

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from schemas.rules import Throttle
+from schemas.rules import MAX_THROTTLE_LIMIT, Throttle
 from streams.routing.throttling import check, record, scope_key
 
 THREE_AN_HOUR = Throttle(limit=3, per="1h")
@@ -38,3 +40,20 @@ def test_never_more_than_limit_in_any_window(times: list[float], limit: int) -> 
             sent.append(now)
     for t in sent:
         assert len([s for s in sent if t <= s < t + 600]) <= limit
+
+
+def test_a_busy_recipients_record_keeps_only_the_newest_times_a_check_can_need() -> None:
+    # Pruned by time alone, a permissive rule (100 a minute) would grow a day's record past the record
+    # budget; a check needs only the newest `limit` times, so only the newest `keep_last` are kept.
+    hundred_a_minute = Throttle(limit=100, per="1m")
+    state: dict[str, list[float]] | None = None
+    for n in range(2_000):
+        state = record(state, "channel:email", n * 0.5, keep_seconds=86_400, keep_last=150)
+    assert state is not None and len(state["channel:email"]) == 150
+    assert state["channel:email"][-1] == 999.5
+    assert not check(state["channel:email"], hundred_a_minute, now=1000.0).allowed
+
+
+def test_no_rule_can_ask_for_more_history_than_is_kept() -> None:
+    with pytest.raises(ValidationError):
+        Throttle(limit=MAX_THROTTLE_LIMIT + 1, per="1d")

@@ -65,10 +65,11 @@ class KafkaFeed:
         *,
         retry_seconds: float = 2.0,
         client_id: str = "herald-gateway",
-        fetch_max_wait_ms: int = 500,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
-        self._fetch_max_wait_ms = fetch_max_wait_ms
+        # None: aiokafka's own default (500 ms).
+        self._fetch_max_wait_ms = fetch_max_wait_ms if fetch_max_wait_ms is not None else 500
         self._topics = topics
         self._metrics = metrics
         self._retry_seconds = retry_seconds

@@ -70,7 +70,8 @@ def create_app(settings: Settings) -> faust.App:
         # corrected in adapters.broker.offsets) and stopped workers for nothing.
         recovery_consistency_check=False,
     )
-    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    if settings.fetch_max_wait_ms is not None:
+        app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     return app
 
 

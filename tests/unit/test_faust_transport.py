@@ -52,3 +52,12 @@ async def test_the_worker_consumer_fetches_with_the_configured_wait() -> None:
         assert consumer._fetch_max_wait_ms == 7
     finally:
         await consumer.stop()
+
+
+async def test_unset_the_worker_consumer_keeps_fausts_own_fetch_wait() -> None:
+    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 1500
+    finally:
+        await consumer.stop()

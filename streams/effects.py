@@ -66,13 +66,5 @@ class Effects:
     rejected: list[Rejected] = field(default_factory=list)
     writes: list[TableWrite] = field(default_factory=list)
 
-    def extend(self, other: Effects) -> Effects:
-        self.records.extend(other.records)
-        self.later.extend(other.later)
-        self.statuses.extend(other.statuses)
-        self.rejected.extend(other.rejected)
-        self.writes.extend(other.writes)
-        return self
-
     def __bool__(self) -> bool:
         return bool(self.records or self.later or self.statuses or self.rejected or self.writes)

@@ -22,7 +22,8 @@ from bench.report import plot, print_table
 from bench.sizes import BY_NAME, FULL, QUICK, Sizes
 from bench.workload import write_rules
 
-PHASES = ("pipeline", "memory", "gateway")  # the limit is measured with the pipeline, on the same backlog
+# The limit is measured with the pipeline, on the same backlog; the peers come after it, to set beside it.
+PHASES = ("pipeline", "peers", "memory", "gateway")
 
 
 def machine() -> dict[str, Any]:
@@ -53,6 +54,7 @@ def _thin(values: list[float], points: int = 2000) -> list[float]:
 async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> dict[str, Any]:
     from bench.gateway_load import measure_gateway
     from bench.memory import measure_memory
+    from bench.peers import measure_peers
     from bench.pipeline import measure_pipeline
 
     started = time.monotonic()
@@ -73,6 +75,12 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
                 if profile and (tmp / "worker-profile.txt").exists():
                     (out / "worker-profile.txt").write_bytes((tmp / "worker-profile.txt").read_bytes())
                 timings["pipeline"] = time.monotonic() - began
+            if "peers" in phases:
+                began = time.monotonic()
+                result["peers"] = await measure_peers(
+                    broker.bootstrap, tmp, sizes, rules, templates, result.get("pipeline")
+                )
+                timings["peers"] = time.monotonic() - began
             if "memory" in phases:
                 began = time.monotonic()
                 result["memory"] = await measure_memory(broker.bootstrap, tmp, sizes, rules, templates)

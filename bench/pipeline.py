@@ -173,6 +173,25 @@ def completed(inapp_topic: str) -> Callable[[Any], bool]:
     return done
 
 
+class ChannelArrivals:
+    """When each channel's completions arrived: in-app records on their topic, email and SMS `delivered`
+    statuses (the records `completed` counts, told apart by channel)."""
+
+    def __init__(self, inapp_topic: str) -> None:
+        self._inapp_topic = inapp_topic
+        self.times: dict[str, list[float]] = {channel: [] for channel in CHANNELS}
+
+    def note(self, record: Any) -> None:
+        if record.topic == self._inapp_topic:
+            channel = "inapp"
+        else:
+            channel = orjson.loads(record.value).get("channel", "")
+        self.times.setdefault(channel, []).append(time.time())
+
+    def rates(self) -> dict[str, float]:
+        return {channel: steady_rate(times) for channel, times in self.times.items()}
+
+
 def start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not os.path.exists(py_spy):
@@ -217,6 +236,7 @@ async def measure_pipeline(
     herald = HeraldUnderTest(dep, rules, templates)
     waiting = HeraldUnderTest(lat, rules, templates)
     arrivals = Arrivals()
+    by_channel = ChannelArrivals(dep.topic("deliver.inapp"))
     stop = asyncio.Event()
     expected = sizes.events * FANOUT
     profiler = None
@@ -241,6 +261,7 @@ async def measure_pipeline(
                     completed(dep.topic("deliver.inapp")),
                     arrivals,
                     stop,
+                    by_channel.note,
                 )
             )
             started = time.time()
@@ -273,6 +294,10 @@ async def measure_pipeline(
             "drained": len(arrivals.times) >= expected,
             "latency_worker_idle_cpu_seconds": idle_cpu,
             "window_seconds": sizes.pipeline_seconds,
+            # Per channel, the same steady window: in-app records are the router's output (one per event,
+            # so this is Herald's routing rate, while the same worker delivers), email and SMS deliveries.
+            "by_channel_per_second": by_channel.rates(),
+            "routing_events_per_second": by_channel.rates()["inapp"],
         }
         limit = {
             "by_client": limits,

@@ -54,6 +54,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{p['notifications_per_second'] / limit:.3f}" if limit else "-",
             )
         )
+    if "peers" in result:
+        out += peer_rows(result["peers"], limit)
     if "latency" in result:
         lat = result["latency"]
         ratio = f"{lat['ratio_to_limit_offered']:.3f}"
@@ -89,6 +91,48 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def peer_rows(peers: dict[str, Any], limit: float | None) -> list[tuple[str, str, str]]:
+    """The routing peers (Herald's steps in other runtimes) and the delivery ceiling, each with what Herald's
+    pipeline of the same run reached against it (`herald / peer`; "-" when the pipeline did not run)."""
+    out: list[tuple[str, str, str]] = []
+    herald = peers.get("herald_routing_events_per_second")
+    out.append(
+        (
+            "herald routing (pipeline, in-app records)",
+            "- (pipeline not run)" if herald is None else _fmt(herald, "ev/s"),
+            f"{herald / limit:.3f}" if herald is not None and limit else "-",
+        )
+    )
+    for name, r in peers["routing"].items():
+        rate = r["events_per_second"]
+        out.append(
+            (
+                f"routing peer: {name} ({peers['events']:,} ev)",
+                _fmt(rate, "ev/s"),
+                f"{rate / limit:.3f}" if limit else "-",
+            )
+        )
+        out.append((f"  herald / {name}", _ratio(peers["herald_routing_to"].get(name)), ""))
+    for channel, c in peers["delivery_ceiling"].items():
+        out.append(
+            (
+                f"delivery ceiling: {channel} ({c['provider']}, {c['concurrency']} in flight)",
+                _fmt(c["notifications_per_second"], "ntf/s"),
+                "",
+            )
+        )
+        herald_rate = peers["herald_delivery_per_second"].get(channel)
+        delivered = "-" if herald_rate is None else _fmt(herald_rate, "ntf/s")
+        out.append((f"  herald {channel} delivered (pipeline)", delivered, ""))
+        ratio = _ratio(peers["herald_delivery_to_ceiling"].get(channel))
+        out.append((f"  herald / ceiling ({channel})", ratio, ""))
+    return out
+
+
 def print_table(result: dict[str, Any]) -> str:
     lines = rows(result)
     width = max(len(r[0]) for r in lines) + 2
@@ -108,6 +152,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
         values.append(result["pipeline"]["events_per_second"])
         labels.append("herald\nnotifications")
         values.append(result["pipeline"]["notifications_per_second"])
+    if "peers" in result:
+        for name, r in result["peers"]["routing"].items():
+            labels.append(f"routing\n{name}")
+            values.append(r["events_per_second"])
+        for channel, c in result["peers"]["delivery_ceiling"].items():
+            labels.append(f"ceiling\n{channel}")
+            values.append(c["notifications_per_second"])
     for g in result.get("gateway", []):
         labels.append(f"gateway\n{g['connections']:,} conns")
         values.append(g["messages_per_second"])

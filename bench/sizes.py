@@ -18,6 +18,8 @@ class Sizes:
     memory_events: int
     gateway_connections: tuple[int, ...]
     gateway_seconds: float
+    peer_events: int  # the backlog each routing peer drains (bench.peers)
+    ceiling_notifications: int  # sends per channel in the delivery ceiling's bare loop
 
 
 FULL = Sizes(
@@ -31,6 +33,8 @@ FULL = Sizes(
     memory_events=2_000,
     gateway_connections=(1_000, 10_000),
     gateway_seconds=15.0,
+    peer_events=20_000,
+    ceiling_notifications=3_000,
 )
 
 QUICK = Sizes(
@@ -44,6 +48,8 @@ QUICK = Sizes(
     memory_events=500,
     gateway_connections=(200, 1_000),
     gateway_seconds=6.0,
+    peer_events=5_000,
+    ceiling_notifications=1_000,
 )
 
 TINY = Sizes(
@@ -57,6 +63,8 @@ TINY = Sizes(
     memory_events=100,
     gateway_connections=(20,),
     gateway_seconds=3.0,
+    peer_events=300,
+    ceiling_notifications=100,
 )
 
 BY_NAME = {s.name: s for s in (FULL, QUICK, TINY)}

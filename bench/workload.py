@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Producer
+from confluent_kafka import Producer  # type: ignore[import-untyped, unused-ignore]  # typed from 2.13 on
 
 from schemas.preferences import Preferences
 from schemas.users import UserProfile

@@ -1,5 +1,5 @@
-"""The benchmark harness at a tiny size: the pass-through and pipeline measurements run end to end and write
-a result file with non-zero rates (no timing assertions: CI machines vary)."""
+"""The benchmark harness at a tiny size: the pass-through, pipeline and peers measurements run end to end and
+write a result file with non-zero rates (no timing assertions: CI machines vary)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "bench", "--size", "tiny", "--only", "pipeline", "--out", str(tmp_path)],
+        # The peers phase adds about 20 s; after the pipeline, it sets Herald's figures beside its own.
+        [sys.executable, "-m", "bench", "--size", "tiny", "--only", "pipeline,peers", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -37,3 +38,20 @@ def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
     assert {"p50_ms", "p95_ms", "p99_ms", "max_ms"} <= result["latency"]["provider"].keys()
     assert (tmp_path / "result.png").stat().st_size > 0
     assert "herald pipeline" in completed.stdout
+
+    peers = result["peers"]
+    assert set(peers["routing"]) == {"steps alone", "aiokafka", "quixstreams"}
+    for name, run in peers["routing"].items():
+        assert run["events"] == peers["events"], name
+        assert run["records"] == 3 * run["events"], name  # the bench's rule: in-app, email, SMS
+        assert run["rejected"] == 0, name
+        assert run["events_per_second"] > 0, name
+    # Herald's side comes from the pipeline phase: present, but a tiny run's steady window may hold too few
+    # arrivals to give a rate, so only its presence is checked.
+    assert peers["herald_routing_events_per_second"] is not None
+    assert all(ratio is not None for ratio in peers["herald_routing_to"].values())
+    for channel, ceiling in peers["delivery_ceiling"].items():
+        assert ceiling["notifications_per_second"] > 0, channel
+        assert ceiling["received_by_sink"] >= ceiling["notifications"], channel
+        assert peers["herald_delivery_to_ceiling"][channel] is not None, channel
+    assert "routing peer: quixstreams" in completed.stdout

@@ -217,3 +217,99 @@ async def test_a_token_endpoint_refusal_fails_the_whole_call(fake: FakeFcm) -> N
         assert (caught.value.provider_code, caught.value.reason) == ("oauth", "provider_auth")
     finally:
         await adapter.aclose()
+
+
+async def test_the_sdks_async_client_on_its_own_would_post_twice(
+    fake: FakeFcm, service_account: dict[str, str]
+) -> None:
+    """The control for the adapter's own client: send_each_async's default transport retries a 503 too."""
+    app = firebase_admin.initialize_app(
+        credentials.Certificate(service_account), {"projectId": PROJECT}, name="control-retrying-async"
+    )
+    service: Any = messaging._get_messaging_service(app)
+    service._fcm_url = f"{fake.url}/v1/projects/{PROJECT}/messages:send"
+    fake.fail_next(Reply(503, b"try later"))
+    before = len(fake.sends)
+    try:
+        await messaging.send_each_async([messaging.Message(fid="device-a")], dry_run=False, app=app)
+    finally:
+        await service._async_client.aclose()
+        await asyncio.to_thread(firebase_admin.delete_app, app)
+    assert len(fake.sends) - before == 2
+
+
+async def test_devices_are_sent_concurrently_within_the_bound(
+    fake: FakeFcm, service_account: dict[str, str]
+) -> None:
+    adapter = FcmPushSender(service_account, base_url=fake.url, timeout=5, max_concurrency=3)
+    try:
+        await adapter.send(push(), [fid("warm-up")])  # the access token first: only sends are counted
+        before = len(fake.sends)
+        fake.latency = 0.1
+        fake.reset_peak()
+        result = await adapter.send(push(), [fid(f"device-{n}") for n in range(9)])
+    finally:
+        fake.latency = 0.0
+        await adapter.aclose()
+
+    assert len(result.delivered) == 9
+    assert len(fake.sends) - before == 9
+    assert fake.peak_in_flight == 3  # one call, its requests concurrent, and no more than the bound
+    # Over plain http:// the fake speaks HTTP/1.1: a kept-alive connection per request in flight.
+    assert len({s.connection for s in fake.sends[before:]}) <= 3
+
+
+async def test_a_refused_access_token_is_renewed_and_the_message_resent_once(
+    fake: FakeFcm, sender: FcmPushSender
+) -> None:
+    await sender.send(push(), [fid("warm-up")])
+    tokens_before, sends_before = len(fake.token_requests), len(fake.sends)
+    # What FCM answers for a revoked or expired access token: no FcmError detail.
+    refusal = {"error": {"code": 401, "message": "invalid credentials", "status": "UNAUTHENTICATED"}}
+    fake.fail_next(Reply.json(401, refusal))
+
+    result = await sender.send(push(), [fid("device-a")])
+
+    assert result.outcomes[0].delivered
+    assert len(fake.token_requests) - tokens_before == 1
+    refused, resent = fake.sends[sends_before:]
+    assert refused.headers["authorization"] != resent.headers["authorization"]
+
+
+async def test_a_third_party_auth_refusal_is_not_resent(fake: FakeFcm, sender: FcmPushSender) -> None:
+    await sender.send(push(), [fid("warm-up")])
+    tokens_before, sends_before = len(fake.token_requests), len(fake.sends)
+    # 401 too, but about the app's APNs credentials in Firebase: a new access token cannot help.
+    fake.fail_next(fcm_error("THIRD_PARTY_AUTH_ERROR"))
+
+    result = await sender.send(push(), [fid("device-a")])
+
+    error = result.outcomes[0].error
+    assert isinstance(error, PermanentDeliveryError)
+    assert (error.provider_code, error.reason) == ("THIRD_PARTY_AUTH_ERROR", "provider_auth")
+    assert (len(fake.sends) - sends_before, len(fake.token_requests) - tokens_before) == (1, 0)
+
+
+async def test_the_event_loop_runs_on_while_an_access_token_is_fetched(
+    fake: FakeFcm, service_account: dict[str, str]
+) -> None:
+    adapter = FcmPushSender(service_account, base_url=fake.url, timeout=5)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    fake.token_delay = 0.5
+    try:
+        result = await adapter.send(push(), [fid("device-a")])
+    finally:
+        fake.token_delay = 0.0
+        ticker.cancel()
+        await adapter.aclose()
+
+    assert result.outcomes[0].delivered
+    assert ticks >= 20  # google-auth's fetch is synchronous: on the loop, it would have stopped the ticks

@@ -51,12 +51,14 @@ class Settings(BaseSettings):
     rebalance_timeout_seconds: float = Field(default=3.0, gt=0)
     session_timeout_seconds: float = Field(default=10.0, gt=0)
     heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
-    # How long a fetch may wait on the broker for data. Real Kafka answers as soon as data is there, so a long
-    # wait costs nothing; some brokers (the embedded Tansu) hold a fetch for about half of it even when data
-    # is waiting, and every consumer hop on the way to a person pays that. Unset, each client keeps its own
-    # (Faust's fixed 1,500 ms, aiokafka's 500 ms): a short wait is not the default until a kill -9 run that
-    # lost records with it (bench/RESULTS.md, third session) is explained.
-    fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=10_000)
+    # How long a fetch may wait on the broker for data, for the worker's and the gateway's consumers. Real
+    # Kafka answers as soon as data is there; some brokers (the embedded Tansu) hold a fetch for about half of
+    # the wait even when data is waiting, and every consumer hop on the way to a person pays that (Faust's own
+    # fixed 1,500 ms cost 0.75-1.5 s per hop). An idle consumer asks this often.
+    fetch_max_wait_ms: int = Field(default=10, ge=1, le=10_000)
+    # How often the worker commits acknowledged offsets: a crash replays at most about this much work (the
+    # delivered-ids table keeps the replay from reaching a person twice).
+    commit_interval_seconds: float = Field(default=1.0, gt=0, le=60)
 
     # --- topics -------------------------------------------------------------------------------------------
     topic_events: str = "herald.events"
@@ -140,12 +142,10 @@ class Settings(BaseSettings):
 
     # --- batching -----------------------------------------------------------------------------------------
     batch_size: int = Field(default=1000, ge=1, le=100000)
-    batch_seconds: float = Field(default=0.02, gt=0, le=10)
+    batch_seconds: float = Field(default=0.005, gt=0, le=10)
 
     # --- delivery -----------------------------------------------------------------------------------------
     delivery_concurrency: int = Field(default=32, ge=1, le=1024)
-    delivery_batch_size: int = Field(default=256, ge=1, le=10000)
-    delivery_batch_seconds: float = Field(default=0.05, gt=0, le=10)
     retry_base_delay_seconds: float = Field(default=2.0, ge=0)
     retry_multiplier: float = Field(default=4.0, ge=1)
     retry_max_delay_seconds: float = Field(default=600.0, gt=0)

@@ -80,6 +80,13 @@ class TopicNames:
         return frozenset({self.users, self.preferences, self.rules, self.inbox})
 
     @property
+    def batch_fed(self) -> frozenset[str]:
+        """The hot path's topics, whose agents take a whole fetched batch per partition at a time: events,
+        routed, and the fresh delivery topics a worker consumes (in-app's is the gateway's)."""
+        consumed = (name for channel, name in self.delivery.items() if channel in RETRYING_CHANNELS)
+        return frozenset({self.events, self.routed, *consumed})
+
+    @property
     def copartitioned(self) -> tuple[str, ...]:
         """Topics whose partition counts must match, so a user's state and events meet on one worker."""
         return (self.users, self.preferences, self.routed)

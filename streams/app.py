@@ -15,6 +15,7 @@ from kernel.errors import ConfigurationError
 from kernel.logs import worker_logging_config
 from kernel.ports import ensure_port_free
 from kernel.settings import RECORD_FRAMING_BYTES, Settings, load_settings
+from kernel.topics import TopicNames
 from streams.runtime.provisioning import provision_topics
 
 
@@ -34,12 +35,14 @@ class _NoWebBoot(BootStrategy):
 class HeraldApp(faust.App):
     BootStrategy = _NoWebBoot
     fetch_max_wait_ms: int = Transport.fetch_max_wait_ms
+    batched_topics: frozenset[str] = frozenset()
 
     def _new_transport(self) -> Any:
-        # Faust picks its transport by the URL's scheme; Herald's checks the end offsets recovery reads to and
-        # sets the fetch wait.
+        # Faust picks its transport by the URL's scheme; Herald's checks the end offsets recovery reads to,
+        # sets the fetch wait and hands the hot topics over a fetched batch at a time.
         transport = Transport(self.conf.broker_consumer, self)
         transport.fetch_max_wait_ms = self.fetch_max_wait_ms
+        transport.batched_topics = self.batched_topics
         return transport
 
 
@@ -61,6 +64,11 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         # The outbox never hands over a record over HERALD_MAX_RECORD_BYTES; the producer takes exactly that.
         producer_max_request_size=settings.max_record_bytes + RECORD_FRAMING_BYTES,
+        # The outbox builds its own record batches (adapters.broker.batch_producer): larger ones mean fewer
+        # produce requests for a batch of routed notifications. A record over it still goes alone.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        # How often acknowledged offsets are committed: what a crash replays is at most about this much.
+        broker_commit_interval=settings.commit_interval_seconds,
         broker_rebalance_timeout=settings.rebalance_timeout_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
@@ -70,9 +78,12 @@ def create_app(settings: Settings) -> faust.App:
         # corrected in adapters.broker.offsets) and stopped workers for nothing.
         recovery_consistency_check=False,
     )
-    if settings.fetch_max_wait_ms is not None:
-        app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.batched_topics = TopicNames.from_settings(settings).batch_fed
     return app
+
+
+PRODUCER_BATCH_BYTES = 256 * 1024
 
 
 def _subcommand(argv: list[str]) -> str | None:

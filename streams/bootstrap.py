@@ -21,7 +21,7 @@ from streams.routing.agents import register_routing
 from streams.routing.rendering import TemplateStore, check_templates
 from streams.routing.rules import RuleBook
 from streams.runtime.closing import Closing
-from streams.runtime.outbox import Outbox, Settler
+from streams.runtime.outbox import Outbox, Settler, kafka_publisher
 from streams.runtime.tables import declare_tables
 from streams.runtime.topics import declare_topics
 from streams.runtime.worker import Worker, utc_now
@@ -86,9 +86,10 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     topics = declare_topics(app, settings)
     tables = declare_tables(app, settings)
     clock = utc_now
+    publish = kafka_publisher(app)
 
     def new_outbox() -> Outbox:
-        return Outbox(app, topics.names, tables, metrics, clock, settings.max_record_bytes)
+        return Outbox(publish, topics.names, tables, metrics, clock, settings.max_record_bytes)
 
     worker = Worker(
         settings=settings,

@@ -13,7 +13,9 @@
    lost notifications this way. Here the flow stops before the seek and stays stopped until recovery resumes
    it, so what the queues lose is only what the seek makes the consumer fetch again.
 
-It also sets the worker consumer's fetch wait, which Faust fixes at 1,500 ms (`Transport.fetch_max_wait_ms`).
+It also sets the worker consumer's fetch wait, which Faust fixes at 1,500 ms (`Transport.fetch_max_wait_ms`),
+and hands the records of the batch-fed topics (`Transport.batched_topics`) over a whole fetched batch per
+partition at a time (adapters.broker.fetched_batches).
 """
 
 from __future__ import annotations
@@ -22,9 +24,17 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any, ClassVar, cast
 
+from faust.transport.consumer import ack_lock  # type: ignore[attr-defined]  # the lock Faust's ack holds
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
+from mode.utils.futures import notify
 
+from adapters.broker.fetched_batches import (
+    BatchMessage,
+    FetchedBatch,
+    answered_offsets,
+    to_batch_message,
+)
 from adapters.broker.offsets import checked_end_offsets
 
 
@@ -71,6 +81,52 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    @property
+    def _batched(self) -> frozenset[str]:
+        return cast(Transport, self.transport).batched_topics
+
+    # Faust's signature, timeout included.
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:  # noqa: ASYNC109
+        records = await super()._getmany(active_partitions, timeout)
+        batched = self._batched
+        if not batched or not records:
+            return records
+        return {
+            tp: [FetchedBatch(fetched)] if tp.topic in batched and fetched else fetched
+            for tp, fetched in records.items()
+        }
+
+    def _to_message(self, tp: TP, record: Any) -> Any:
+        if isinstance(record, FetchedBatch):
+            # Called as the fetch loop hands the message over, so the read mark is the one it checks against.
+            return to_batch_message(tp, record, self._read_offset.get(tp), self.app.consumer_generation_id)
+        return super()._to_message(tp, record)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        # A batch message's ack answers for the offsets before it itself (fetched_batches.first_answered).
+        if tp.topic in self._batched:
+            return
+        await super()._add_gap(tp, offset_from, offset_to)
+
+    def ack(self, message: Message) -> bool:
+        if not isinstance(message, BatchMessage):
+            return super().ack(message)
+        with ack_lock:  # Faust's own ack takes it for the same bookkeeping
+            if message.acked:
+                return False
+            message.acked = True
+            try:
+                tp = message.tp
+                index = self._acked_index[tp]
+                offsets = answered_offsets(message, self._committed_offset[tp], index)
+                self._unacked_messages.discard(message)
+                index.update(offsets)
+                self._acked[tp].extend(offsets)
+                self._n_acked += len(offsets)
+                return bool(offsets)
+            finally:
+                notify(self._waiting_for_ack)
+
     def stop_flow(self) -> None:
         cast(ReadOffsets, self._read_offset).held = True
         super().stop_flow()
@@ -91,3 +147,5 @@ class Transport(faust_aiokafka.Transport):
     Consumer: ClassVar[Any] = _Consumer
     # How long a worker's fetch may wait on the broker for data (HERALD_FETCH_MAX_WAIT_MS); set by the app.
     fetch_max_wait_ms: int = 1500
+    # Topics whose records reach their agents a fetched partition batch at a time; set by the app.
+    batched_topics: frozenset[str] = frozenset()

@@ -69,9 +69,7 @@ def register_commands(settings: Settings) -> None:
     @click.argument("source", metavar="FILE|-")
     def publish(source: str) -> None:
         """Validate domain events (JSON, a JSON array or JSON lines) and publish them to the events topic."""
-        publish_file(
-            source, names.events, lambda text: event_records(parse_events(text)), "event(s)"
-        )
+        publish_file(source, names.events, lambda text: event_records(parse_events(text)), "event(s)")
 
     @cli.group(name="users")
     def users() -> None:
@@ -81,9 +79,7 @@ def register_commands(settings: Settings) -> None:
     @click.argument("source", metavar="FILE|-")
     def upsert(source: str) -> None:
         """Validate user profiles (whole or partial) and publish them to the users topic."""
-        publish_file(
-            source, names.users, lambda text: profile_records(parse_profiles(text)), "profile(s)"
-        )
+        publish_file(source, names.users, lambda text: profile_records(parse_profiles(text)), "profile(s)")
 
     @cli.group(name="preferences")
     def preferences() -> None:

@@ -26,6 +26,7 @@ from streams.delivery.channels import WiredChannel, wire_channels
 from streams.delivery.providers import Providers
 from streams.delivery.steps import ChannelSpec, Decision, Verdict
 from streams.effects import Effects, Rejected, TableWrite
+from streams.runtime.batches import chunks, coalesced, records_of
 from streams.runtime.outbox import Outbox
 from streams.runtime.worker import Worker
 
@@ -70,7 +71,8 @@ class _Input:
     """One consumed message of a batch and, once decided, its effects: a batch run again (its produce
     failed) applies what was decided instead of deciding, and calling providers, again."""
 
-    event: Any  # a Faust event
+    event: Any  # the Faust event it came in
+    record: Any  # the record itself: a fetched record, or the event's own message
     effects: Effects | None = None
 
 
@@ -92,10 +94,10 @@ class ChannelAgents(Generic[N]):
         app, settings, channel = self.worker.app, self.worker.settings, self.channel.value
 
         async def fresh(stream: Any) -> AsyncIterator[None]:
-            async for events in stream.take_events(
-                settings.delivery_batch_size, within=settings.delivery_batch_seconds
-            ):
-                await self.settle(f"deliver.{channel}", events)
+            async for events in coalesced(stream, settings):
+                for run in chunks(records_of(events), settings.batch_size):
+                    inputs = [_Input(event, record) for event, record in run]
+                    await self.settle_inputs(f"deliver.{channel}", inputs)
                 yield None
 
         app.agent(self.worker.topics.delivery[self.channel], name=f"herald.deliver.{channel}")(fresh)
@@ -112,13 +114,17 @@ class ChannelAgents(Generic[N]):
             app.agent(topic, name=f"herald.deliver.{channel}.retry{tier}")(retry)
 
     async def settle(self, agent: str, events: list[Any], *, wait_until_due: bool = False) -> None:
-        inputs = [_Input(event) for event in events]
+        """Deliver Faust events that each carry one notification (a retry topic's)."""
+        inputs = [_Input(event, event.message) for event in events]
+        await self.settle_inputs(agent, inputs, wait_until_due=wait_until_due)
+
+    async def settle_inputs(self, agent: str, inputs: list[_Input], *, wait_until_due: bool = False) -> None:
         await self.worker.settler.settle(agent, partial(self.run_batch, inputs, wait_until_due))
 
     async def run_batch(self, inputs: list[_Input], wait_until_due: bool, outbox: Outbox) -> None:
         by_recipient: dict[bytes | None, list[_Input]] = defaultdict(list)
         for item in inputs:
-            by_recipient[item.event.message.key].append(item)
+            by_recipient[item.record.key].append(item)
         # Every recipient's run ends before the batch does, even when one fails: a batch run again must
         # not meet a previous run's deliveries still in flight.
         results = await asyncio.gather(
@@ -137,21 +143,21 @@ class ChannelAgents(Generic[N]):
             await outbox.flush()
         for effects in decided:
             for status in effects.statuses:
-                await outbox.status(status)
+                outbox.status(status)
 
     async def _run_recipient(self, outbox: Outbox, items: list[_Input], wait_until_due: bool) -> None:
         for item in items:
             if item.effects is None:
                 await self._deliver(outbox, item, wait_until_due)
             else:
-                await self._apply(outbox, item, self._again(item.effects))
+                self._apply(outbox, item, self._again(item.effects))
 
     async def _deliver(self, outbox: Outbox, item: _Input, wait_until_due: bool) -> None:
         """Decide what becomes of one message and hand over all of it but its statuses (see `run_batch`)."""
-        parsed = steps.parse(self.spec, item.event.message.value)
+        parsed = steps.parse(self.spec, item.record.value)
         if isinstance(parsed, Decision):
             item.effects = parsed.effects
-            await self._apply(outbox, item, _without_statuses(item.effects))
+            self._apply(outbox, item, _without_statuses(item.effects))
             return
         if wait_until_due and parsed.not_before is not None:
             delay = (parsed.not_before - self.worker.clock()).total_seconds()
@@ -163,17 +169,17 @@ class ChannelAgents(Generic[N]):
             item.effects = decision.effects
             # No await between `_decide` reading the delivered-ids record and this writing it: another
             # channel's agent may write the same recipient's record.
-            await self._apply(outbox, item, _without_statuses(item.effects))
+            self._apply(outbox, item, _without_statuses(item.effects))
             if item.effects.writes:
                 # The dedup entry on the broker before this slot sends again: a provider-accepted send whose
                 # entry is still in the producer's buffer is sent again after a crash. Waiting per batch
                 # instead let hundreds pile up (kill -9: up to 289 duplicates against 0-38 before).
                 await outbox.flush()
 
-    async def _apply(self, outbox: Outbox, item: _Input, effects: Effects) -> None:
+    def _apply(self, outbox: Outbox, item: _Input, effects: Effects) -> None:
         """Hand over `effects`; if one of them was too large, the message is dead-lettered instead, and that
         is all a batch run again does with it, and all its statuses say (none)."""
-        too_large = await outbox.apply(item.event, effects, self.stage)
+        too_large = outbox.apply(item.event, effects, self.stage, item.record)
         if too_large is not None:
             item.effects = Effects(rejected=[Rejected(too_large, self.stage)])
 

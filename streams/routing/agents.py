@@ -1,10 +1,12 @@
 """The router's two agents, thin over the steps `streams.routing.intake` (fan an event out per recipient,
 re-keyed by user id) and `streams.routing.route` (meet each with its recipient's state on the worker that
-holds it): read, call, count, and apply each batch's effects through the worker's outbox."""
+holds it): read whole fetched batches, call the step per record, count once per batch, and apply the effects
+through the worker's outbox, which produces them together."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -15,6 +17,7 @@ from streams.routing.intake import intake
 from streams.routing.result import StepResult, Tally, reject
 from streams.routing.route import STAGE as ROUTE_STAGE
 from streams.routing.route import RecipientState, recipient_key, route
+from streams.runtime.batches import chunks, coalesced, records_of, turns
 from streams.runtime.outbox import Outbox
 from streams.runtime.tables import Tables
 from streams.runtime.worker import Worker
@@ -26,44 +29,48 @@ def register_routing(worker: Worker) -> None:
     settings = worker.settings
 
     async def run_intake(stream: Any) -> AsyncIterator[None]:
-        # In batches: Faust's hand-off per message, not CPU, is what costs, so each batch's records are
-        # produced without waiting on each and acknowledged together.
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            await worker.settler.settle("intake", partial(_intake_batch, worker, events))
+        async for events in coalesced(stream, settings):
+            for inputs in chunks(records_of(events), settings.batch_size):
+                await worker.settler.settle("intake", partial(_intake_batch, worker, inputs))
             yield None
 
     async def run_route(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            await worker.settler.settle("route", partial(_route_batch, worker, events))
+        async for events in coalesced(stream, settings):
+            for inputs in chunks(records_of(events), settings.batch_size):
+                await worker.settler.settle("route", partial(_route_batch, worker, inputs))
             yield None
 
     worker.app.agent(worker.topics.events, name="herald.intake")(run_intake)
     worker.app.agent(worker.topics.routed, name="herald.route")(run_route)
 
 
-async def _intake_batch(worker: Worker, events: list[Any], outbox: Outbox) -> None:
-    routed = worker.topics.names.routed
-    for event in events:
-        worker.metrics.events_consumed.inc()
-        result = intake(event.message.value, worker.rules.book, routed, worker.settings.max_recipients)
-        await _apply(worker, outbox, event, result, INTAKE_STAGE)
+async def _intake_batch(worker: Worker, inputs: Sequence[tuple[Any, Any]], outbox: Outbox) -> None:
+    """Each (event, record) of a run: the record, and the Faust event it came in."""
+    routed, book, limit = worker.topics.names.routed, worker.rules.book, worker.settings.max_recipients
+    tallies = []
+    async for event, record in turns(inputs):
+        result = intake(record.value, book, routed, limit)
+        tallies.append(_apply(outbox, event, record, result, INTAKE_STAGE))
+    worker.metrics.events_consumed.inc(len(tallies))
+    count(worker.metrics, tallies)
 
 
-async def _route_batch(worker: Worker, events: list[Any], outbox: Outbox) -> None:
-    # One event at a time, each applied before the next is read: two events for one recipient in a batch
-    # must see each other's digest and throttle writes (the outbox writes the table as it applies).
-    for event in events:
-        result = _route_one(worker, event.message)
-        await _apply(worker, outbox, event, result, ROUTE_STAGE)
+async def _route_batch(worker: Worker, inputs: Sequence[tuple[Any, Any]], outbox: Outbox) -> None:
+    # One record at a time, each applied before the next is read: two events for one recipient in a batch
+    # must see each other's digest and throttle writes (the outbox writes the table as it applies, with no
+    # await between reading a recipient's state and writing it).
+    tallies = []
+    async for event, record in turns(inputs):
+        result = _route_one(worker, record)
+        tallies.append(_apply(outbox, event, record, result, ROUTE_STAGE))
+    count(worker.metrics, tallies)
 
 
-async def _apply(
-    worker: Worker, outbox: Outbox, event: Any, result: StepResult, stage: DeadLetterStage
-) -> None:
-    """Apply a step's effects and count them; or, when one of its records would be too large, count the
+def _apply(outbox: Outbox, event: Any, record: Any, result: StepResult, stage: DeadLetterStage) -> Tally:
+    """Apply a step's effects and return what to count; or, when one of its records would be too large, the
     input's rejection (the outbox dead-lettered it and applied nothing else)."""
-    too_large = await outbox.apply(event, result.effects, stage)
-    count(worker.metrics, result.tally if too_large is None else reject(too_large, stage).tally)
+    too_large = outbox.apply(event, result.effects, stage, record)
+    return result.tally if too_large is None else reject(too_large, stage).tally
 
 
 def _route_one(worker: Worker, message: Any) -> StepResult:
@@ -92,12 +99,22 @@ def read_state(tables: Tables, user_id: str) -> RecipientState:
     )
 
 
-def count(metrics: WorkerMetrics, tally: Tally) -> None:
-    for rejected in tally.rejected:
-        metrics.events_rejected.labels(reason=rejected).inc()
-    for channel in tally.routed:
-        metrics.notifications_routed.labels(channel=channel.value).inc()
-    for channel, deferred in tally.deferred:
-        metrics.notifications_deferred.labels(channel=channel.value, reason=deferred).inc()
-    for channel, skipped in tally.skipped:
-        metrics.notifications_skipped.labels(channel=channel.value, reason=skipped).inc()
+def count(metrics: WorkerMetrics, tallies: Iterable[Tally]) -> None:
+    """Add a batch's tallies to the metrics: one increment per label set, not per record."""
+    rejected: Counter[str] = Counter()
+    routed: Counter[str] = Counter()
+    deferred: Counter[tuple[str, str]] = Counter()
+    skipped: Counter[tuple[str, str]] = Counter()
+    for tally in tallies:
+        rejected.update(tally.rejected)
+        routed.update(channel.value for channel in tally.routed)
+        deferred.update((channel.value, reason) for channel, reason in tally.deferred)
+        skipped.update((channel.value, reason) for channel, reason in tally.skipped)
+    for reason, n in rejected.items():
+        metrics.events_rejected.labels(reason=reason).inc(n)
+    for channel, n in routed.items():
+        metrics.notifications_routed.labels(channel=channel).inc(n)
+    for (channel, reason), n in deferred.items():
+        metrics.notifications_deferred.labels(channel=channel, reason=reason).inc(n)
+    for (channel, reason), n in skipped.items():
+        metrics.notifications_skipped.labels(channel=channel, reason=reason).inc(n)

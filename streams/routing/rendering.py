@@ -73,6 +73,7 @@ class TemplateStore:
     def __init__(self, root: Path) -> None:
         self._root = root
         self._names: dict[tuple[str, Channel, str, str], str | None] = {}
+        self._compiled: dict[str, tuple[jinja2.Template, dict[str, Any]]] = {}
         self._env = ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(root)),
             undefined=jinja2.StrictUndefined,
@@ -100,6 +101,19 @@ class TemplateStore:
                 return name
         return None
 
+    def _render(self, name: str, context: Mapping[str, Any]) -> str:
+        """`Template.render`, without its per-call cost: Jinja merges the environment's globals (a ChainMap,
+        walked key by key) into every render's context, about a fifth of a routed event's CPU. Here they are
+        merged into a plain dict once per template and the context is laid over them."""
+        compiled = self._compiled.get(name)
+        if compiled is None:
+            template = self._env.get_template(name)
+            compiled = self._compiled[name] = (template, dict(template.globals))
+        template, globals_ = compiled
+        # shared=True: Jinja takes this dict as the context's parent as it is, instead of copying.
+        ctx = template.new_context({**globals_, **context}, shared=True)
+        return str(self._env.concat(template.root_render_func(ctx)))
+
     def missing_parts(self, template: str, channel: Channel) -> list[str]:
         """Required parts with no default-locale file: checked at start-up so a typo fails early."""
         return [p for p in REQUIRED_PARTS[channel] if self._source_name(template, channel, p, "") is None]
@@ -115,7 +129,7 @@ class TemplateStore:
                     raise TemplateFailure(f"template {template!r} has no {channel.value}/{part}.j2")
                 continue
             try:
-                text = self._env.get_template(name).render(context)
+                text = self._render(name, context)
                 keep = SMS_KEPT_CONTROLS if channel is Channel.SMS else KEPT_CONTROLS.get(part, "")
                 rendered[part] = strip_controls(text, keep=keep).strip()
             except jinja2.exceptions.SecurityError as exc:

@@ -1,15 +1,15 @@
-"""Applying steps' effects on Kafka: records handed to the producer without waiting on each, table writes to
-the changelog partition of their input, dead letters with their metric. A batch runs in `settle`, which
-waits for every acknowledgement before the batch's offsets may be committed, and runs the batch again when
-producing failed. Nothing over the record budget reaches the producer: an input that would produce such a
-record goes to the DLQ (`too_large`) instead of any of its effects."""
+"""Applying steps' effects on Kafka: records gathered and produced together with the batch API at `flush`,
+table writes to the changelog partition of their input, dead letters with their metric. A batch runs in
+`settle`, which waits for every acknowledgement before the batch's offsets may be committed, and runs the
+batch again when producing failed. Nothing over the record budget reaches the producer: an input that would
+produce such a record goes to the DLQ (`too_large`) instead of any of its effects."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ import faust
 import faust.streams as faust_streams
 from faust.serializers import codecs
 
+from adapters.broker.batch_producer import Outgoing, send_batches
 from kernel.errors import RecordTooLarge
 from kernel.topics import TopicNames
 from schemas.deadletter import DeadLetterStage
@@ -33,6 +34,20 @@ SETTLE_FIRST_DELAY_SECONDS = 0.5
 SETTLE_MAX_DELAY_SECONDS = 30.0
 
 
+# Hands records to the broker; the awaitables resolve as they are acknowledged.
+Publish = Callable[[Sequence[Outgoing]], Awaitable[list[Awaitable[Any]]]]
+
+
+def kafka_publisher(app: faust.App) -> Publish:
+    """The app's producer, fed record batches (adapters.broker.batch_producer)."""
+
+    async def publish(records: Sequence[Outgoing]) -> list[Awaitable[Any]]:
+        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]  # the aiokafka producer
+        return list(await send_batches(producer, records))
+
+    return publish
+
+
 def bind_event(event: Any) -> None:
     """Make `event` the current one in this task. Faust's stores find a key's partition through the current
     event, kept in a context variable: batches and tasks started with `gather` need it set."""
@@ -44,53 +59,54 @@ class Outbox:
 
     def __init__(
         self,
-        app: faust.App,
+        publish: Publish,
         names: TopicNames,
         tables: Tables,
         metrics: WorkerMetrics,
         clock: Callable[[], datetime],
         max_record_bytes: int,
     ) -> None:
-        self._app = app
+        self._publish = publish
         self._names = names
         self._tables = tables
         self._metrics = metrics
         self._clock = clock
         self._max_record_bytes = max_record_bytes
         self._pending: list[Awaitable[Any]] = []
+        self._records: list[Outgoing] = []
 
-    async def produce(self, record: Record) -> None:
-        """Hand `record` to the producer; RecordTooLarge, before anything is sent, if it is over budget."""
+    def produce(self, record: Record) -> None:
+        """Take `record` for the next `flush`; RecordTooLarge, before it is taken, if it is over budget."""
         self._check(len(record.key or b"") + len(record.value or b""), f"a record for {record.topic}")
-        future = await self._app.producer.send(
-            record.topic, record.key, record.value, record.partition, None, None
-        )
-        self._pending.append(future)
+        self._records.append(Outgoing(record.topic, record.key, record.value, record.partition))
 
-    async def apply(self, event: Any, effects: Effects, stage: DeadLetterStage) -> RecordTooLarge | None:
-        """Apply what a step decided for the input `event` (a Faust event). Table writes come first, so a
-        status that says "delivered" never reaches the broker before the write that makes a replay skip it
-        is handed over (the producer keeps order per partition; `flush` makes it durable).
+    def apply(
+        self, event: Any, effects: Effects, stage: DeadLetterStage, message: Any = None
+    ) -> RecordTooLarge | None:
+        """Apply what a step decided for the input `message` (a record of the Faust `event`, or by default
+        the event's own message). Table writes are handed to the producer at once and records at `flush`:
+        a caller that must have a write on the broker before something else (a "delivered" status before
+        the write that makes a replay skip it) flushes in between.
 
         All or nothing: if any record or table value is over the budget, none of the effects is applied and
         the input goes to the DLQ (`too_large`, at `stage`); the error is returned. Part of an input's
         effects would leave state that says otherwise: a throttle counting a send that never went, a status
         for a notification that was dropped, a digest missing an event its status says it holds."""
+        message = event.message if message is None else message
         try:
             writes, records = self._encode(effects)
         except RecordTooLarge as exc:
-            await self.dead_letter(event.message, exc, stage)
+            self.dead_letter(message, exc, stage)
             return exc
         if writes:
             bind_event(event)
             for write, value in writes:
-                self._write(event.message.partition, write, value)
-        for record in records:
-            await self.produce(record)
+                self._write(message.partition, write, value)
+        self._records.extend(Outgoing(r.topic, r.key, r.value, r.partition) for r in records)
         for later in effects.later:
             self._metrics.scheduled.labels(reason=later.reason).inc()
         for rejected in effects.rejected:
-            await self.dead_letter(event.message, rejected.error, rejected.stage)
+            self.dead_letter(message, rejected.error, rejected.stage)
         return None
 
     def _encode(self, effects: Effects) -> tuple[list[tuple[TableWrite, bytes | None]], list[Record]]:
@@ -130,10 +146,10 @@ class Outbox:
         # deletes it, where the codec would write `null`, which is kept forever.
         self._pending.append(table.send_changelog(partition, write.key, value, value_serializer="raw"))
 
-    async def status(self, status: DeliveryStatus) -> None:
-        await self.produce(Record.of(self._names.status, status.recipient, status))
+    def status(self, status: DeliveryStatus) -> None:
+        self.produce(Record.of(self._names.status, status.recipient, status))
 
-    async def dead_letter(self, message: Any, error: BaseException, stage: DeadLetterStage) -> None:
+    def dead_letter(self, message: Any, error: BaseException, stage: DeadLetterStage) -> None:
         """Park a message that cannot be processed on the DLQ, with the reason, and count it."""
         record = dead_letter(
             topic=message.topic,
@@ -147,7 +163,7 @@ class Outbox:
         )
         # Within the budget by construction (original and key cut to fit), so this produce never refuses.
         key = None if message.key is None else message.key[:MAX_KEY_BYTES]
-        await self.produce(Record(self._names.dlq, key, record.to_json()))
+        self.produce(Record(self._names.dlq, key, record.to_json()))
         self._metrics.dead_letters.labels(stage=stage, reason=record.reason).inc()
         log.warning(
             "dead-lettered",
@@ -162,8 +178,13 @@ class Outbox:
         )
 
     async def flush(self) -> None:
-        """Wait until everything handed over so far is on the broker; raise if any of it failed."""
+        """Produce what was taken and wait until everything handed over so far is on the broker; raise if any
+        of it failed."""
+        # Both taken before the first await: a concurrent caller's flush waits for its own records only.
+        records, self._records = self._records, []
         pending, self._pending = self._pending, []
+        if records:
+            pending.extend(await self._publish(records))
         if pending:
             await asyncio.gather(*pending)
 

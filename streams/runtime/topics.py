@@ -27,12 +27,19 @@ class Topics:
     scheduled: dict[int, Any]
 
 
+# How many fetched batches a batch-fed topic's queue holds before the fetcher waits: each can be a partition's
+# whole fetch (up to a MiB), so Faust's default of 4,096 queued messages would hold gigabytes.
+BATCH_QUEUE_SIZE = 32
+
+
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
     names = TopicNames.from_settings(settings)
+    batch_fed = names.batch_fed
 
     def topic(name: str) -> Any:
         return app.topic(
             name,
+            maxsize=BATCH_QUEUE_SIZE if name in batch_fed else None,
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.partitions,

@@ -31,11 +31,16 @@ async def _release(worker: Worker, targets: frozenset[str], tier: int, event: An
             # partition is always the next one due.
             await asyncio.sleep(wake - now)
         record, due = release(held, worker.clock(), worker.topics.names.scheduled)
-        await outbox.produce(record)
+        early = (held.due_at - worker.clock()).total_seconds()
+        if due and early > 0:
+            # Released within the tolerance rather than sent down another tier, but never before it is due:
+            # the next hops take milliseconds, and quiet hours end when they say.
+            await asyncio.sleep(early)
+        outbox.produce(record)
         if due:
             worker.metrics.released.labels(reason=held.reason).inc()
     except Exception as exc:
-        await outbox.dead_letter(message, exc, stage=DeadLetterStage.SCHEDULER)
+        outbox.dead_letter(message, exc, stage=DeadLetterStage.SCHEDULER)
 
 
 def register_scheduling(worker: Worker) -> None:

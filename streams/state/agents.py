@@ -54,7 +54,7 @@ async def _apply_batch(
         except Exception as exc:  # an unexpected error is dead-lettered, never lost
             change = StateChange(Applied.REJECTED, Effects(rejected=[Rejected(exc, stage)]))
         _count(worker, stage, change.applied)
-        await outbox.apply(event, change.effects, stage)
+        outbox.apply(event, change.effects, stage)
 
 
 def _register(worker: Worker, topic: Any, name: str, stage: DeadLetterStage, step: Step) -> None:

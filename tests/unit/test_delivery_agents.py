@@ -35,6 +35,7 @@ from streams.runtime import outbox as outbox_module
 from streams.runtime.outbox import Outbox, Settler
 from streams.runtime.tables import StateTable, Tables
 from streams.runtime.worker import Worker
+from tests.fakes.publisher import publish_each
 
 NAMES = TopicNames.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
 OCCURRED = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -168,7 +169,10 @@ class Rig:
         )
         self.producer = Producer(self.log, failures)
         app = cast(Any, SimpleNamespace(producer=self.producer))
-        settler = Settler(lambda: Outbox(app, NAMES, self.tables, metrics, clock, max_record_bytes), metrics)
+        settler = Settler(
+            lambda: Outbox(publish_each(app.producer), NAMES, self.tables, metrics, clock, max_record_bytes),
+            metrics,
+        )
         worker = SimpleNamespace(
             settings=SimpleNamespace(delivery_concurrency=8),
             tables=self.tables,

@@ -286,7 +286,11 @@ async def test_with_no_origin_listed_only_the_gateways_own_pages_may_connect(gat
     own = f"http://127.0.0.1:{gateway.port}"  # the demo page's origin: same scheme, host and port
     async with _connect(gateway, "alice", headers={"Origin": own}) as ws:
         _welcome(await _frame(ws), "alice")
-    for origin in (f"https://127.0.0.1:{gateway.port}", f"http://127.0.0.1:{gateway.port + 1}", "http://127.0.0.1"):
+    for origin in (
+        f"https://127.0.0.1:{gateway.port}",
+        f"http://127.0.0.1:{gateway.port + 1}",
+        "http://127.0.0.1",
+    ):
         async with _connect(gateway, "alice", headers={"Origin": origin}) as ws:
             assert await _closed_with(ws) == (4004, "origin_not_allowed"), origin
 

@@ -26,6 +26,7 @@ from streams.runtime import outbox as outbox_module
 from streams.runtime.deadletters import MAX_ORIGINAL_BYTES
 from streams.runtime.outbox import Outbox, Settler
 from streams.runtime.tables import StateTable, Tables
+from tests.fakes.publisher import publish_each
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 NAMES = TopicNames.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
@@ -84,7 +85,14 @@ def make_outbox(
     log = log if log is not None else []
     tables = Tables(*(StateTable(RecordingTable(log)) for _ in range(5)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
-    outbox = Outbox(app, NAMES, tables, WorkerMetrics(registry, "test"), lambda: NOW, max_record_bytes)
+    outbox = Outbox(
+        publish_each(app.producer),
+        NAMES,
+        tables,
+        WorkerMetrics(registry, "test"),
+        lambda: NOW,
+        max_record_bytes,
+    )
     return outbox, tables, registry
 
 
@@ -93,7 +101,9 @@ def settler(producer: FlakyProducer) -> tuple[Settler, CollectorRegistry]:
     metrics = WorkerMetrics(registry, "test")
     tables = Tables(*(StateTable(RecordingTable([])) for _ in range(5)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
-    return Settler(lambda: Outbox(app, NAMES, tables, metrics, lambda: NOW, BUDGET), metrics), registry
+    return Settler(
+        lambda: Outbox(publish_each(app.producer), NAMES, tables, metrics, lambda: NOW, BUDGET), metrics
+    ), registry
 
 
 @pytest.fixture(autouse=True)
@@ -109,8 +119,8 @@ async def test_a_refused_batch_runs_again_until_the_broker_takes_it() -> None:
     async def work(outbox: Outbox) -> None:
         nonlocal runs
         runs += 1
-        await outbox.produce(Record("herald.routed", b"alice", b"record-1"))
-        await outbox.produce(Record("herald.routed", b"bob", b"record-2"))
+        outbox.produce(Record("herald.routed", b"alice", b"record-1"))
+        outbox.produce(Record("herald.routed", b"bob", b"record-2"))
 
     await settle.settle("route", work)
     assert runs == 3
@@ -124,7 +134,7 @@ async def test_a_batch_that_goes_through_runs_once() -> None:
     settle, registry = settler(producer)
 
     async def work(outbox: Outbox) -> None:
-        await outbox.produce(Record("herald.events", None, b"x"))
+        outbox.produce(Record("herald.events", None, b"x"))
 
     await settle.settle("intake", work)
     assert [value for *_, value, _ in producer.taken] == [b"x"]
@@ -178,7 +188,7 @@ async def test_effects_are_applied_table_writes_first_to_the_inputs_partition() 
         rejected=[Rejected(UnknownUser("no profile"), "route")],
         writes=[TableWrite("throttles", "ada", {"channel:email": [1.0]}), TableWrite("digests", "ada", None)],
     )
-    assert await outbox.apply(_event(partition=3), effects, "route") is None
+    assert outbox.apply(_event(partition=3), effects, "route") is None
     await outbox.flush()
 
     # As JSON bytes (the tables' codec), the size the budget was checked against; a delete as a tombstone.
@@ -250,7 +260,7 @@ async def test_an_input_with_an_effect_over_the_budget_is_dead_lettered_and_noth
     effects = _small()
     OVER_BUDGET[what](effects)
 
-    too_large = await outbox.apply(_event(partition=3), effects, "route")
+    too_large = outbox.apply(_event(partition=3), effects, "route")
     await outbox.flush()
 
     assert too_large is not None and too_large.reason == "too_large"
@@ -268,9 +278,10 @@ async def test_an_input_with_an_effect_over_the_budget_is_dead_lettered_and_noth
 async def test_a_record_of_exactly_the_budget_goes_and_one_byte_more_does_not() -> None:
     producer = FlakyProducer()
     outbox, _, _ = make_outbox(producer, max_record_bytes=1_000)
-    await outbox.produce(Record("herald.deliver.inapp", b"ada", b"x" * 997))
+    outbox.produce(Record("herald.deliver.inapp", b"ada", b"x" * 997))
     with pytest.raises(RecordTooLarge):
-        await outbox.produce(Record("herald.deliver.inapp", b"ada", b"x" * 998))
+        outbox.produce(Record("herald.deliver.inapp", b"ada", b"x" * 998))
+    await outbox.flush()
     assert [len(value or b"") for _, _, value, _ in producer.taken] == [997]
 
 
@@ -282,13 +293,13 @@ async def test_an_input_over_the_budget_does_not_stop_its_batch() -> None:
     metrics = WorkerMetrics(registry, "test")
     tables = Tables(*(StateTable(RecordingTable([])) for _ in range(5)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
-    settle = Settler(lambda: Outbox(app, NAMES, tables, metrics, lambda: NOW, 1_000), metrics)
+    settle = Settler(
+        lambda: Outbox(publish_each(app.producer), NAMES, tables, metrics, lambda: NOW, 1_000), metrics
+    )
 
     async def work(outbox: Outbox) -> None:
-        await outbox.apply(
-            _event(), Effects(records=[Record("herald.routed", b"bob", b"x" * 5_000)]), "intake"
-        )
-        await outbox.apply(_event(), Effects(records=[Record("herald.routed", b"bob", b"fine")]), "intake")
+        outbox.apply(_event(), Effects(records=[Record("herald.routed", b"bob", b"x" * 5_000)]), "intake")
+        outbox.apply(_event(), Effects(records=[Record("herald.routed", b"bob", b"fine")]), "intake")
 
     await asyncio.wait_for(settle.settle("intake", work), timeout=5)
     assert [topic for topic, *_ in producer.taken] == [NAMES.dlq, "herald.routed"]
@@ -303,7 +314,8 @@ async def test_a_dead_letter_fits_the_budget_whatever_it_carries(budget: int) ->
         topic="t" * 249, partition=3, offset=2**62, key=b"\x00" * 900_000, value=b"\x01" * 20_000_000
     )
     error = RecordTooLarge("\x00\u202e" * 5_000)  # escaped in JSON: six bytes each
-    await outbox.dead_letter(message, error, "intake")
+    outbox.dead_letter(message, error, "intake")
+    await outbox.flush()
     [(_, key, value, _)] = producer.taken
     assert len(key or b"") + len(value or b"") <= budget
     letter = DeadLetter.model_validate_json(value or b"")

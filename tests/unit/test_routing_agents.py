@@ -24,6 +24,7 @@ from streams.routing.agents import _intake_batch, _route_batch, count, read_stat
 from streams.routing.rendering import TemplateStore
 from streams.routing.result import Tally
 from streams.routing.rules import RuleBook
+from streams.runtime.batches import records_of
 from streams.runtime.outbox import Outbox
 from streams.runtime.tables import StateTable, Tables
 from streams.runtime.worker import Worker
@@ -49,7 +50,7 @@ class RecordingOutbox:
     tables: Tables
     applied: list[tuple[Any, Effects]] = field(default_factory=list)
 
-    async def apply(self, event: Any, effects: Effects, stage: str) -> None:
+    def apply(self, event: Any, effects: Effects, stage: str, message: Any = None) -> None:
         for write in effects.writes:
             data = self.tables.by_name(write.table).faust
             if write.value is None:
@@ -82,7 +83,9 @@ def make_worker(users: dict[str, Any]) -> Worker:
 
 
 def message(key: bytes | None, value: bytes | None) -> Any:
-    return SimpleNamespace(message=SimpleNamespace(key=key, value=value))
+    """A Faust event as the batch-fed agents get it: here one fetched record."""
+    record = SimpleNamespace(topic=NAMES.routed, partition=0, offset=0, key=key, value=value)
+    return SimpleNamespace(message=SimpleNamespace(records=[record]))
 
 
 def routed(type_: str, n: int) -> Any:
@@ -101,7 +104,7 @@ def routed(type_: str, n: int) -> Any:
 
 def run_route(worker: Worker, events: list[Any]) -> RecordingOutbox:
     outbox = RecordingOutbox(worker.tables)
-    asyncio.run(_route_batch(worker, events, cast(Outbox, outbox)))
+    asyncio.run(_route_batch(worker, records_of(events), cast(Outbox, outbox)))
     return outbox
 
 
@@ -153,7 +156,7 @@ def test_intake_counts_every_event_and_each_rejection() -> None:
     outbox = RecordingOutbox(worker.tables)
     events = [routed("chat.message", 1), message(b"k", b"nope"), message(b"k", None)]
     # Intake reads domain events: the routed envelope is not one, so all three are rejected.
-    asyncio.run(_intake_batch(worker, events, cast(Outbox, outbox)))
+    asyncio.run(_intake_batch(worker, records_of(events), cast(Outbox, outbox)))
     assert sample(worker, "herald_events_consumed_total") == 3
     assert sample(worker, "herald_events_rejected_total", reason="invalid_event") == 3
     assert all(r.stage == "intake" for _, effects in outbox.applied for r in effects.rejected)
@@ -172,26 +175,33 @@ def test_count_increments_each_label() -> None:
     worker = make_worker({})
     count(
         worker.metrics,
-        Tally(
-            rejected=["no_rule"],
-            routed=[Channel.EMAIL, Channel.EMAIL],
-            deferred=[(Channel.SMS, "quiet_hours")],
-            skipped=[(Channel.PUSH, "opted_out")],
-        ),
+        [
+            Tally(
+                rejected=["no_rule"],
+                routed=[Channel.EMAIL, Channel.EMAIL],
+                deferred=[(Channel.SMS, "quiet_hours")],
+                skipped=[(Channel.PUSH, "opted_out")],
+            ),
+            Tally(routed=[Channel.EMAIL]),
+        ],
     )
     assert sample(worker, "herald_events_rejected_total", reason="no_rule") == 1
-    assert sample(worker, "herald_notifications_routed_total", channel="email") == 2
+    assert sample(worker, "herald_notifications_routed_total", channel="email") == 3
     assert sample(worker, "herald_notifications_deferred_total", channel="sms", reason="quiet_hours") == 1
     assert sample(worker, "herald_notifications_skipped_total", channel="push", reason="opted_out") == 1
 
 
 def test_an_input_dead_lettered_as_too_large_is_counted_as_rejected_not_routed() -> None:
     class TooSmall(RecordingOutbox):
-        async def apply(self, event: Any, effects: Effects, stage: str) -> RecordTooLarge | None:
+        def apply(
+            self, event: Any, effects: Effects, stage: str, message: Any = None
+        ) -> RecordTooLarge | None:
             self.applied.append((event, effects))
             return RecordTooLarge("a record for herald.deliver.inapp would be too large")
 
     worker = make_worker({"alice": {"user_id": "alice"}})
-    asyncio.run(_route_batch(worker, [routed("chat.message", 1)], cast(Outbox, TooSmall(worker.tables))))
+    asyncio.run(
+        _route_batch(worker, records_of([routed("chat.message", 1)]), cast(Outbox, TooSmall(worker.tables)))
+    )
     assert sample(worker, "herald_events_rejected_total", reason="too_large") == 1
     assert sample(worker, "herald_notifications_routed_total", channel="inapp") == 0

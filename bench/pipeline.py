@@ -240,7 +240,7 @@ async def measure_pipeline(
     stop = asyncio.Event()
     expected = sizes.events * FANOUT
     profiler = None
-    idle_cpu = float("nan")
+    idle_cpu = worker_cpu = float("nan")
     try:
         try:
             with tqdm(
@@ -254,6 +254,9 @@ async def measure_pipeline(
             assert waiting.worker is not None
             idle = psutil.Process(waiting.worker.pid)
             idle_before = sum(idle.cpu_times()[:2])
+            assert herald.worker is not None
+            busy = psutil.Process(herald.worker.pid)
+            busy_before = sum(busy.cpu_times()[:2])
             watcher = asyncio.create_task(
                 watch_topics(
                     bootstrap,
@@ -273,6 +276,7 @@ async def measure_pipeline(
                         assert herald.worker is not None
                         profiler = start_profiler(herald.worker.pid, 20, tmp / "worker-profile.txt")
             idle_cpu = sum(idle.cpu_times()[:2]) - idle_before
+            worker_cpu = sum(busy.cpu_times()[:2]) - busy_before
             stop.set()
             await watcher
         finally:
@@ -293,6 +297,10 @@ async def measure_pipeline(
             "worker_peak_rss_bytes": herald.rss.peak if herald.rss else 0,
             "drained": len(arrivals.times) >= expected,
             "latency_worker_idle_cpu_seconds": idle_cpu,
+            # The worker's own CPU (all its threads) over the window, per notification it completed: Herald's
+            # work per notification, whatever the sinks and the broker on the same cores could take.
+            "worker_cpu_seconds": worker_cpu,
+            "worker_cpu_us_per_notification": worker_cpu / max(1, len(arrivals.times)) * 1e6,
             "window_seconds": sizes.pipeline_seconds,
             # Per channel, the same steady window: in-app records are the router's output (one per event,
             # so this is Herald's routing rate, while the same worker delivers), email and SMS deliveries.

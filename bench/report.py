@@ -54,6 +54,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{p['notifications_per_second'] / limit:.3f}" if limit else "-",
             )
         )
+        if "worker_cpu_us_per_notification" in p:
+            out.append(("  worker CPU per notification", _fmt(p["worker_cpu_us_per_notification"], "µs"), "-"))
     if "peers" in result:
         out += peer_rows(result["peers"], limit)
     if "latency" in result:

@@ -34,7 +34,8 @@ class _BenchApp(streams.app.HeraldApp):
 
 def main() -> None:
     streams.app.HeraldApp = _BenchApp  # type: ignore[misc]
-    sys.argv = ["herald", "worker", "-l", "warn"]  # Faust's CLI reads sys.argv
+    # BENCH_WORKER_LOG=info for the worker's own account of a run (with BENCH_KEEP_LOGS=1 to keep it).
+    sys.argv = ["herald", "worker", "-l", os.environ.get("BENCH_WORKER_LOG", "warn")]  # Faust's CLI reads it
     streams.app.main(sys.argv)
 
 

@@ -55,7 +55,9 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
         if "worker_cpu_us_per_notification" in p:
-            out.append(("  worker CPU per notification", _fmt(p["worker_cpu_us_per_notification"], "µs"), "-"))
+            out.append(
+                ("  worker CPU per notification", _fmt(p["worker_cpu_us_per_notification"], "µs"), "-")
+            )
     if "peers" in result:
         out += peer_rows(result["peers"], limit)
     if "latency" in result:

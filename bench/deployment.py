@@ -53,7 +53,9 @@ class Deployment:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         # BENCH_HERALD_X=v sets HERALD_X=v for the workers: a setting tried on purpose, not one inherited.
-        env.update({k.removeprefix("BENCH_"): v for k, v in os.environ.items() if k.startswith("BENCH_HERALD_")})
+        env.update(
+            {k.removeprefix("BENCH_"): v for k, v in os.environ.items() if k.startswith("BENCH_HERALD_")}
+        )
         env.update(
             {
                 "HERALD_BROKER": f"kafka://{self.bootstrap}",

@@ -100,12 +100,10 @@ class Settings(BaseSettings):
     email_providers: str = "sendgrid,smtp"
     sms_providers: str = "twilio,sns"
     push_providers: str = "fcm,apns"
-    # Each provider's `*_max_concurrency` bounds its requests in flight (SMTP: `smtp_connections`); a provider
-    # whose SDK is synchronous (SendGrid, SNS) gets that many threads of its own.
+    provider_threads: int = Field(default=16, ge=1, le=512)
     sendgrid_api_key: SecretStr | None = None
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_timeout_seconds: float = Field(default=10.0, gt=0)
-    sendgrid_max_concurrency: int = Field(default=32, ge=1, le=512)
     sendgrid_webhook_public_key: str | None = None
     sendgrid_webhook_path: str = Field(default="/webhooks/sendgrid", pattern=r"^/[A-Za-z0-9._~/-]*$")
     sendgrid_webhook_tolerance_seconds: float = Field(default=600.0, gt=0)
@@ -115,7 +113,6 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_base_url: str = "https://api.twilio.com"
     twilio_timeout_seconds: float = Field(default=10.0, gt=0)
-    twilio_max_concurrency: int = Field(default=32, ge=1, le=1000)
     sns_region: str | None = None
     sns_endpoint_url: str | None = None
     sns_access_key_id: str | None = None
@@ -123,12 +120,11 @@ class Settings(BaseSettings):
     sns_sender_id: str | None = None
     sns_sms_type: Literal["Transactional", "Promotional"] = "Transactional"
     sns_timeout_seconds: float = Field(default=10.0, gt=0)
-    sns_max_concurrency: int = Field(default=32, ge=1, le=512)
     fcm_service_account_file: Path | None = None
     fcm_project_id: str | None = None
     fcm_base_url: str = "https://fcm.googleapis.com"
     fcm_timeout_seconds: float = Field(default=10.0, gt=0)
-    fcm_max_concurrency: int = Field(default=100, ge=1, le=1000)
+    fcm_max_tokens_per_call: int = Field(default=100, ge=1, le=500)
     apns_key_file: Path | None = None
     apns_key_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{10}$")
     apns_team_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{10}$")

@@ -1,9 +1,9 @@
-"""Email through SendGrid's v3 Mail Send API with the `sendgrid` SDK, run in threads of its own (the SDK has
-no asynchronous client)."""
+"""Email through SendGrid's v3 Mail Send API with the `sendgrid` SDK, run in a bounded thread pool."""
 
 from __future__ import annotations
 
 import http.client
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 from python_http_client import exceptions as sg_errors
@@ -44,17 +44,16 @@ class SendGridEmailSender:
         sender: str,
         base_url: str = SENDGRID_API_URL,
         timeout: float = 10.0,
-        max_concurrency: int = 32,
+        executor: ThreadPoolExecutor | None = None,
+        max_workers: int = 8,
     ) -> None:
         self._client = SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/"))
         self._sender = sender
         self._timeout = timeout
-        # A thread per request in flight. The SDK sends through urllib, which opens a connection per request
-        # and closes it ("Connection: close"): there is no pool to size, and every mail pays a TLS handshake.
-        self._threads = SdkThreads(max_concurrency, name="herald-sendgrid")
+        self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-sendgrid")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
         """The sender the settings describe, or None without `HERALD_SENDGRID_API_KEY`."""
         if settings.sendgrid_api_key is None:
             return None
@@ -63,7 +62,7 @@ class SendGridEmailSender:
             sender=settings.email_from,
             base_url=settings.sendgrid_base_url,
             timeout=settings.sendgrid_timeout_seconds,
-            max_concurrency=settings.sendgrid_max_concurrency,
+            executor=executor,
         )
 
     def _compose(self, message: EmailNotification) -> dict[str, Any]:
@@ -101,7 +100,7 @@ class SendGridEmailSender:
             ) from exc
 
     async def aclose(self) -> None:
-        # The SDK keeps no connection open: only the threads are left to release.
+        # The SDK opens a urllib connection per request and keeps none: only the threads are left to release.
         self._threads.shutdown()
 
 

@@ -7,6 +7,7 @@ import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Self
@@ -77,9 +78,9 @@ class SmtpEmailSender:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
-        """The sender the settings describe, or None without `HERALD_SMTP_HOST`. (aiosmtplib is asynchronous:
-        `HERALD_SMTP_CONNECTIONS` bounds its sends in flight, one per kept-open connection.)"""
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
+        """The sender the settings describe, or None without `HERALD_SMTP_HOST`. (No threads: aiosmtplib is
+        asynchronous.)"""
         if settings.smtp_host is None:
             return None
         return cls(

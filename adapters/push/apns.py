@@ -8,6 +8,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -163,9 +164,9 @@ class ApnsPushSender:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
         """The sender the settings describe, or None without `HERALD_APNS_KEY_FILE` (`Settings` has already
-        refused a partial APNs configuration). httpx is asynchronous: no threads."""
+        refused a partial APNs configuration). httpx is asynchronous: the threads are not needed."""
         if settings.apns_key_file is None:
             return None
         assert settings.apns_key_id and settings.apns_team_id and settings.apns_topic

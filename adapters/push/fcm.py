@@ -1,5 +1,4 @@
-"""Push through Firebase Cloud Messaging (HTTP v1) with firebase-admin's asynchronous `send_each_async`, over
-Herald's own HTTP/2 client (`fcm_transport`)."""
+"""Push through Firebase Cloud Messaging (HTTP v1) with firebase-admin, run in a bounded thread pool."""
 
 from __future__ import annotations
 
@@ -7,15 +6,16 @@ import json
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 import firebase_admin
 import google.auth.exceptions
 from firebase_admin import credentials, exceptions, messaging
+from requests.adapters import HTTPAdapter
 
 from adapters.executor import SdkThreads
 from adapters.push import PushResult, PushToken, TokenOutcome
-from adapters.push.fcm_transport import FCM_ERROR_TYPE, AccessTokens, FcmHttp
 from adapters.retry_after import parse_retry_after
 from kernel.errors import ConfigurationError, DeliveryError, PermanentDeliveryError, RetriableDeliveryError
 from kernel.privacy import scrub
@@ -27,7 +27,7 @@ from schemas.users import TokenKind
 
 FCM_API_URL = "https://fcm.googleapis.com"
 NOTIFICATION_ID_KEY = "herald_notification_id"
-MAX_MESSAGES_PER_CALL = 500  # send_each_async refuses more
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 # FCM error codes (FcmError details, else the canonical status) → (retriable, Herald reason).
 ERROR_CODES: dict[str, tuple[bool, DeliveryReason]] = {
@@ -59,7 +59,9 @@ class FcmPushSender:
         base_url: str = FCM_API_URL,
         project_id: str | None = None,
         timeout: float = 10.0,
-        max_concurrency: int = 100,
+        executor: ThreadPoolExecutor | None = None,
+        max_workers: int = 4,
+        max_tokens_per_call: int = 100,
     ) -> None:
         project = project_id or str(service_account["project_id"])
         # A named app per adapter: no global default app, and two senders never share credentials.
@@ -68,24 +70,25 @@ class FcmPushSender:
             options={"projectId": project, "httpTimeout": timeout},
             name=f"herald-fcm-{uuid.uuid4().hex[:12]}",
         )
-        # firebase-admin has no public setting for the endpoint or its HTTP client; the messaging service
-        # holds both (FIELD-NOTES: the send URL is formed from FCM_URL and the project id).
+        # firebase-admin has no public setting for the endpoint or its retries; the messaging service holds
+        # both (FIELD-NOTES: the send URL is formed from FCM_URL and the project id).
         service: Any = messaging._get_messaging_service(self._app)
-        if not hasattr(service, "_fcm_url") or not hasattr(service, "_async_client"):
+        if not hasattr(service, "_fcm_url") or not hasattr(service, "_client"):
             # Fail at start-up, not by pushing to Google from a test or staging set-up.
             raise RuntimeError("this firebase-admin version no longer exposes the FCM send URL; pin <8")
-        service._fcm_url = f"{base_url.rstrip('/')}/v1/projects/{project}/messages:send"
-        # The SDK's asynchronous client retries POSTs on 500/503 (up to four times), so one send could reach
-        # a device twice, and it fetches OAuth tokens with a blocking call on the event loop. Herald's own
-        # client (`fcm_transport`) does neither, and bounds the requests in flight.
-        self._threads = SdkThreads(1, name="herald-fcm")  # token fetches, one at a time, and delete_app
-        self._tokens = AccessTokens(self._app.credential.get_credential(), self._threads, timeout=timeout)
-        self._http = FcmHttp(self._tokens, timeout=timeout, max_concurrency=max_concurrency)
-        self._sdk_http = service._async_client  # never used: closed with the sender
-        service._async_client = self._http
+        root = base_url.rstrip("/")
+        service._fcm_url = f"{root}/v1/projects/{project}/messages:send"
+        # The SDK mounts adapters that retry POSTs on 500/503 and on read errors, so one send could reach
+        # the device twice. Herald owns retries: the most specific mount wins, and this one never retries.
+        service._client.session.mount(
+            f"{root}/", HTTPAdapter(pool_maxsize=max_tokens_per_call, max_retries=0)
+        )
+        # send_each starts one SDK thread per message, so a call is capped at this many tokens.
+        self._max_tokens_per_call = max_tokens_per_call
+        self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-fcm")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
         """The sender the settings describe, or None without `HERALD_FCM_SERVICE_ACCOUNT_FILE`."""
         if settings.fcm_service_account_file is None:
             return None
@@ -96,7 +99,8 @@ class FcmPushSender:
                 base_url=settings.fcm_base_url,
                 project_id=settings.fcm_project_id,
                 timeout=settings.fcm_timeout_seconds,
-                max_concurrency=settings.fcm_max_concurrency,
+                executor=executor,
+                max_tokens_per_call=settings.fcm_max_tokens_per_call,
             )
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigurationError(
@@ -112,10 +116,9 @@ class FcmPushSender:
                 outcomes[index] = TokenOutcome(token, error=built)
             else:
                 sendable.append((index, built))
-        # One request per device either way (FCM v1 has no batch endpoint): send_each_async gathers them,
-        # and the transport bounds how many are in flight.
-        for start in range(0, len(sendable), MAX_MESSAGES_PER_CALL):
-            chunk = sendable[start : start + MAX_MESSAGES_PER_CALL]
+        step = self._max_tokens_per_call
+        for start in range(0, len(sendable), step):
+            chunk = sendable[start : start + step]
             batch = await self._send_each([built for _, built in chunk])
             for (index, _), response in zip(chunk, batch.responses, strict=True):
                 outcomes[index] = _outcome(tokens[index], response)
@@ -123,25 +126,16 @@ class FcmPushSender:
 
     async def _send_each(self, messages: list[messaging.Message]) -> messaging.BatchResponse:
         try:
-            # A token first, so that a refusal by the token endpoint fails the call once, not each message.
-            await self._tokens.current()
-            # The module function, not the service's method, whose dry_run defaults to True.
-            return await messaging.send_each_async(messages, dry_run=False, app=self._app)
+            return await self._threads.run(lambda: messaging.send_each(messages, app=self._app))
         except exceptions.FirebaseError as exc:
             raise _batch_error(exc) from exc
         except google.auth.exceptions.GoogleAuthError as exc:
             raise _auth_error(exc) from exc
 
     async def aclose(self) -> None:
-        await self._http.aclose()
-        await self._sdk_http.aclose()
-        # delete_app closes the service's client (ours, closed already) with asyncio.run, which cannot run on
-        # a running loop: in the thread.
-        try:
-            await self._threads.run(lambda: firebase_admin.delete_app(self._app))
-        finally:
-            self._tokens.close()
-            self._threads.shutdown()
+        # delete_app closes the SDK's async client with asyncio.run, which cannot run on a running loop.
+        await self._threads.run(lambda: firebase_admin.delete_app(self._app))
+        self._threads.shutdown()
 
 
 def _build(message: PushNotification, token: PushToken) -> messaging.Message | DeliveryError:

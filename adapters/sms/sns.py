@@ -1,8 +1,8 @@
-"""SMS through AWS SNS `Publish` to a phone number with boto3, run in threads of its own (boto3 is
-synchronous), over a connection pool as large as its threads."""
+"""SMS through AWS SNS `Publish` to a phone number with boto3, run in a bounded thread pool."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 import boto3
@@ -48,17 +48,15 @@ class SnsSmsSender:
         sender_id: str | None = None,
         sms_type: str = "Transactional",
         timeout: float = 10.0,
-        max_concurrency: int = 32,
+        executor: ThreadPoolExecutor | None = None,
+        max_workers: int = 8,
     ) -> None:
         # total_max_attempts=1: botocore's own retries are off, one send is one Publish (Herald retries).
-        # A kept-alive connection for every thread: botocore keeps 10 by default, and a call beyond them opens
-        # a connection and then discards it.
         config = Config(
             region_name=region,
             connect_timeout=timeout,
             read_timeout=timeout,
             retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=max_concurrency,
         )
         # A private session: boto3's default session is shared module state and not thread-safe to create.
         # Without explicit keys, the session finds credentials the usual AWS way (role, profile, env).
@@ -71,10 +69,10 @@ class SnsSmsSender:
         }
         if sender_id is not None:
             self._attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": sender_id}
-        self._threads = SdkThreads(max_concurrency, name="herald-sns")
+        self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-sns")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self | None:
+    def from_settings(cls, settings: Settings, executor: ThreadPoolExecutor) -> Self | None:
         """The sender the settings describe, or None without `HERALD_SNS_REGION`."""
         if settings.sns_region is None:
             return None
@@ -87,7 +85,7 @@ class SnsSmsSender:
             sender_id=settings.sns_sender_id,
             sms_type=settings.sns_sms_type,
             timeout=settings.sns_timeout_seconds,
-            max_concurrency=settings.sns_max_concurrency,
+            executor=executor,
         )
 
     def _publish(self, message: SmsNotification) -> str | None:

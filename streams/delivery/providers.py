@@ -1,13 +1,12 @@
 """The providers Herald knows (channel → name → builder) and the set built from the settings: each channel's
-providers whose settings are present, in the configured failover order, and how to close them all. Each
-provider bounds its own requests in flight (its HERALD_<PROVIDER>_MAX_CONCURRENCY) and owns what it sends
-through: connections, and threads for a synchronous SDK."""
+providers whose settings are present, in the configured failover order, and how to close them all."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -29,7 +28,7 @@ P = TypeVar("P")
 
 # An adapter's `from_settings`: the provider, or None when its settings are absent (it then takes no part).
 # Settings that are present but unusable raise ConfigurationError naming the HERALD_* variable.
-Builder = Callable[[Settings], P | None]
+Builder = Callable[[Settings, ThreadPoolExecutor], P | None]
 
 
 @dataclass(frozen=True)
@@ -51,36 +50,51 @@ REGISTRY = Registry(
 
 @dataclass
 class Providers:
-    """The providers built, per channel in failover order."""
+    """The providers built, per channel in failover order, and the pool their synchronous SDKs share."""
 
     email: list[EmailSender] = field(default_factory=list)
     sms: list[SmsSender] = field(default_factory=list)
     push: list[PushSender] = field(default_factory=list)
+    threads: ThreadPoolExecutor | None = None
     _closed: bool = field(default=False, init=False, repr=False)
 
     async def aclose(self) -> None:
-        """Close every provider (its connections and threads). One that fails to close is logged and the
-        others are closed all the same; a second call does nothing."""
+        """Close every provider, then the shared pool (a provider may close through it). One that fails to
+        close is logged and the others are closed all the same; a second call does nothing."""
         if self._closed:
             return
         self._closed = True
         everyone: list[EmailSender | SmsSender | PushSender] = [*self.email, *self.sms, *self.push]
-        results = await asyncio.gather(*(p.aclose() for p in everyone), return_exceptions=True)
+        try:
+            results = await asyncio.gather(*(p.aclose() for p in everyone), return_exceptions=True)
+        finally:
+            if self.threads is not None:
+                # After the providers: FCM closes through the pool. Calls still queued are cancelled; one
+                # already running ends on its own timeout.
+                self.threads.shutdown(wait=False, cancel_futures=True)
         for provider, result in zip(everyone, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("provider %s did not close cleanly: %r", provider.name, result)
 
 
 def build_providers(settings: Settings, registry: Registry = REGISTRY) -> Providers:
-    """Every configured provider; a ConfigurationError names the setting at fault."""
-    return Providers(
-        email=_build("email", registry.email, settings),
-        sms=_build("sms", registry.sms, settings),
-        push=_build("push", registry.push, settings),
-    )
+    # One pool for every synchronous SDK: its size bounds the provider calls in flight at once.
+    threads = ThreadPoolExecutor(max_workers=settings.provider_threads, thread_name_prefix="herald-provider")
+    try:
+        return Providers(
+            email=_build("email", registry.email, settings, threads),
+            sms=_build("sms", registry.sms, settings, threads),
+            push=_build("push", registry.push, settings, threads),
+            threads=threads,
+        )
+    except BaseException:
+        threads.shutdown(wait=False)
+        raise
 
 
-def _build(channel: str, builders: Mapping[str, Builder[P]], settings: Settings) -> list[P]:
+def _build(
+    channel: str, builders: Mapping[str, Builder[P]], settings: Settings, threads: ThreadPoolExecutor
+) -> list[P]:
     built: list[P] = []
     for name in settings.provider_order(channel):
         if name not in builders:
@@ -88,7 +102,7 @@ def _build(channel: str, builders: Mapping[str, Builder[P]], settings: Settings)
             raise ConfigurationError(
                 f"HERALD_{channel.upper()}_PROVIDERS: no provider named {name} is registered"
             )
-        provider = builders[name](settings)
+        provider = builders[name](settings, threads)
         if provider is not None:
             built.append(provider)
     return built

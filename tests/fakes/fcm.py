@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import re
 import threading
-import time
 from typing import Any
 
 import jwt
@@ -78,7 +77,6 @@ class FakeFcm(ScriptedHttpServer):
         super().__init__()
         self.project_id = project_id
         self.public_key: bytes | None = None
-        self.token_delay = 0.0  # seconds the token endpoint takes to answer
         self._ids = itertools.count(1)
         self._refusals: dict[str, Reply] = {}
         self._refusals_lock = threading.Lock()
@@ -121,8 +119,6 @@ class FakeFcm(ScriptedHttpServer):
         return Reply.json(200, {"name": f"projects/{self.project_id}/messages/{next(self._ids)}"})
 
     def _token(self, request: RecordedRequest) -> Reply:
-        if self.token_delay:
-            time.sleep(self.token_delay)
         form = request.form()
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return Reply.json(400, {"error": "unsupported_grant_type"})

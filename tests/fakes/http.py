@@ -1,11 +1,9 @@
-"""A small threaded HTTP/1.1 server (connections kept alive, as providers' are) that records every request
-and the most requests it held at once, and can be scripted to fail, hang or answer slowly."""
+"""A small threaded HTTP server that records every request and can be scripted to fail or hang."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +17,6 @@ class RecordedRequest:
     target: str  # path and query, as sent
     headers: dict[str, str]  # names lower-cased
     body: bytes
-    connection: int = 0  # the client's port: requests with the same one came over the same connection
 
     @property
     def path(self) -> str:
@@ -58,11 +55,8 @@ class ScriptedHttpServer:
         self._lock = threading.Lock()
         self._script: deque[Reply | _Hang] = deque()
         self._requests: list[RecordedRequest] = []
-        self._in_flight = 0
-        self._peak_in_flight = 0
-        self.latency = 0.0  # seconds each answer waits before it is sent
         self._released = threading.Event()
-        self._server = _Server((host, 0), _handler_for(self))
+        self._server = ThreadingHTTPServer((host, 0), _handler_for(self))
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(
@@ -87,17 +81,6 @@ class ScriptedHttpServer:
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self._requests)
-
-    @property
-    def peak_in_flight(self) -> int:
-        """The most requests received and not yet answered at one time (hung ones aside), since the last
-        `reset_peak`."""
-        with self._lock:
-            return self._peak_in_flight
-
-    def reset_peak(self) -> None:
-        with self._lock:
-            self._peak_in_flight = self._in_flight
 
     def fail_next(self, reply: Reply, times: int = 1) -> None:
         with self._lock:
@@ -128,35 +111,11 @@ class ScriptedHttpServer:
         with self._lock:
             self._requests.append(request)
             scripted = self._script.popleft() if self._script and self.scriptable(request) else None
-            if not isinstance(scripted, _Hang):
-                self._in_flight += 1
-                self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
-        if scripted is not None:
-            return scripted
-        try:
-            return self.answer(request)
-        except BaseException:
-            self._answered()
-            raise
-
-    def _answered(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
-
-class _Server(ThreadingHTTPServer):
-    # The standard library listens with a backlog of 5: a burst of new connections beyond it has its SYNs
-    # dropped and retried a second later, as no provider's servers would.
-    request_queue_size = 1024
+        return scripted if scripted is not None else self.answer(request)
 
 
 def _handler_for(server: ScriptedHttpServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive unless the client says `Connection: close`
-        # Headers and body go out in two writes: on a kept-alive connection Nagle's algorithm would hold the
-        # second until the client's delayed ACK, 40 ms a request.
-        disable_nagle_algorithm = True
-
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -170,19 +129,12 @@ def _handler_for(server: ScriptedHttpServer) -> type[BaseHTTPRequestHandler]:
                 target=self.path,
                 headers={name.lower(): value for name, value in self.headers.items()},
                 body=body,
-                connection=self.client_address[1],
             )
             reply = server._take(request)
             if isinstance(reply, _Hang):
                 server._released.wait(reply.seconds)
                 self.close_connection = True
                 return
-            try:
-                if server.latency:
-                    time.sleep(server.latency)
-            finally:
-                # Before the reply goes out: once the client has it, its next request may come at once.
-                server._answered()
             self.send_response(reply.status)
             for name, value in reply.headers.items():
                 self.send_header(name, value)

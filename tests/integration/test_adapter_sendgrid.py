@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -158,21 +157,3 @@ async def test_a_refusal_quoting_the_address_keeps_only_its_pseudonym(
 
     assert "example.com" not in caught.value.detail.lower()
     assert pseudonym("ada@example.com") in caught.value.detail
-
-
-async def test_sends_keep_within_the_concurrency_bound(fake: FakeSendGrid) -> None:
-    sender = SendGridEmailSender(
-        "SG.test-key", sender="herald@example.com", base_url=fake.url, timeout=5, max_concurrency=3
-    )
-    before = len(fake.sends)
-    fake.latency = 0.1
-    fake.reset_peak()
-    try:
-        ids = await asyncio.gather(*(sender.send(email(f"ntf_sendgrid_{n}")) for n in range(9)))
-    finally:
-        fake.latency = 0.0
-        await sender.aclose()
-
-    assert all(ids)
-    assert len(fake.sends) - before == 9
-    assert fake.peak_in_flight == 3  # one thread per request in flight, and no more

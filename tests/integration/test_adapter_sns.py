@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -130,31 +129,3 @@ async def test_a_refusal_naming_the_number_keeps_only_its_pseudonym(
 
     assert "447700900123" not in caught.value.detail
     assert pseudonym("+447700900123") in caught.value.detail
-
-
-async def test_publishes_keep_within_the_concurrency_bound_on_kept_alive_connections(fake: FakeSns) -> None:
-    # More than botocore's default pool of 10: with it, the connections beyond ten would be discarded after
-    # each call and opened again for the next round.
-    adapter = SnsSmsSender(
-        region="eu-west-1",
-        endpoint_url=fake.url,
-        access_key_id="testing",
-        secret_access_key="testing",
-        timeout=5,
-        max_concurrency=12,
-    )
-    await adapter.send(sms())  # moto's first answer can be slow
-    before = len(fake.publishes)
-    fake.latency = 0.2  # long enough for all twelve threads' calls to overlap on a busy machine
-    fake.reset_peak()
-    try:
-        for _ in range(2):  # a second round finds the first round's connections open
-            assert all(await asyncio.gather(*(adapter.send(sms()) for _ in range(24))))
-    finally:
-        fake.latency = 0.0
-        await adapter.aclose()
-
-    publishes = fake.publishes[before:]
-    assert len(publishes) == 48
-    assert fake.peak_in_flight == 12
-    assert len({p.connection for p in publishes}) <= 12

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -117,14 +114,11 @@ async def test_server_errors_are_retriable_and_sent_once(
 
 async def test_a_hanging_server_times_out_as_retriable(fake: FakeTwilio, sender: TwilioSmsSender) -> None:
     fake.hang_next(seconds=5)
-    started = time.monotonic()
 
     with pytest.raises(RetriableDeliveryError) as caught:
         await sender.send(sms())
 
     assert caught.value.reason == "provider_unavailable"
-    # By the adapter's own deadline (0.5 s): the SDK's asynchronous client would wait for the server.
-    assert time.monotonic() - started < 2
 
 
 async def test_a_refusal_naming_the_number_keeps_only_its_pseudonym(
@@ -140,35 +134,3 @@ async def test_a_refusal_naming_the_number_keeps_only_its_pseudonym(
 
     assert "447700900123" not in caught.value.detail and "447700900123" not in str(caught.value)
     assert pseudonym("+447700900123") in caught.value.detail
-
-
-async def test_sends_keep_within_the_concurrency_bound_on_kept_alive_connections(fake: FakeTwilio) -> None:
-    adapter = TwilioSmsSender(
-        fake.account_sid, fake.auth_token, sender=SENDER, base_url=fake.url, timeout=5, max_concurrency=3
-    )
-    before = len(fake.sends)
-    fake.latency = 0.1
-    fake.reset_peak()
-    try:
-        for _ in range(2):  # a second round finds the first round's connections open
-            sids = await asyncio.gather(*(adapter.send(sms()) for _ in range(9)))
-            assert all(sid and sid.startswith("SM") for sid in sids)
-    finally:
-        fake.latency = 0.0
-        await adapter.aclose()
-
-    sends = fake.sends[before:]
-    assert len(sends) == 18
-    assert fake.peak_in_flight == 3  # concurrent, and no more than the bound
-    assert len({s.connection for s in sends}) <= 3  # no connection opened beyond the pool, none discarded
-
-
-async def test_a_send_writes_no_log_line(
-    fake: FakeTwilio, sender: TwilioSmsSender, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-
-    await sender.send(sms())
-
-    # The SDK's own client logs about ten lines per request at INFO, headers included.
-    assert [record.getMessage() for record in caplog.records] == []

@@ -491,7 +491,7 @@ async def test_the_worker_publisher_returns_only_once_the_broker_acknowledged() 
 
 
 def test_sendgrid_sends_carry_the_recipient_for_the_webhook() -> None:
-    sender = SendGridEmailSender("SG.test-key", sender="Herald <herald@example.com>", max_concurrency=1)
+    sender = SendGridEmailSender("SG.test-key", sender="Herald <herald@example.com>", max_workers=1)
     now = datetime.now(UTC)
     message = EmailNotification(
         notification_id="ntf_1",

@@ -1,11 +1,12 @@
 """The provider registry and the built set: failover order from the settings, only configured providers, bad
-settings refused at start-up, and `Providers.aclose` closing every provider."""
+settings refused at start-up, and `Providers.aclose` closing every provider and the shared pool."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,16 +20,21 @@ from streams.delivery.providers import REGISTRY, Providers, Registry, build_prov
 
 
 class FakeSender:
-    """An EmailSender / SmsSender that records being closed."""
+    """An EmailSender / SmsSender that records being closed (and, like FCM, closes through the pool)."""
 
-    def __init__(self, name: str, closed: list[str]) -> None:
+    def __init__(self, name: str, closed: list[str], *, pool: ThreadPoolExecutor | None = None) -> None:
         self.name = name
         self._closed = closed
+        self._pool = pool
+        self.pool_usable_at_close: bool | None = None
 
     async def send(self, message: object) -> str | None:
         return f"{self.name}-id"
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, lambda: None)
+            self.pool_usable_at_close = True
         self._closed.append(self.name)
 
 
@@ -51,33 +57,49 @@ class FakePushSender:
             raise RuntimeError("the SDK would not let go")
 
 
-async def test_aclose_closes_every_provider() -> None:
+def pool_is_shut(pool: ThreadPoolExecutor) -> bool:
+    try:
+        pool.submit(lambda: None).result()
+    except RuntimeError:  # "cannot schedule new futures after shutdown"
+        return True
+    return False
+
+
+async def test_aclose_closes_every_provider_then_the_pool() -> None:
     closed: list[str] = []
+    pool = ThreadPoolExecutor(max_workers=2)
+    through_pool = FakeSender("e2", closed, pool=pool)
     providers = Providers(
-        email=[FakeSender("e1", closed), FakeSender("e2", closed)],
+        email=[FakeSender("e1", closed), through_pool],
         sms=[FakeSender("s1", closed)],
         push=[FakePushSender("p1", closed)],
+        threads=pool,
     )
     await providers.aclose()
     assert sorted(closed) == ["e1", "e2", "p1", "s1"]
+    assert through_pool.pool_usable_at_close is True  # the pool outlived the providers' closing
+    assert pool_is_shut(pool)
 
 
 async def test_a_provider_failing_to_close_does_not_keep_the_others_open(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     closed: list[str] = []
+    pool = ThreadPoolExecutor(max_workers=1)
     providers = Providers(
         email=[FakeSender("e1", closed)],
         push=[FakePushSender("p1", closed, fails=True), FakePushSender("p2", closed)],
+        threads=pool,
     )
     await providers.aclose()
     assert sorted(closed) == ["e1", "p1", "p2"]
+    assert pool_is_shut(pool)
     assert "provider p1 did not close cleanly" in caplog.text
 
 
 async def test_aclose_twice_closes_once() -> None:
     closed: list[str] = []
-    providers = Providers(sms=[FakeSender("s1", closed)])
+    providers = Providers(sms=[FakeSender("s1", closed)], threads=ThreadPoolExecutor(max_workers=1))
     await providers.aclose()
     await providers.aclose()
     assert closed == ["s1"]
@@ -85,11 +107,11 @@ async def test_aclose_twice_closes_once() -> None:
 
 def test_builders_run_in_the_configured_order_and_absent_ones_take_no_part() -> None:
     closed: list[str] = []
-    asked: list[str] = []
+    asked: list[tuple[str, ThreadPoolExecutor]] = []
 
-    def builder(name: str, configured: bool) -> Callable[[Settings], FakeSender | None]:
-        def build(settings: Settings) -> FakeSender | None:
-            asked.append(name)
+    def builder(name: str, configured: bool) -> Callable[[Settings, ThreadPoolExecutor], FakeSender | None]:
+        def build(settings: Settings, threads: ThreadPoolExecutor) -> FakeSender | None:
+            asked.append((name, threads))
             return FakeSender(name, closed) if configured else None
 
         return build
@@ -104,7 +126,8 @@ def test_builders_run_in_the_configured_order_and_absent_ones_take_no_part() -> 
     assert [p.name for p in providers.email] == ["smtp", "sendgrid"]
     assert [p.name for p in providers.sms] == ["sns"]
     assert providers.push == []
-    assert asked == ["smtp", "sendgrid", "twilio", "sns"]
+    assert [name for name, _ in asked] == ["smtp", "sendgrid", "twilio", "sns"]
+    assert {id(threads) for _, threads in asked} == {id(providers.threads)}  # one pool, shared by all
     asyncio.run(providers.aclose())
     assert sorted(closed) == ["sendgrid", "smtp", "sns"]
 
@@ -148,6 +171,7 @@ async def test_real_providers_are_built_from_their_settings_in_order() -> None:
         assert providers.push == []  # neither FCM nor APNs is configured
     finally:
         await providers.aclose()
+    assert providers.threads is not None and pool_is_shut(providers.threads)
 
 
 def test_an_unusable_fcm_key_fails_at_start_up_naming_the_setting(tmp_path: Path) -> None:

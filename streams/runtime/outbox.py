@@ -73,6 +73,7 @@ class Outbox:
         self._clock = clock
         self._max_record_bytes = max_record_bytes
         self._pending: list[Awaitable[Any]] = []
+        self._changelog: list[Callable[[], Awaitable[Any]]] = []
         self._records: list[Outgoing] = []
 
     def produce(self, record: Record) -> None:
@@ -144,7 +145,12 @@ class Outbox:
         # Sent as the bytes measured against the budget (the table's own json codec, so recovery reads it
         # back as before); a delete is a real tombstone (no value), so compaction drops the key and recovery
         # deletes it, where the codec would write `null`, which is kept forever.
-        self._pending.append(table.send_changelog(partition, write.key, value, value_serializer="raw"))
+        # Handed to the producer at `flush`, after the records taken so far: a table change must not reach the
+        # broker ahead of the records that go with it (a digest's bucket without its scheduled release would
+        # never be sent after a crash: the replay finds the bucket and schedules nothing).
+        self._changelog.append(
+            lambda: table.send_changelog(partition, write.key, value, value_serializer="raw")
+        )
 
     def status(self, status: DeliveryStatus) -> None:
         self.produce(Record.of(self._names.status, status.recipient, status))
@@ -183,8 +189,10 @@ class Outbox:
         # Both taken before the first await: a concurrent caller's flush waits for its own records only.
         records, self._records = self._records, []
         pending, self._pending = self._pending, []
+        changelog, self._changelog = self._changelog, []
         if records:
             pending.extend(await self._publish(records))
+        pending.extend(send() for send in changelog)
         if pending:
             await asyncio.gather(*pending)
 

@@ -43,7 +43,7 @@ def kafka_publisher(app: faust.App) -> Publish:
 
     async def publish(records: Sequence[Outgoing]) -> list[Awaitable[Any]]:
         producer = app.producer._ensure_producer()  # type: ignore[attr-defined]  # the aiokafka producer
-        return list(await send_batches(producer, records))
+        return list(await send_batches(producer, records))  # list is invariant: Futures as Awaitables
 
     return publish
 
@@ -85,9 +85,9 @@ class Outbox:
         self, event: Any, effects: Effects, stage: DeadLetterStage, message: Any = None
     ) -> RecordTooLarge | None:
         """Apply what a step decided for the input `message` (a record of the Faust `event`, or by default
-        the event's own message). Table writes are handed to the producer at once and records at `flush`:
-        a caller that must have a write on the broker before something else (a "delivered" status before
-        the write that makes a replay skip it) flushes in between.
+        the event's own message). Tables change in memory at once; records, then the changelog writes, are
+        handed to the producer at `flush`: a caller that must have a write on the broker before something
+        else (the dedup entry before a "delivered" status) flushes in between.
 
         All or nothing: if any record or table value is over the budget, none of the effects is applied and
         the input goes to the DLQ (`too_large`, at `stage`); the error is returned. Part of an input's

@@ -56,13 +56,15 @@ def create_app(
     connections = ConnectionRegistry(
         metrics,
         queue_size=settings.gateway_send_queue_size,
+        queue_bytes=settings.gateway_send_queue_bytes,
         max_per_user=settings.gateway_max_connections_per_user,
     )
     names = TopicNames.from_settings(settings)
     kafka_writer = None
     if writer is None:
         writer = kafka_writer = KafkaInboxWriter(settings.bootstrap_servers, names.inbox)
-    service = InboxService(Inbox(settings.inbox_size), writer, connections, metrics)
+    inbox = Inbox(settings.inbox_size)
+    service = InboxService(inbox, writer, connections, metrics, reply_bytes=settings.gateway_list_reply_bytes)
     if feed is None:
         topics = FeedTopics(
             names.delivery[Channel.INAPP], names.inbox, settings.partitions, settings.replication_factor

@@ -1,4 +1,5 @@
-"""Open sockets by user id, each with a bounded outbound queue and its own sender so none delays another."""
+"""Open sockets by user id, each with an outbound queue bounded in frames and bytes, and its own sender so
+none delays another."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from schemas.websocket import CloseReason
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 256
+DEFAULT_QUEUE_BYTES = 1024 * 1024
 # Bounds how long a stopping connection waits for its close frame to be written to a client that stalled.
 CLOSE_TIMEOUT_SECONDS = 5.0
 
@@ -40,16 +42,30 @@ class Draining(Exception):
 
 
 class Connection:
-    """One authenticated socket: frames are queued without waiting and written by its own task."""
+    """One authenticated socket: frames are queued without waiting and written by its own task.
+
+    The queue holds at most `queue_size` frames and `queue_bytes` bytes; a frame's bytes count from when it is
+    queued until its write returns, so the frame being written to a stalled client counts too."""
 
     def __init__(
-        self, user_id: str, sink: FrameSink, metrics: GatewayMetrics, *, queue_size: int, expires_at: float
+        self,
+        user_id: str,
+        sink: FrameSink,
+        metrics: GatewayMetrics,
+        *,
+        queue_size: int,
+        queue_bytes: int,
+        expires_at: float,
     ) -> None:
         self.user_id = user_id
         self._sink = sink
         self._metrics = metrics
         # Each item is (frame, is_notification); only notifications count as pushed messages.
         self._queue: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue(maxsize=queue_size)
+        self._max_bytes = queue_bytes
+        self.queued_bytes = 0
+        # The most `queued_bytes` has been: never above `queue_bytes`.
+        self.peak_queued_bytes = 0
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -69,13 +85,15 @@ class Connection:
     def _offer(self, frame: bytes, *, is_notification: bool) -> bool:
         if self.closed:
             return False
-        try:
-            self._queue.put_nowait((frame, is_notification))
-        except asyncio.QueueFull:
+        queued = self.queued_bytes + len(frame)
+        if self._queue.full() or queued > self._max_bytes:
             log.info("closing a slow client connection: outbound queue full")
             self._metrics.slow_client_disconnects.inc()
             self.close(CloseReason.SLOW_CLIENT, flush=False)
             return False
+        self._queue.put_nowait((frame, is_notification))
+        self.queued_bytes = queued
+        self.peak_queued_bytes = max(self.peak_queued_bytes, queued)
         return True
 
     def close(self, reason: CloseReason, *, flush: bool = True) -> None:
@@ -85,9 +103,11 @@ class Connection:
         self.closed = True
         if self._expiry is not None:
             self._expiry.cancel()
-        if not flush and self._sender is not None:
-            # The sender may be stuck writing to this very client; cancel it so the close frame goes out now.
-            self._sender.cancel()
+        if not flush:
+            if self._sender is not None:
+                # The sender may be stuck writing to this very client; cancel it so the close goes out now.
+                self._sender.cancel()
+            self._drop_queued()
         self._closer = asyncio.create_task(self._close(reason, flush=flush), name="gateway-close")
 
     async def _close(self, reason: CloseReason, *, flush: bool) -> None:
@@ -133,6 +153,13 @@ class Connection:
                 await self._closer
         self.ended.set()
 
+    def _drop_queued(self) -> None:
+        """Let go of frames that will never be written (the one being written is released by its writer)."""
+        while not self._queue.empty():
+            frame, _ = self._queue.get_nowait()
+            self._queue.task_done()
+            self.queued_bytes -= len(frame)
+
     async def _send_loop(self) -> None:
         try:
             while True:
@@ -140,6 +167,7 @@ class Connection:
                 try:
                     await self._sink.send_text(frame.decode())
                 finally:
+                    self.queued_bytes -= len(frame)
                     self._queue.task_done()
                 if is_notification:
                     self._metrics.messages_pushed.inc()
@@ -156,12 +184,20 @@ class ConnectionRegistry:
     """Which connections are open for which user on this instance; fans frames out to one user's sockets."""
 
     def __init__(
-        self, metrics: GatewayMetrics, *, queue_size: int = DEFAULT_QUEUE_SIZE, max_per_user: int = 10
+        self,
+        metrics: GatewayMetrics,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        max_per_user: int = 10,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
+        if queue_bytes < 1:
+            raise ValueError("queue_bytes must be at least 1")
         self._metrics = metrics
-        self._queue_size = queue_size
+        self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self._max_per_user = max_per_user
         self._by_user: dict[str, set[Connection]] = {}
         self.draining = False
@@ -185,7 +221,12 @@ class ConnectionRegistry:
         Nothing awaits between queueing them and registering, so no notification can fall in between."""
         self.admit(user_id)
         connection = Connection(
-            user_id, sink, self._metrics, queue_size=self._queue_size, expires_at=expires_at
+            user_id,
+            sink,
+            self._metrics,
+            queue_size=self.queue_size,
+            queue_bytes=self.queue_bytes,
+            expires_at=expires_at,
         )
         for frame in first_frames:
             connection.reply(frame)
@@ -211,6 +252,10 @@ class ConnectionRegistry:
 
     def connected(self, user_id: str) -> bool:
         return bool(self._by_user.get(user_id))
+
+    def of(self, user_id: str) -> tuple[Connection, ...]:
+        """The user's open connections on this instance."""
+        return tuple(self._by_user.get(user_id, ()))
 
     async def close_all(self, reason: CloseReason = CloseReason.GOING_AWAY) -> None:
         """Stop admitting, then close every connection with `reason` after what is already queued for it."""

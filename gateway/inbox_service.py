@@ -10,7 +10,8 @@ from gateway.connections import ConnectionRegistry
 from gateway.inbox import Entry, Inbox, Page
 from gateway.inbox_log import InboxWriter
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import notification_frame, update_frame
+from gateway.protocol import fit, notification_frame, update_frame
+from kernel.settings import GATEWAY_FRAME_OVERHEAD_BYTES
 from schemas.inbox import InboxAttribute, InboxStateChange
 from schemas.notifications import InAppNotification
 from schemas.websocket import RecoveryOutcome
@@ -40,12 +41,15 @@ class InboxService:
         connections: ConnectionRegistry,
         metrics: GatewayMetrics,
         *,
+        reply_bytes: int,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
         self.inbox = inbox
         self._writer = writer
         self._connections = connections
         self._metrics = metrics
+        # The most a page of the inbox, or the notifications recovered on a reconnect, may take in bytes.
+        self._reply_bytes = reply_bytes
         self._clock_ms = clock_ms
         self.ready = False
 
@@ -74,14 +78,33 @@ class InboxService:
         return self.inbox.unread(user_id)
 
     def page(self, user_id: str, *, limit: int, before: str | None, archived: bool) -> Page:
-        return self.inbox.page(user_id, limit=limit, before=before, archived=archived)
+        """At most `limit` entries, fewer when more would not fit the reply's byte budget."""
+        page = self.inbox.page(user_id, limit=limit, before=before, archived=archived)
+        return fit(page, self._reply_bytes)
 
-    def recover(self, user_id: str, since: str) -> list[Entry] | None:
-        """The notifications after `since`, oldest first; None (and counted as failed) if it is not kept."""
+    def recover(self, user_id: str, since: str, *, unread: int, max_frames: int) -> list[bytes] | None:
+        """The notification frames after `since`, oldest first, each with `unread`; None (counted as failed)
+        if that point is not kept, or if what was missed is more than `max_frames` frames or than a page's
+        byte budget: the client then reloads with `list`, which pages within that budget."""
         missed = self.inbox.since(user_id, since)
-        outcome = RecoveryOutcome.FAILED if missed is None else RecoveryOutcome.RECOVERED
+        frames = None if missed is None else self._within_budget(missed, unread, max_frames)
+        outcome = RecoveryOutcome.FAILED if frames is None else RecoveryOutcome.RECOVERED
         self._metrics.recoveries.labels(outcome=outcome.value).inc()
-        return missed
+        return frames
+
+    def _within_budget(self, missed: list[Entry], unread: int, max_frames: int) -> list[bytes] | None:
+        if len(missed) > max_frames:
+            return None
+        # The welcome that goes before them is far smaller than a frame's overhead allowance.
+        room = self._reply_bytes - GATEWAY_FRAME_OVERHEAD_BYTES
+        frames: list[bytes] = []
+        for entry in missed:
+            frame = notification_frame(entry, unread=unread)
+            room -= len(frame)
+            if room < 0:
+                return None
+            frames.append(frame)
+        return frames
 
     async def mark(self, user_id: str, command: str, ids: Sequence[str]) -> int:
         """Apply a marking command to the user's notifications among `ids`; returns the unread count.

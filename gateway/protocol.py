@@ -10,6 +10,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.inbox import Entry, Page
+from kernel.settings import GATEWAY_FRAME_OVERHEAD_BYTES
 from schemas.websocket import COMMANDS, VERSION, AuthReason, CloseReason, Command, ErrorCode
 
 _AUTH_CLOSES: Final = {
@@ -109,6 +110,24 @@ def item_json(entry: Entry) -> dict[str, Any]:
         "read": entry.read.value,
         "archived": entry.archived.value,
     }
+
+
+# What one item of an `inbox` reply adds to its notification: its other fields (at most when both are false)
+# and the comma after it.
+INBOX_ITEM_BYTES: Final = len(orjson.dumps(item_json(Entry("", b"0")))) - len(b"0") + len(b",")
+
+
+def fit(page: Page, max_bytes: int) -> Page:
+    """The newest entries of `page` whose `inbox` reply (frame or HTTP body) takes at most `max_bytes`, with
+    the cursor on the last one kept, so the next page starts after it. The first entry is kept whatever its
+    size, so paging always moves on; HERALD_MAX_RECORD_BYTES caps a notification's size upstream."""
+    room = max_bytes - GATEWAY_FRAME_OVERHEAD_BYTES
+    used = 0
+    for kept, entry in enumerate(page.entries):
+        used += len(entry.raw) + INBOX_ITEM_BYTES
+        if kept and used > room:
+            return Page(page.entries[:kept], page.entries[kept - 1].notification_id)
+    return page
 
 
 def inbox_body(page: Page, *, unread: int) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from gateway.protocol import (
     close_for,
     error_frame,
     inbox_frame,
-    notification_frame,
     parse,
     pong_frame,
     refreshed_frame,
@@ -119,14 +118,17 @@ class Sessions:
         unread = self._service.unread(user_id)
         if since is None:
             return [welcome_frame(user_id, unread=unread, expires_at=identity.expires_at)]
-        missed = self._service.recover(user_id, since)
+        # Recovered frames carry today's unread count: the badge is right as soon as the first one shows. They
+        # and the welcome must fit the new connection's queue, or it would be closed as slow on every attempt.
+        missed = self._service.recover(
+            user_id, since, unread=unread, max_frames=self._connections.queue_size - 1
+        )
         if missed is None:
             return [welcome_frame(user_id, unread=unread, expires_at=identity.expires_at, recovered=False)]
         welcome = welcome_frame(
             user_id, unread=unread, expires_at=identity.expires_at, recovered=True, missed=len(missed)
         )
-        # Recovered frames carry today's unread count: the badge is right as soon as the first one shows.
-        return [welcome, *(notification_frame(entry, unread=unread) for entry in missed)]
+        return [welcome, *missed]
 
     async def _read(self, websocket: WebSocket, connection: Connection, identity: Identity) -> None:
         idle = self._policy.idle_timeout_seconds

@@ -15,6 +15,9 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 # What a produce request adds to one record's key and value (batch header, record framing; Herald sends no
 # headers): aiokafka refuses a record whose estimate is over the producer's max_request_size.
 RECORD_FRAMING_BYTES = 1024
+# What a gateway frame adds around the one notification it may carry (its own fields, an escaped request id
+# and cursor): a frame holding one notification of HERALD_MAX_RECORD_BYTES is at most this much larger.
+GATEWAY_FRAME_OVERHEAD_BYTES = 4096
 
 
 class SmtpTls(StrEnum):
@@ -169,6 +172,11 @@ class Settings(BaseSettings):
     gateway_allowed_origins: str = ""
     gateway_max_connections_per_user: int = Field(default=10, ge=1, le=1000)
     gateway_send_queue_size: int = Field(default=256, ge=1, le=100_000)
+    # Bytes queued per socket and not yet written; at least one frame carrying the largest notification.
+    gateway_send_queue_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    # The most an `inbox` reply (and a `?since=` recovery) may hold; a reply holds one entry whatever its
+    # size, so paging always moves on.
+    gateway_list_reply_bytes: int = Field(default=256 * 1024, ge=16 * 1024, le=1024 * 1024 * 1024)
     gateway_max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     gateway_ping_interval_seconds: float = Field(default=20.0, gt=0)
     gateway_ping_timeout_seconds: float = Field(default=20.0, gt=0)
@@ -254,7 +262,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: {path} is not a file")
         if self.heartbeat_interval_seconds >= self.session_timeout_seconds:
             raise ValueError("HERALD_HEARTBEAT_INTERVAL_SECONDS must be below HERALD_SESSION_TIMEOUT_SECONDS")
+        self._gateway_budgets_fit()
         return self
+
+    def _gateway_budgets_fit(self) -> None:
+        # One frame must always fit an empty send queue, or a client would be closed as slow on every attempt:
+        # a notification frame, or a reply holding one notification (of at most HERALD_MAX_RECORD_BYTES).
+        largest = max(self.max_record_bytes, self.gateway_list_reply_bytes) + GATEWAY_FRAME_OVERHEAD_BYTES
+        if self.gateway_send_queue_bytes < largest:
+            raise ValueError(
+                f"HERALD_GATEWAY_SEND_QUEUE_BYTES must be at least {largest}: the larger of "
+                f"HERALD_MAX_RECORD_BYTES and HERALD_GATEWAY_LIST_REPLY_BYTES, plus "
+                f"{GATEWAY_FRAME_OVERHEAD_BYTES} bytes of frame, so one frame always fits"
+            )
 
     @property
     def broker_url(self) -> str:

@@ -162,7 +162,9 @@ class InboxFrame(_Reply):
     type: Literal["inbox"]
     items: list[InboxItem]
     unread: Annotated[int, Field(ge=0)]
-    next_before: Identifier | None  # null on the page that reaches the oldest entry
+    # The cursor for the next page, null on the page that reaches the oldest entry. A page bounded in bytes
+    # may hold fewer than `limit` items with older ones left: page on this, never on the number of items.
+    next_before: Identifier | None
 
 
 class ItemState(BaseModel):

@@ -17,7 +17,7 @@ from bench.workload import backlog, table_records
 from kernel.settings import Settings, load_settings
 from kernel.topics import TopicNames
 from schemas.preferences import Preferences
-from schemas.users import UserProfile
+from schemas.users import STORED, UserProfile
 from streams.effects import Record
 from streams.routing.intake import intake
 from streams.routing.rendering import TemplateStore, check_templates
@@ -43,9 +43,11 @@ class RecipientStates:
         if state is None:
             stored = self._stored.get(uid, {})
             profile, preferences = stored.get("users"), stored.get("preferences")
+            # As the worker's table wrapper parses a stored profile (streams.runtime.tables).
+            parsed = UserProfile.model_validate(profile, strict=False, context=STORED) if profile else None
             state = RecipientState(
                 uid,
-                None if profile is None else UserProfile.model_validate(profile, strict=False),
+                parsed,
                 None if preferences is None else Preferences.model_validate(preferences, strict=False),
             )
             self._parsed[uid] = state

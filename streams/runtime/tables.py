@@ -12,7 +12,7 @@ import faust
 from kernel.settings import Settings
 from kernel.topics import changelog_topic_name
 from schemas.preferences import Preferences
-from schemas.users import UserProfile
+from schemas.users import STORED, UserProfile
 from streams.effects import TableName
 
 V = TypeVar("V")
@@ -48,7 +48,7 @@ class StateTable(Generic[V]):
 
 
 def _profile(stored: Any) -> UserProfile:
-    return UserProfile.model_validate(stored, strict=False)
+    return UserProfile.model_validate(stored, strict=False, context=STORED)
 
 
 def _preferences(stored: Any) -> Preferences:

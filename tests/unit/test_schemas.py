@@ -92,6 +92,24 @@ def test_profile_validation_refuses_bad_addresses_with_the_reason() -> None:
     assert ProfileUpdate.model_validate({"user_id": "a", "phone": "+33612345678"}).phone == "+33612345678"
 
 
+def test_stored_profiles_skip_only_the_address_checks_already_made() -> None:
+    """A profile read back from Herald's own table was checked when stored: its address, number and timezone
+    are not parsed again (the costly part of a read), but its types and bounds still are."""
+    from schemas.users import STORED, UserProfile
+
+    stored = {"user_id": "a", "email": "Alice@Example.COM", "phone": "+33612345678", "timezone": "Asia/Tokyo"}
+    assert UserProfile.model_validate(stored, strict=False, context=STORED).email == "Alice@Example.COM"
+    # Outside that context, the same value is checked (and normalised) as on input.
+    assert UserProfile.model_validate(stored, strict=False).email == "Alice@example.com"
+    for wrong in [{"phone": 33612345678}, {"email": "a" * 400}, {"devices": [{"token": "t"}]}]:
+        with pytest.raises(ValidationError):
+            UserProfile.model_validate({"user_id": "a", **wrong}, strict=False, context=STORED)
+    # Only Herald's own marker skips the checks: a look-alike context from elsewhere does not.
+    with pytest.raises(ValidationError):
+        lookalike = {"stored": True}
+        UserProfile.model_validate({"user_id": "a", "email": "alice@"}, strict=False, context=lookalike)
+
+
 def test_partial_update_merges_and_null_clears() -> None:
     from schemas.users import ProfileUpdate, UserProfile
 

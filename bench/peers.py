@@ -149,6 +149,10 @@ async def measure_peers(
 
     herald_routing = pipeline.get("routing_events_per_second") if pipeline else None
     herald_delivery = pipeline.get("by_channel_per_second", {}) if pipeline else {}
+    herald_pipeline = pipeline.get("events_per_second") if pipeline else None
+    # Every event of the workload needs one delivery on each channel, so the slowest channel's ceiling is the
+    # provider-bound ceiling of the whole pipeline in events/s.
+    slowest = min(ceiling.items(), key=lambda item: item[1]["notifications_per_second"], default=None)
     return {
         "events": sizes.peer_events,
         "users": sizes.users,
@@ -157,7 +161,7 @@ async def measure_peers(
         # From the pipeline phase of this run (None when it did not run): the in-app records' steady rate,
         # the router's output while the same worker also delivers, and the end-to-end events/s.
         "herald_routing_events_per_second": herald_routing,
-        "herald_pipeline_events_per_second": pipeline.get("events_per_second") if pipeline else None,
+        "herald_pipeline_events_per_second": herald_pipeline,
         "herald_routing_to": {
             name: _ratio(herald_routing, r["events_per_second"]) for name, r in routing.items()
         },
@@ -167,5 +171,10 @@ async def measure_peers(
             channel: _ratio(herald_delivery.get(channel), r["notifications_per_second"])
             for channel, r in ceiling.items()
         },
+        "ceiling_events_per_second": None if slowest is None else slowest[1]["notifications_per_second"],
+        "ceiling_bound_by": None if slowest is None else slowest[0],
+        "herald_pipeline_to_ceiling": None
+        if slowest is None
+        else _ratio(herald_pipeline, slowest[1]["notifications_per_second"]),
         "load_average": {"before": load_before, "after": os.getloadavg()},
     }

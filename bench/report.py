@@ -134,6 +134,14 @@ def peer_rows(peers: dict[str, Any], limit: float | None) -> list[tuple[str, str
         out.append((f"  herald {channel} delivered (pipeline)", delivered, ""))
         ratio = _ratio(peers["herald_delivery_to_ceiling"].get(channel))
         out.append((f"  herald / ceiling ({channel})", ratio, ""))
+    if peers.get("ceiling_bound_by") is not None:
+        out.append(
+            (
+                f"  herald pipeline / ceiling ({peers['ceiling_bound_by']}, the slowest channel)",
+                _ratio(peers.get("herald_pipeline_to_ceiling")),
+                "",
+            )
+        )
     return out
 
 

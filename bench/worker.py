@@ -30,6 +30,10 @@ class _BenchApp(streams.app.HeraldApp):
             kwargs["store"] = os.environ["BENCH_STORE"]
         kwargs["Worker"] = _QuietWorker
         super().__init__(*args, **kwargs)
+        if os.environ.get("BENCH_PROBE"):
+            from bench.probe import install
+
+            install(self, os.environ["HERALD_TOPIC_EVENTS"], f"{os.environ['BENCH_PROBE']}.{os.getpid()}")
 
 
 def main() -> None:

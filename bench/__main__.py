@@ -24,6 +24,8 @@ from bench.workload import write_rules
 
 # The limit is measured with the pipeline, on the same backlog; the peers come after it, to set beside it.
 PHASES = ("pipeline", "peers", "memory", "gateway")
+# Run only when named in --only: WebSocket server stacks side by side (about 4 minutes; no broker used).
+OPTIONAL_PHASES = ("ws-stacks",)
 
 
 def machine() -> dict[str, Any]:
@@ -56,6 +58,8 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
     from bench.memory import measure_memory
     from bench.peers import measure_peers
     from bench.pipeline import measure_pipeline
+    from bench.ws_stack_servers import STACKS
+    from bench.ws_stacks import measure_ws_stacks
 
     started = time.monotonic()
     result: dict[str, Any] = {"machine": machine(), "sizes": asdict(sizes), "phases": sorted(phases)}
@@ -89,6 +93,11 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
                 began = time.monotonic()
                 result["gateway"] = await measure_gateway(broker.bootstrap, tmp, sizes)
                 timings["gateway"] = time.monotonic() - began
+            if "ws-stacks" in phases:
+                began = time.monotonic()
+                sockets = 5000 if sizes is FULL else 1000
+                result["ws_stacks"] = await asyncio.to_thread(measure_ws_stacks, list(STACKS), sockets, 20)
+                timings["ws-stacks"] = time.monotonic() - began
         finally:
             broker.stop()
             if os.environ.get("BENCH_KEEP_LOGS"):
@@ -106,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", choices=sorted(BY_NAME), help="a named size (full, quick, tiny)")
     parser.add_argument(
-        "--only", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}"
+        "--only",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES + OPTIONAL_PHASES)} (default: {','.join(PHASES)})",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where results go")
     parser.add_argument(
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = BY_NAME[args.size] if args.size else (QUICK if args.quick else FULL)
     phases = {p.strip() for p in args.only.split(",") if p.strip()}
-    unknown = phases - set(PHASES)
+    unknown = phases - set(PHASES + OPTIONAL_PHASES)
     if unknown:
         parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
     raise_fd_limit()
@@ -130,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "result.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     plot(result, args.out / "result.png")
     print(print_table(result))
+    if "ws_stacks" in result:
+        from bench.ws_stacks import figures_from, table
+
+        print(table(figures_from(result["ws_stacks"])))
     if sizes is not FULL:
         print(
             f"({sizes.name} run: sizes scaled down — users {sizes.users:,}, events {sizes.events:,}; "

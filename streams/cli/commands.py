@@ -6,17 +6,20 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 import click
 import yaml
+from aiokafka.errors import KafkaError
 
-from kernel.errors import ConfigurationError, InvalidInput
+from kernel.errors import BrokerError, ConfigurationError, InvalidInput
 from kernel.settings import Settings
 from kernel.topics import TopicNames
 from streams.cli.preference_args import build_update
 from streams.cli.publishing import event_records, parse_events, parse_profiles, produce, profile_records
+from streams.cli.trace import DEFAULT_SINCE, TraceQuery, json_lines, parse_moment, read_trace, table
 from streams.routing.rendering import TemplateStore, check_templates
 from streams.routing.rules import RuleBook
 from streams.runtime.provisioning import provision_topics
@@ -147,6 +150,49 @@ def register_commands(settings: Settings) -> None:
         document = RuleBook.from_json(raw).to_ruleset().model_dump(mode="json", exclude_none=True)
         click.echo(f"# in force since offset {offset} of {names.rules}")
         click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+
+    @cli.command(name="trace")
+    @click.argument("event_id", required=False)
+    @click.option(
+        "--user", "user_id", metavar="USER_ID", help="A user's statuses (of every event, or of EVENT_ID)."
+    )
+    @click.option(
+        "--since",
+        metavar="WHEN",
+        default=DEFAULT_SINCE,
+        show_default=True,
+        help="Start of the range: a duration ago (15m, 1h, 2d) or a time (2026-11-30T09:00:00Z).",
+    )
+    @click.option("--until", metavar="WHEN", help="End of the range, in the same forms [default: now].")
+    @click.option("--json", "as_json", is_flag=True, help="JSON lines, one status per line as on the wire.")
+    def trace(
+        event_id: str | None, user_id: str | None, since: str, until: str | None, as_json: bool
+    ) -> None:
+        """Print a notification's journey from the status topic, oldest first: skipped or deferred and why,
+        each provider attempt, delivered or given up. Reads only the partitions and offsets of the range.
+        Exits with 1 when nothing matched, 2 when the broker could not be read."""
+        now = datetime.now(UTC)
+        try:
+            query = TraceQuery(
+                since=parse_moment(since, now),
+                until=None if until is None else parse_moment(until, now),
+                event_id=event_id,
+                user_id=user_id,
+            )
+        except InvalidInput as exc:
+            raise click.UsageError(str(exc)) from None
+        try:
+            read = asyncio.run(read_trace(settings.bootstrap_servers, names.status, query))
+        except (BrokerError, KafkaError) as exc:
+            failure = click.ClickException(f"cannot read {names.status}: {exc}")
+            failure.exit_code = 2  # 1 says that nothing matched
+            raise failure from None
+        if read.unreadable:
+            click.echo(f"{read.unreadable} record(s) in the range are not statuses; left out", err=True)
+        if not read.statuses:
+            click.echo(f"no statuses for {query.describe()} on {names.status}", err=True)
+            raise SystemExit(1)
+        click.echo(json_lines(read.statuses) if as_json else table(read.statuses, query), nl=False)
 
     @cli.command(name="token")
     @click.argument("user_id")

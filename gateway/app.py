@@ -168,6 +168,7 @@ def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
         ws_max_size=settings.gateway_max_frame_bytes,
         ws_ping_interval=settings.gateway_ping_interval_seconds,
         ws_ping_timeout=settings.gateway_ping_timeout_seconds,
+        ws_per_message_deflate=settings.gateway_ws_compression,
         timeout_graceful_shutdown=10,
     )
     # After Config, which applies uvicorn's logging configuration; uvicorn logs handshakes on uvicorn.error.

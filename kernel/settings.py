@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     gateway_max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     gateway_ping_interval_seconds: float = Field(default=20.0, gt=0)
     gateway_ping_timeout_seconds: float = Field(default=20.0, gt=0)
+    # permessage-deflate, which browsers offer: about 38 KB more memory per socket and 28 µs more CPU per
+    # frame (bench/RESULTS.md, WebSocket server stacks), for notifications of a few hundred bytes.
+    gateway_ws_compression: bool = False
     gateway_idle_timeout_seconds: float = Field(default=0.0, ge=0)
     gateway_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
     gateway_body_timeout_seconds: float = Field(default=10.0, gt=0)

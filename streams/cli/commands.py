@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 import click
+import uvloop
 import yaml
 from aiokafka.errors import KafkaError
 
@@ -243,7 +244,9 @@ def register_commands(settings: Settings) -> None:
         from gateway.app import serve
 
         try:
-            asyncio.run(serve(settings))
+            # uvloop (which uvicorn[standard] installs): the same sockets cost about 1.4x the CPU per frame on
+            # the standard loop (bench/RESULTS.md, "WebSocket server stacks").
+            uvloop.run(serve(settings))
         except ConfigurationError as exc:
             raise click.ClickException(str(exc)) from None
 

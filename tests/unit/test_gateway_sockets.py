@@ -232,6 +232,18 @@ async def test_a_valid_header_token_gets_a_welcome(gateway: Gateway) -> None:
         assert gateway.sample("herald_gateway_connections_open") == 1
 
 
+async def test_compression_is_accepted_only_when_configured(start_gateway: GatewayFactory) -> None:
+    # The client offers permessage-deflate, as browsers do; it costs the gateway memory per socket and CPU per
+    # frame, so it is taken only when HERALD_GATEWAY_WS_COMPRESSION asks for it.
+    for enabled in (False, True):
+        gateway = await start_gateway(gateway_ws_compression=enabled)
+        async with _connect(gateway, "alice", compression="deflate") as ws:
+            _welcome(await _frame(ws), "alice")
+            assert ws.response is not None
+            negotiated = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            assert ("permessage-deflate" in negotiated) is enabled
+
+
 async def test_a_valid_query_token_gets_a_welcome(gateway: Gateway) -> None:
     async with connect(f"{gateway.url}?token={_token('alice')}") as ws:
         assert (await _frame(ws))["user_id"] == "alice"

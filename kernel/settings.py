@@ -154,7 +154,8 @@ class Settings(BaseSettings):
     # How long a recipient's send times are kept for throttling: at least the longest `per` of any rule.
     throttle_memory_seconds: float = Field(default=24 * 3600, gt=0)
     dedup_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
-    dedup_max_per_recipient: int = Field(default=1000, ge=1)
+    # How often the delivered-ids table is swept for entries past the retention.
+    dedup_sweep_seconds: float = Field(default=300.0, gt=0)
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
 

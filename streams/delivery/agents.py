@@ -23,6 +23,8 @@ from schemas.status import Outcome
 from streams.delivery import steps
 from streams.delivery.answers import Send
 from streams.delivery.channels import WiredChannel, wire_channels
+from streams.delivery.dedup import delivered_at
+from streams.delivery.expiry import DedupExpiry
 from streams.delivery.providers import Providers
 from streams.delivery.steps import ChannelSpec, Decision, Verdict
 from streams.effects import Effects, Rejected, TableWrite
@@ -40,6 +42,33 @@ def register_delivery(worker: Worker, providers: Providers) -> None:
     renaming one orphans its consumer group offsets."""
     for wired in wire_channels(worker.settings, worker.topics.names, providers):
         ChannelAgents(worker, wired).register()
+    register_dedup_expiry(worker)
+
+
+def register_dedup_expiry(worker: Worker) -> None:
+    """Sweep the delivered-ids table every HERALD_DEDUP_SWEEP_SECONDS, on the partitions this worker owns."""
+    app, settings = worker.app, worker.settings
+    delivery_topics = frozenset(worker.topics.names.delivery.values())
+
+    def owned() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in delivery_topics}
+
+    expiry = DedupExpiry(
+        worker.tables.delivered.faust,
+        owned,
+        settings.partitions,
+        settings.dedup_retention_seconds,
+        clock=lambda: worker.clock().timestamp(),
+    )
+
+    async def expire_delivered_ids() -> None:
+        if app.rebalancing or app.in_recovery:
+            return  # the table is not whole yet; the next sweep will find what this one would have
+        removed = await expiry.sweep()
+        if removed:
+            worker.metrics.dedup_expired.inc(removed)
+
+    app.timer(settings.dedup_sweep_seconds, name="herald.dedup.expiry")(expire_delivered_ids)
 
 
 class RecipientLocks:
@@ -186,19 +215,13 @@ class ChannelAgents(Generic[N]):
     async def _decide(self, notification: N) -> Decision:
         tables, recipient = self.worker.tables, notification.recipient
         try:
-            duplicate = steps.check_duplicate(
-                self.spec, notification, tables.delivered.get(recipient), self.worker.clock()
-            )
+            when = delivered_at(tables.delivered.get, recipient, notification.notification_id)
+            duplicate = steps.check_duplicate(self.spec, notification, when, self.worker.clock())
             if duplicate is not None:
                 return duplicate
             answer = await self.send(notification)
             return steps.conclude(
-                self.spec,
-                notification,
-                answer,
-                profile=tables.users.get(recipient),
-                delivered=tables.delivered.get(recipient),
-                now=self.worker.clock(),
+                self.spec, notification, answer, profile=tables.users.get(recipient), now=self.worker.clock()
             )
         except Exception as exc:  # a bug in a provider adapter or a stored value this version cannot read
             return steps.reject(self.spec, exc)

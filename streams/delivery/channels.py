@@ -72,7 +72,6 @@ def wire_channels(settings: Settings, names: TopicNames, providers: Providers) -
             retry_topics=names.retries[channel],
             users_topic=names.users,
             dedup_retention_seconds=settings.dedup_retention_seconds,
-            dedup_max_per_recipient=settings.dedup_max_per_recipient,
             hygiene=hygiene,
         )
 

@@ -5,7 +5,7 @@ the DLQ, and any address to forget). Each returns what should happen; the agents
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -22,7 +22,7 @@ from schemas.reasons import DecisionReason, DeliveryReason, RejectReason, reason
 from schemas.status import DeliveryStatus, Outcome, StatusReason
 from schemas.users import UserProfile
 from streams.delivery.answers import Answer
-from streams.delivery.dedup import already_delivered, remember
+from streams.delivery.dedup import already_delivered, entry_key
 from streams.delivery.failover import Attempt, Sent
 from streams.delivery.hygiene import Hygiene
 from streams.delivery.retry_policy import RetryPolicy
@@ -43,7 +43,6 @@ class ChannelSpec(Generic[N]):
     retry_topics: tuple[str, ...]  # tier 1 first, `policy.tiers` of them
     users_topic: str  # where profile updates go (token hygiene)
     dedup_retention_seconds: float
-    dedup_max_per_recipient: int
     hygiene: Hygiene[N] | None = None
 
     @property
@@ -88,13 +87,11 @@ def reject(spec: ChannelSpec[N], error: BaseException) -> Decision:
 
 
 def check_duplicate(
-    spec: ChannelSpec[N], notification: N, delivered: Mapping[str, float] | None, now: datetime
+    spec: ChannelSpec[N], notification: N, delivered_at: float | None, now: datetime
 ) -> Decision | None:
-    """A SKIPPED status if the recipient's delivered-ids record (`delivered`) already has this notification,
-    else None: it is to be sent."""
-    if not already_delivered(
-        delivered, notification.notification_id, now.timestamp(), spec.dedup_retention_seconds
-    ):
+    """A SKIPPED status if this notification was delivered to its recipient within the retention
+    (`delivered_at`: when, from the delivered-ids table), else None: it is to be sent."""
+    if not already_delivered(delivered_at, now.timestamp(), spec.dedup_retention_seconds):
         return None
     duplicate = DecisionReason.DUPLICATE
     skipped = _status(spec, notification, now, NO_PROVIDER, Outcome.SKIPPED, reason=duplicate)
@@ -107,12 +104,11 @@ def conclude(
     answer: Answer,
     *,
     profile: UserProfile | None,
-    delivered: Mapping[str, float] | None,
     now: datetime,
     rand: Callable[[], float] = random.random,
 ) -> Decision:
-    """What follows the providers' answer. `profile` and `delivered` are the recipient's as stored now (read
-    after the answer); `rand` draws the retry delay's jitter.
+    """What follows the providers' answer. `profile` is the recipient's as stored now (read after the
+    answer); `rand` draws the retry delay's jitter.
 
     Statuses: one per attempt, failed ones first, then those a provider accepted (a partial push delivered
     to some devices is recorded too), then a DEAD_LETTERED one if it ends on the DLQ."""
@@ -126,14 +122,9 @@ def conclude(
 
     outcome = answer.outcome
     if isinstance(outcome, Sent):
-        record = remember(
-            delivered,
-            notification.notification_id,
-            now.timestamp(),
-            spec.dedup_retention_seconds,
-            spec.dedup_max_per_recipient,
-        )
-        effects.writes.append(TableWrite("delivered", notification.recipient, record))
+        # One entry per notification, of constant size whatever the recipient's history.
+        key = entry_key(notification.recipient, notification.notification_id)
+        effects.writes.append(TableWrite("delivered", key, now.timestamp()))
         return Decision(effects, Verdict.DELIVERED, None, answer.attempts, removed)
     if isinstance(outcome, RetriableDeliveryError):
         if spec.policy.exhausted(notification.attempt):

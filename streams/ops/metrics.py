@@ -93,6 +93,11 @@ class WorkerMetrics:
             ["channel", "reason"],
             registry=registry,
         )
+        self.dedup_expired = Counter(
+            "herald_dedup_entries_expired_total",
+            "Delivered-ids entries deleted once past HERALD_DEDUP_RETENTION_SECONDS",
+            registry=registry,
+        )
         self.addresses_removed = Counter(
             "herald_addresses_removed_total",
             "Push tokens and phone numbers removed from profiles after a provider reported them gone",

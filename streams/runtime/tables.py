@@ -60,7 +60,8 @@ class Tables:
     users: StateTable[UserProfile]  # user id → profile
     preferences: StateTable[Preferences]  # user id → preferences
     # Plain JSON values, read as they are stored; steps never mutate them, they return new ones.
-    delivered: StateTable[Mapping[str, float]]  # recipient → {notification id: when delivered (epoch s)}
+    # recipient and notification id → when delivered (epoch s); see streams.delivery.dedup
+    delivered: StateTable[Any]
     digests: StateTable[Mapping[str, Any]]  # recipient → {bucket: {rule, due, count, events}}
     throttles: StateTable[Mapping[str, list[float]]]  # recipient → {scope key: [send times (epoch s)]}
 

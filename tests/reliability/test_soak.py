@@ -23,7 +23,11 @@ RATE = 20  # events per second, each an in-app notification and an email: 40 not
 SECONDS = 55
 SAMPLE_EVERY = 3.0
 INBOX_SIZE = 10  # reached by every user after ~10 s, so the second half runs at full retention
-DEDUP_CAP = 20  # delivered ids kept per recipient, reached after ~20 s
+# Delivered-ids entries live this long, and the sweep runs this often: the table holds at most about the
+# last RETENTION + 2 * SWEEP seconds of email deliveries (one entry each, 20 a second).
+DEDUP_RETENTION = 15
+DEDUP_SWEEP = 2
+DELIVERED_BOUND = RATE * (DEDUP_RETENTION + 2 * DEDUP_SWEEP)
 MB = 1024 * 1024
 # Once inboxes and dedup sets are full, the working set should be flat; what remains is allocator and
 # client-buffer noise (a few MB). 25 MB (or 20 % of the mid-run RSS, whichever is larger) over the second
@@ -37,7 +41,10 @@ async def test_a_minute_of_sustained_traffic_keeps_memory_and_state_bounded(
 ) -> None:
     deployment.stack.extra_env.update(
         deployment.providers.env(email=False, sms=False, push=False)
-        | {"HERALD_DEDUP_MAX_PER_RECIPIENT": str(DEDUP_CAP)}
+        | {
+            "HERALD_DEDUP_RETENTION_SECONDS": str(DEDUP_RETENTION),
+            "HERALD_DEDUP_SWEEP_SECONDS": str(DEDUP_SWEEP),
+        }
     )
     worker = await deployment.start_worker("worker-1")
     gateway = await start_gateway(deployment, HERALD_INBOX_SIZE=str(INBOX_SIZE))
@@ -101,6 +108,14 @@ async def test_a_minute_of_sustained_traffic_keeps_memory_and_state_bounded(
         for line in worker_metrics.splitlines()
         if line.startswith("herald_table_keys{")
     }
+    expired = next(
+        (
+            float(line.split()[-1])
+            for line in worker_metrics.splitlines()
+            if line.startswith("herald_dedup_entries_expired_total ")
+        ),
+        0.0,
+    )
     inbox_entries = await gateway.metric("herald_gateway_inbox_entries")
     pushed = await gateway.metric("herald_gateway_messages_pushed_total")
     client_wrong = {
@@ -121,6 +136,8 @@ async def test_a_minute_of_sustained_traffic_keeps_memory_and_state_bounded(
         "clients_wrong": client_wrong,
         "gateway_pushed": pushed,
         "table_keys": tables,
+        "delivered_bound": DELIVERED_BOUND,
+        "dedup_entries_expired": expired,
         "inbox_entries": inbox_entries,
         "inbox_bound": INBOX_SIZE * USERS,
         "rss_mb": {
@@ -139,7 +156,10 @@ async def test_a_minute_of_sustained_traffic_keeps_memory_and_state_bounded(
     assert not client_wrong, (
         f"clients whose notifications were not exactly theirs, once, in order: {client_wrong}"
     )
-    assert tables and all(keys <= USERS for keys in tables.values()), tables
+    # One entry per delivery, kept for the retention: the sweep deleted the older ones, on the changelog too.
+    assert tables and tables.get("delivered", 0) <= DELIVERED_BOUND, tables
+    assert expired > 0, "the delivered-ids sweep never deleted an entry"
+    assert all(keys <= USERS for name, keys in tables.items() if name != "delivered"), tables
     assert inbox_entries <= INBOX_SIZE * USERS, inbox_entries
     for name, (mid, grew) in growth.items():
         assert grew <= max(GROWTH_BOUND, GROWTH_FRACTION * mid), (

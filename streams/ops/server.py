@@ -12,12 +12,26 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kernel.readiness import READY, Readiness
+from streams.ops.recovery import RecoveryProgress, RecoveryWatch
 
 Check = Callable[[], Readiness]
 
 
-def readiness(app: Any, extra_checks: Sequence[Check] = ()) -> Readiness:
-    """Ready means: partitions assigned, no rebalance under way, tables recovered, feeds caught up."""
+def recovering(progress: RecoveryProgress) -> Readiness:
+    return Readiness(False, "recovering", {"recovery": progress.as_json()})
+
+
+def readiness(
+    app: Any, extra_checks: Sequence[Check] = (), recovery: RecoveryWatch | None = None
+) -> Readiness:
+    """Ready means: partitions assigned, no rebalance under way, tables recovered, feeds caught up.
+
+    Faust keeps `rebalancing` set until the recovery that follows a rebalance has ended, so a recovery under
+    way is told first, with its progress; "rebalancing" is the time before it reads (or after)."""
+    recovery = recovery if recovery is not None else RecoveryWatch(app)
+    progress = recovery.sample()
+    if progress is not None and recovery.in_recovery():
+        return recovering(progress)
     if app.rebalancing:
         return Readiness(False, "rebalancing")
     try:
@@ -26,8 +40,8 @@ def readiness(app: Any, extra_checks: Sequence[Check] = ()) -> Readiness:
         return Readiness(False, "starting")
     if not assigned:
         return Readiness(False, "no partitions assigned yet")
-    if not app.tables.recovery.completed.is_set():
-        return Readiness(False, "tables recovering")
+    if progress is not None:  # assigned, and the first recovery has not completed
+        return recovering(progress)
     for check in extra_checks:
         state = check()
         if not state.ready:
@@ -40,14 +54,18 @@ def create_ops_app(
     registry: CollectorRegistry,
     extra_checks: Sequence[Check] = (),
     extra_routes: Sequence[BaseRoute] = (),
+    recovery: RecoveryWatch | None = None,
 ) -> Starlette:
+    watch = recovery if recovery is not None else RecoveryWatch(faust_app)
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> Response:
-        state = readiness(faust_app, extra_checks)
+        state = readiness(faust_app, extra_checks, watch)
         return JSONResponse(
-            {"ready": state.ready, "reason": state.reason}, status_code=200 if state.ready else 503
+            {"ready": state.ready, "reason": state.reason, **state.detail},
+            status_code=200 if state.ready else 503,
         )
 
     async def metrics(_: Request) -> Response:

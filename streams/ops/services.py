@@ -1,5 +1,5 @@
-"""The worker's background services, as mode services started with the app: the operations endpoint and the
-consumer-lag refresh."""
+"""The worker's background services, as mode services started with the app: the operations endpoint (with
+its watch on table recovery) and the consumer-lag refresh."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 from adapters.http.read_limits import ReadLimits, limited_protocol
 from kernel import access_logs
 from streams.ops.lag import ConsumerLag
+from streams.ops.recovery import RecoveryWatch
 from streams.ops.server import Check, create_ops_app
 
 
@@ -28,7 +29,13 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 class OpsServer(Service):
     """Started with the app (before table recovery), so /healthz answers while the worker is joining. Its
-    connections have read deadlines and a body cap (`limits`), so no client can hold one open."""
+    connections have read deadlines and a body cap (`limits`), so no client can hold one open.
+
+    It samples table recovery every `recovery_interval` seconds (`recovery`, by default a RecoveryWatch
+    exporting its metrics to `registry`): often enough to note where each partition's reading begins, at the
+    cost of reading a few dicts of Faust's."""
+
+    recovery_interval: float = 0.1
 
     def __init__(
         self,
@@ -40,11 +47,13 @@ class OpsServer(Service):
         extra_checks: Sequence[Check] = (),
         extra_routes: Sequence[BaseRoute] = (),
         limits: ReadLimits,
+        recovery: RecoveryWatch | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.recovery = recovery if recovery is not None else RecoveryWatch(faust_app, registry)
         config = uvicorn.Config(
-            create_ops_app(faust_app, registry, extra_checks, extra_routes),
+            create_ops_app(faust_app, registry, extra_checks, extra_routes, self.recovery),
             host=host,
             port=port,
             http=limited_protocol(limits),
@@ -66,6 +75,12 @@ class OpsServer(Service):
                 self._task.result()  # raises the bind error, e.g. the port is in use
                 raise RuntimeError("ops server stopped during start-up")
             await asyncio.sleep(0.02)
+
+    @Service.task
+    async def _watch_recovery(self) -> None:
+        while not self.should_stop:
+            self.recovery.sample()
+            await self.sleep(self.recovery_interval)
 
     async def on_stop(self) -> None:
         self._server.should_exit = True

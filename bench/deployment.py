@@ -62,6 +62,8 @@ class Deployment:
                 "HERALD_APP_ID": self.app_id,
                 "HERALD_PARTITIONS": str(self.partitions),
                 "HERALD_DATA_DIR": str(self.tmp / f"data-{self.prefix}-{self.run}"),
+                # The same store in every run (BENCH_STORE=rocksdb:// swaps it, see bench/worker.py).
+                "HERALD_STORE": "memory",
                 "HERALD_TOPIC_EVENTS": self.topic("events"),
                 "HERALD_TOPIC_USERS": f"{self.prefix}.users",
                 "HERALD_TOPIC_PREFERENCES": f"{self.prefix}.preferences",

@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
     data_dir: Path = Path(".herald-data")
+    # Where the worker keeps its tables. "rocksdb": on disk under HERALD_DATA_DIR/<app id>, with the changelog
+    # offsets read, so a clean restart reads only what it missed; "memory": read back from the changelogs on
+    # every start. Unset: rocksdb with an external Kafka, memory on the embedded broker (which keeps nothing
+    # across its own restarts, so tables on disk would be ahead of it).
+    store: Literal["rocksdb", "memory"] | None = None
+    # Each table partition is a RocksDB database of its own: these bound what each may hold in memory.
+    rocksdb_write_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    rocksdb_block_cache_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    rocksdb_max_open_files: int = Field(default=64, ge=16)
     # Short group-membership timeouts keep joins and rebalances fast (about 5 s instead of 30 s).
     rebalance_timeout_seconds: float = Field(default=3.0, gt=0)
     session_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -286,6 +295,13 @@ class Settings(BaseSettings):
         if self.broker is not None:
             return self.broker
         return f"kafka://{self.embedded_broker_host}:{self.embedded_broker_port}"
+
+    @property
+    def table_store(self) -> Literal["rocksdb", "memory"]:
+        """HERALD_STORE, or by default rocksdb with an external Kafka and memory on the embedded broker."""
+        if self.store is not None:
+            return self.store
+        return "memory" if self.broker is None else "rocksdb"
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, NoReturn
 
 import faust
@@ -17,6 +18,7 @@ from kernel.ports import ensure_port_free
 from kernel.settings import RECORD_FRAMING_BYTES, Settings, load_settings
 from kernel.topics import TopicNames
 from streams.runtime.provisioning import provision_topics
+from streams.runtime.stores import claim_tables, mark_clean_stop, rocksdb_options, store_url, tables_dir
 
 
 def herald_version() -> str:
@@ -36,6 +38,19 @@ class HeraldApp(faust.App):
     BootStrategy = _NoWebBoot
     fetch_max_wait_ms: int = Transport.fetch_max_wait_ms
     batched_topics: frozenset[str] = frozenset()
+    # Where RocksDB tables are kept (None on the memory store): marked as cleanly stopped on shutdown.
+    tables_on_disk: Path | None = None
+
+    async def on_first_start(self) -> None:
+        # Faust makes its data directory (HERALD_DATA_DIR/<app id>) but not the directories above it.
+        Path(self.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
+        await super().on_first_start()
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        # Called once the stores are closed, and only on a stop that got this far: a crash leaves no mark.
+        if self.tables_on_disk is not None:
+            mark_clean_stop(self.tables_on_disk)
 
     def _new_transport(self) -> Any:
         # Faust picks its transport by the URL's scheme; Herald's checks the end offsets recovery reads to,
@@ -50,8 +65,9 @@ def create_app(settings: Settings) -> faust.App:
     app = HeraldApp(
         settings.app_id,
         broker=settings.broker_url,
-        store="memory://",
-        datadir=str(settings.data_dir),
+        store=store_url(settings),
+        datadir=str(tables_dir(settings)),
+        rocksdb_options=rocksdb_options(settings),
         autodiscover=False,
         # Herald decodes payloads itself with pydantic; Faust's codecs stay raw, so pickle is never used.
         key_serializer="raw",
@@ -79,6 +95,8 @@ def create_app(settings: Settings) -> faust.App:
         recovery_consistency_check=False,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    if settings.table_store == "rocksdb":
+        app.tables_on_disk = tables_dir(settings)
     app.batched_topics = TopicNames.from_settings(settings).batch_fed
     return app
 
@@ -103,6 +121,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             ensure_port_free(settings.worker_host, settings.worker_port, "HERALD_WORKER_PORT")
             app = create_worker(settings).app
             asyncio.run(provision_topics(settings))
+            if settings.table_store == "rocksdb":
+                claim_tables(tables_dir(settings))
         else:
             # Other commands need the CLI and the settings, not the rules and templates of a worker.
             app = create_app(settings)

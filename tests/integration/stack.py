@@ -43,6 +43,8 @@ class Stack:
                 "HERALD_APP_ID": f"herald-{self.prefix}",
                 "HERALD_PARTITIONS": "4",
                 "HERALD_DATA_DIR": str(self.tmp / "data"),
+                # As `herald dev` on the embedded broker; tests of the RocksDB store ask for it.
+                "HERALD_STORE": "memory",
                 "HERALD_RULES_FILE": str(ROOT / "examples" / "rules.yaml"),
                 "HERALD_TEMPLATES_DIR": str(ROOT / "examples" / "templates"),
                 "HERALD_TOPIC_EVENTS": self.topic("events"),

@@ -1,0 +1,54 @@
+"""Which store the worker's tables go in, and when what is on disk is kept (streams.runtime.stores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kernel.settings import Settings
+from streams.runtime.stores import (
+    CLEAN_STOP_MARK,
+    claim_tables,
+    mark_clean_stop,
+    rocksdb_options,
+    store_url,
+    tables_dir,
+)
+
+
+def _settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+
+
+def test_rocksdb_with_an_external_kafka_memory_on_the_embedded_broker_unless_chosen() -> None:
+    assert store_url(_settings()) == "memory://"  # the embedded broker keeps nothing across restarts
+    assert store_url(_settings(broker="kafka://kafka:9092")) == "rocksdb://"
+    assert store_url(_settings(broker="kafka://kafka:9092", store="memory")) == "memory://"
+    assert store_url(_settings(store="rocksdb")) == "rocksdb://"
+
+
+def test_each_app_has_its_own_directory_and_bounded_rocksdb_buffers(tmp_path: Path) -> None:
+    settings = _settings(data_dir=tmp_path, app_id="herald-eu", rocksdb_block_cache_bytes=1 << 20)
+    assert tables_dir(settings) == tmp_path / "herald-eu"
+    options = rocksdb_options(settings)
+    assert options["block_cache_size"] == 1 << 20
+    assert options["write_buffer_size"] * options["max_write_buffer_number"] <= 16 * 1024 * 1024
+
+
+def test_tables_left_by_a_clean_stop_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "v1" / "tables").mkdir(parents=True)
+    (tmp_path / "v1" / "tables" / "users-0.db").write_text("kept")
+    mark_clean_stop(tmp_path)
+    assert claim_tables(tmp_path) is True
+    assert (tmp_path / "v1" / "tables" / "users-0.db").read_text() == "kept"
+    assert not (tmp_path / CLEAN_STOP_MARK).exists()  # a crash from now on must not look clean
+
+
+def test_tables_left_by_a_crash_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "v1" / "tables").mkdir(parents=True)
+    (tmp_path / "v1" / "tables" / "users-0.db").write_text("maybe ahead of the changelog")
+    assert claim_tables(tmp_path) is False
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_first_start_has_nothing_to_claim(tmp_path: Path) -> None:
+    assert claim_tables(tmp_path / "never-used") is False

@@ -42,6 +42,6 @@ async def test_not_ready_before_partitions_are_assigned_then_ready(stack_factory
         "starting",
         "no partitions assigned yet",
         "rebalancing",
-        "tables recovering",
+        "recovering",
         "rules topic not read yet",
     }

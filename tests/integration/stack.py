@@ -43,8 +43,9 @@ class Stack:
                 "HERALD_APP_ID": f"herald-{self.prefix}",
                 "HERALD_PARTITIONS": "4",
                 "HERALD_DATA_DIR": str(self.tmp / "data"),
-                # As `herald dev` on the embedded broker; tests of the RocksDB store ask for it.
-                "HERALD_STORE": "memory",
+                # As `herald dev` on the embedded broker; tests of the RocksDB store ask for it, and
+                # HERALD_TEST_STORE=rocksdb runs every test's workers on it.
+                "HERALD_STORE": os.environ.get("HERALD_TEST_STORE", "memory"),
                 "HERALD_RULES_FILE": str(ROOT / "examples" / "rules.yaml"),
                 "HERALD_TEMPLATES_DIR": str(ROOT / "examples" / "templates"),
                 "HERALD_TOPIC_EVENTS": self.topic("events"),

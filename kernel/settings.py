@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -204,6 +205,9 @@ class Settings(BaseSettings):
     worker_port: Port = 6066
     worker_header_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # The ops endpoint as providers reach it (through your ingress), e.g. https://hooks.example.com: turns
+    # delivery receipts on (Twilio status callback URLs are built from it; README "Delivery receipts").
+    public_base_url: str | None = None
 
     # --- privacy ------------------------------------------------------------------------------------------
     # Keys the pseudonyms of user ids, addresses and numbers in dead letters and logs (kernel/privacy.py).
@@ -217,6 +221,22 @@ class Settings(BaseSettings):
         if not value.startswith("kafka://"):
             raise ValueError("must be a kafka:// URL, e.g. kafka://localhost:9092")
         return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. https://hooks.example.com")
+        if parsed.query or parsed.fragment or parsed.username or parsed.password:
+            raise ValueError("must be a plain base URL: no query, fragment or credentials")
+        try:
+            parsed.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value.strip().rstrip("/")
 
     @field_validator("jwt_algorithm")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import AwareDatetime, Field
 
@@ -18,9 +18,27 @@ class Outcome(StrEnum):
     DEAD_LETTERED = "dead_lettered"  # given up on: the record is on the dead-letter topic
     SKIPPED = "skipped"  # not sent, and it will not be (a DecisionReason says why)
     DEFERRED = "deferred"  # held back, to be sent later (a DecisionReason says why)
+    # Delivery receipts: what a provider later reported of a message it accepted (streams/ops/receipts.py).
+    PROVIDER_DEFERRED = "provider_deferred"  # the provider is still trying (the receiving server said later)
+    PROVIDER_DELIVERED = "provider_delivered"  # the handset or the receiving mail server took it
+    PROVIDER_FAILED = "provider_failed"  # the provider gave up on it (a DeliveryReason says why)
+    OPENED = "opened"  # the recipient opened or read it
+    CLICKED = "clicked"  # the recipient followed a link in it
 
 
-# Herald's own decisions for `skipped` and `deferred`, a provider's answer for `failed` and `dead_lettered`.
+# The receipt outcomes by rank: per notification, a receipt is written only above the highest rank written so
+# far, so a replay or a late, weaker report (deferred after delivered) never follows a stronger one.
+RECEIPT_RANKS: Final[dict[Outcome, int]] = {
+    Outcome.PROVIDER_DEFERRED: 1,
+    Outcome.PROVIDER_DELIVERED: 2,
+    Outcome.PROVIDER_FAILED: 3,  # a bounce may follow a delivery: the receiving server gave up after all
+    Outcome.OPENED: 4,
+    Outcome.CLICKED: 5,
+}
+
+
+# Herald's own decisions for `skipped` and `deferred`, a provider's answer for `failed`, `dead_lettered` and
+# `provider_failed`.
 StatusReason = DecisionReason | DeliveryReason
 
 

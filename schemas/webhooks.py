@@ -1,4 +1,5 @@
-"""What the provider webhooks report of each request and each bounce: the values of their metrics' labels."""
+"""What the provider webhooks report of each request, each bounce and each delivery receipt: the values of
+their metrics' labels."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ class BounceEvent(StrEnum):
 class BounceOutcome(StrEnum):
     REMOVAL_REQUESTED = "removal_requested"  # the address is removed from the recipient's profile
     UNATTRIBUTED = "unattributed"  # the event does not say whose address it is
+
+
+class ReceiptOutcome(StrEnum):
+    """What came of one delivery receipt (a Twilio status callback, a SendGrid event other than a bounce's
+    removal)."""
+
+    RECORDED = "recorded"  # a status record was written to herald.status
+    IGNORED = "ignored"  # a report Herald writes nothing for (Twilio's queued or sent, SendGrid's processed)
+    SUPERSEDED = "superseded"  # a replay, or no stronger than a report already written for the notification
+    UNATTRIBUTED = "unattributed"  # it does not carry Herald's notification id, event id and recipient

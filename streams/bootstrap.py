@@ -16,6 +16,7 @@ from streams.delivery.providers import build_providers
 from streams.ops.bounce_webhook import WebhookMetrics, bounce_webhook_route, load_public_key, publisher
 from streams.ops.lag import ConsumerLag, TableKeys
 from streams.ops.metrics import WorkerMetrics
+from streams.ops.receipts import ReceiptMemory, Receipts, status_publisher, twilio_status_route
 from streams.ops.services import ConsumerLagService, OpsServer
 from streams.routing.agents import register_routing
 from streams.routing.rendering import TemplateStore, check_templates
@@ -49,10 +50,35 @@ def load_rules(settings: Settings, templates: TemplateStore) -> RuleBook:
     return rules
 
 
-def bounce_routes(settings: Settings, worker: Worker, registry: CollectorRegistry) -> list[BaseRoute]:
-    """The SendGrid bounce webhook on the ops endpoint, when its verification key is configured."""
-    if settings.sendgrid_webhook_public_key is None:
+def webhook_routes(settings: Settings, worker: Worker, registry: CollectorRegistry) -> list[BaseRoute]:
+    """The provider webhooks on the ops endpoint: SendGrid's when its verification key is configured, and with
+    HERALD_PUBLIC_BASE_URL (delivery receipts) Twilio's status callback when Twilio is configured."""
+    if settings.public_base_url is None and settings.sendgrid_webhook_public_key is None:
         return []
+    metrics = WebhookMetrics(registry)
+    receipts = None
+    routes: list[BaseRoute] = []
+    if settings.public_base_url is not None:
+        status_topic = worker.app.topic(
+            worker.topics.names.status,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            replicas=settings.replication_factor,
+        )
+        receipts = Receipts(status_publisher(status_topic), ReceiptMemory())
+        if settings.twilio_auth_token is not None:
+            routes.append(
+                twilio_status_route(
+                    auth_token=settings.twilio_auth_token.get_secret_value(),
+                    public_base_url=settings.public_base_url,
+                    receipts=receipts,
+                    clock=worker.clock,
+                    webhook_metrics=metrics,
+                )
+            )
+    if settings.sendgrid_webhook_public_key is None:
+        return routes
     try:
         key = load_public_key(settings.sendgrid_webhook_public_key)
     except ValueError as exc:
@@ -61,12 +87,13 @@ def bounce_routes(settings: Settings, worker: Worker, registry: CollectorRegistr
         publish=publisher(worker.topics.users),
         public_key=key,
         clock=worker.clock,
-        metrics=WebhookMetrics(registry),
+        metrics=metrics,
         path=settings.sendgrid_webhook_path,
         tolerance_seconds=settings.sendgrid_webhook_tolerance_seconds,
         max_body_bytes=settings.sendgrid_webhook_max_body_bytes,
+        receipts=receipts,
     )
-    return [route]
+    return [*routes, route]
 
 
 def create_worker(settings: Settings, *, registry: CollectorRegistry | None = None) -> Worker:
@@ -127,7 +154,7 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
             settings.worker_host,
             settings.worker_port,
             extra_checks=[feed.readiness],
-            extra_routes=bounce_routes(settings, worker, registry),
+            extra_routes=webhook_routes(settings, worker, registry),
             limits=ReadLimits(
                 header_seconds=settings.worker_header_timeout_seconds,
                 body_seconds=settings.worker_body_timeout_seconds,

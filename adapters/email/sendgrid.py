@@ -23,6 +23,9 @@ SENDGRID_API_URL = "https://api.sendgrid.com"
 # webhook event tells whose address it is, since the address alone may belong to several users.
 RECIPIENT_ARG = "herald_recipient"
 NOTIFICATION_ID_ARG = "herald_notification_id"
+# With these two, an event joins its notification's status records (delivery receipts).
+EVENT_ID_ARG = "herald_event_id"
+ATTEMPT_ARG = "herald_attempt"  # a string, as every custom arg
 NOTIFICATION_ID_HEADER = "X-Herald-Notification-Id"
 
 # SendGrid statuses that a resend of the same request can never turn into a 202.
@@ -77,6 +80,8 @@ class SendGridEmailSender:
         # (visible in the delivered mail), so a resend after a crash can be traced to the same notification.
         mail.custom_arg = CustomArg(NOTIFICATION_ID_ARG, message.notification_id)
         mail.custom_arg = CustomArg(RECIPIENT_ARG, message.recipient)
+        mail.custom_arg = CustomArg(EVENT_ID_ARG, message.event_id)
+        mail.custom_arg = CustomArg(ATTEMPT_ARG, str(message.attempt))
         mail.header = Header(NOTIFICATION_ID_HEADER, message.notification_id)
         body: dict[str, Any] = mail.get()
         return body

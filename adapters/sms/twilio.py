@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from typing import Self
+from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -19,6 +20,13 @@ from schemas.notifications import SmsNotification
 from schemas.reasons import DeliveryReason
 
 TWILIO_API_URL = "https://api.twilio.com"
+# Where the worker's ops endpoint takes Twilio's status callbacks, and the query parameters that join one to
+# its notification (Twilio signs the whole URL, so they cannot be altered). No phone number: ids only.
+STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+NOTIFICATION_ID_PARAM = "nid"
+EVENT_ID_PARAM = "eid"
+RECIPIENT_PARAM = "uid"
+ATTEMPT_PARAM = "attempt"
 
 # Twilio error codes (https://www.twilio.com/docs/api/errors) that no resend can fix, with Herald's reason.
 PERMANENT_CODES: dict[int, DeliveryReason] = {
@@ -44,6 +52,7 @@ class TwilioSmsSender:
         *,
         sender: str,
         base_url: str = TWILIO_API_URL,
+        public_base_url: str | None = None,
         timeout: float = 10.0,
         executor: ThreadPoolExecutor | None = None,
         max_workers: int = 8,
@@ -60,6 +69,7 @@ class TwilioSmsSender:
         self._client = Client(account_sid, auth_token, http_client=http_client, environment={})
         self._client.api.base_url = base_url.rstrip("/")
         self._sender = sender
+        self._public_base_url = public_base_url
         self._threads = SdkThreads(executor, max_workers=max_workers, name="herald-twilio")
 
     @classmethod
@@ -74,6 +84,7 @@ class TwilioSmsSender:
             settings.twilio_auth_token.get_secret_value(),
             sender=settings.twilio_from,
             base_url=settings.twilio_base_url,
+            public_base_url=settings.public_base_url,
             timeout=settings.twilio_timeout_seconds,
             executor=executor,
             # A kept-alive connection for every thread of the shared pool that may call at once.
@@ -81,7 +92,15 @@ class TwilioSmsSender:
         )
 
     def _create(self, message: SmsNotification) -> str | None:
-        created = self._client.messages.create(to=message.to, from_=self._sender, body=message.text)
+        if self._public_base_url is None:
+            created = self._client.messages.create(to=message.to, from_=self._sender, body=message.text)
+        else:
+            created = self._client.messages.create(
+                to=message.to,
+                from_=self._sender,
+                body=message.text,
+                status_callback=status_callback_url(self._public_base_url, message),
+            )
         return str(created.sid) if created.sid else None
 
     async def send(self, message: SmsNotification) -> str | None:
@@ -103,6 +122,20 @@ class TwilioSmsSender:
     async def aclose(self) -> None:
         self._session.close()  # the kept-alive connections
         self._threads.shutdown()
+
+
+def status_callback_url(public_base_url: str, message: SmsNotification) -> str:
+    """The URL Twilio reports this message's delivery to: the notification, event, recipient (a user id, not
+    contact data) and attempt, for the status record the callback becomes."""
+    query = urlencode(
+        {
+            NOTIFICATION_ID_PARAM: message.notification_id,
+            EVENT_ID_PARAM: message.event_id,
+            RECIPIENT_PARAM: message.recipient,
+            ATTEMPT_PARAM: message.attempt,
+        }
+    )
+    return f"{public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?{query}"
 
 
 def _int_or_none(value: object) -> int | None:

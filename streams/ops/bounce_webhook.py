@@ -1,5 +1,6 @@
 """SendGrid's signed Event Webhook: a hard bounce or a bounced-address drop removes the address from the
-recipient's profile, through the users topic like any other profile change."""
+recipient's profile, through the users topic like any other profile change; with receipts on, each event also
+becomes a status record (streams/ops/receipts.py)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.email.sendgrid import RECIPIENT_ARG
 from kernel.errors import WebhookRefused
+from schemas.status import DeliveryStatus
 from schemas.users import Email, ProfileUpdate
-from schemas.webhooks import BounceEvent, BounceOutcome, WebhookOutcome, WebhookRefusal
+from schemas.webhooks import BounceEvent, BounceOutcome, ReceiptOutcome, WebhookOutcome, WebhookRefusal
+from streams.ops.receipts import Claim, ReceiptMetrics, Receipts, sendgrid_status
 from streams.ops.replay_guard import ReplayGuard, ReplayMemoryFull
+from streams.ops.request_body import read_body
 
 log = logging.getLogger("herald.bounces")
 
@@ -64,6 +68,7 @@ LABEL_VALUES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("herald_webhook_refused_total", "reason"): frozenset(WebhookRefusal),
     ("herald_email_bounces_total", "event"): frozenset(BounceEvent),
     ("herald_email_bounces_total", "outcome"): frozenset(BounceOutcome),
+    ("herald_delivery_receipts_total", "outcome"): frozenset(ReceiptOutcome),
 }
 
 
@@ -86,6 +91,13 @@ class WebhookMetrics:
             "Hard bounces and bounced-address drops reported by the provider, by event and outcome "
             "(removal_requested, unattributed)",
             ["provider", "event", "outcome"],
+            registry=registry,
+        )
+        self.receipts = Counter(
+            "herald_delivery_receipts_total",
+            "Delivery receipts (status callbacks, email events) by provider and outcome (recorded, ignored, "
+            "superseded, unattributed)",
+            ["provider", "outcome"],
             registry=registry,
         )
 
@@ -230,26 +242,6 @@ def publisher(topic: Any) -> PublishUpdate:
     return publish
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, up to `limit` bytes: a declared length over it is refused before reading, a chunked body as
-    soon as it passes it."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise WebhookRefused(WebhookRefusal.TOO_LARGE, 413)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise WebhookRefused(WebhookRefusal.TOO_LARGE, 413)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # The client left, or the server's body deadline closed the connection (kernel/read_limits.py).
-        raise WebhookRefused(WebhookRefusal.INCOMPLETE_BODY, 400) from None
-    return b"".join(chunks)
-
-
 def bounce_webhook_route(
     *,
     publish: PublishUpdate,
@@ -260,19 +252,23 @@ def bounce_webhook_route(
     tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     publish_timeout_seconds: float = DEFAULT_PUBLISH_TIMEOUT_SECONDS,
+    receipts: Receipts | None = None,
 ) -> Route:
     """`POST path`: verify, pick the hard bounces, publish their removals, then answer 204. SendGrid retries
     anything but a 2xx, so a publish that fails or times out answers 503 rather than losing the bounce. A
-    signed request already taken within its tolerance window is refused (409): nothing is published twice."""
+    signed request already taken within its tolerance window is refused (409): nothing is published twice.
+    Given `receipts`, the batch's other events (delivered, deferred, dropped, open, click) and its bounces
+    also become status records on `herald.status` (streams/ops/receipts.py), published alongside."""
 
     seen = ReplayGuard(tolerance_seconds)
+    receipt_metrics = ReceiptMetrics(metrics.receipts)
 
     async def receive(request: Request) -> Response:
         try:
             # Headers, then the body, then the signature over both, and only then is the body parsed.
             headers = request.headers
             signed = signature_headers(headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER))
-            body = await _read_body(request, max_body_bytes)
+            body = await read_body(request, max_body_bytes)
             now = clock()
             verify_signed(public_key, body, signed, now=now, tolerance_seconds=tolerance_seconds)
             events = parse_events(body)
@@ -289,14 +285,25 @@ def bounce_webhook_route(
             log.info("refused a %s webhook request: %s", PROVIDER, exc.reason)
             return Response(status_code=exc.status_code)
         bounces = hard_bounces(events, metrics)
+        statuses: list[DeliveryStatus] = []
+        claims: list[Claim] = []
+        if receipts is not None:
+            found = (sendgrid_status(event, now) for event in events if isinstance(event, dict))
+            statuses, claims = receipts.select(PROVIDER, found, receipt_metrics)
         try:
             async with asyncio.timeout(publish_timeout_seconds):
-                await asyncio.gather(*(publish(bounce.removal) for bounce in bounces))
+                await asyncio.gather(
+                    *(publish(bounce.removal) for bounce in bounces),
+                    *([receipts.write(statuses)] if receipts is not None else []),
+                )
         except Exception as exc:
             seen.release(signed.timestamp, body)  # SendGrid sends it again
+            if receipts is not None:
+                receipts.memory.release(claims)
             metrics.requests.labels(provider=PROVIDER, outcome=WebhookOutcome.UNAVAILABLE.value).inc()
             log.warning("could not publish %d email removal(s): %s", len(bounces), type(exc).__name__)
             return Response(status_code=503)
+        receipt_metrics.count(PROVIDER, ReceiptOutcome.RECORDED, len(statuses))
         metrics.requests.labels(provider=PROVIDER, outcome=WebhookOutcome.ACCEPTED.value).inc()
         if bounces:
             log.info("requested removal of %d bounced email address(es)", len(bounces))

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from adapters.email.sendgrid import (
+    ATTEMPT_ARG,
+    EVENT_ID_ARG,
     NOTIFICATION_ID_ARG,
     NOTIFICATION_ID_HEADER,
     RECIPIENT_ARG,
@@ -65,7 +67,12 @@ async def test_a_send_returns_the_message_id_and_posts_the_mail(
     assert body["subject"] == "Your order shipped"
     personalization = body["personalizations"][0]
     assert personalization["to"] == [{"email": "ada@example.com"}]
-    assert body["custom_args"] == {NOTIFICATION_ID_ARG: "ntf_sendgrid_ok", RECIPIENT_ARG: "user-1"}
+    assert body["custom_args"] == {
+        NOTIFICATION_ID_ARG: "ntf_sendgrid_ok",
+        RECIPIENT_ARG: "user-1",
+        EVENT_ID_ARG: "evt-1",
+        ATTEMPT_ARG: "1",
+    }
     assert body["headers"] == {NOTIFICATION_ID_HEADER: "ntf_sendgrid_ok"}
     assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
 

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from sendgrid.helpers.eventwebhook import EventWebhook
 from starlette.applications import Starlette
 
-from adapters.email.sendgrid import NOTIFICATION_ID_ARG, SendGridEmailSender
+from adapters.email.sendgrid import ATTEMPT_ARG, EVENT_ID_ARG, NOTIFICATION_ID_ARG, SendGridEmailSender
 from kernel.errors import WebhookRefused
 from schemas.notifications import EmailNotification
 from schemas.users import ProfileUpdate, UserProfile
@@ -508,4 +508,9 @@ def test_sendgrid_sends_carry_the_recipient_for_the_webhook() -> None:
         body = sender._compose(message)
     finally:
         sender._threads.shutdown()
-    assert body["custom_args"] == {NOTIFICATION_ID_ARG: "ntf_1", RECIPIENT_ARG: "ada"}
+    assert body["custom_args"] == {
+        NOTIFICATION_ID_ARG: "ntf_1",
+        RECIPIENT_ARG: "ada",
+        EVENT_ID_ARG: "evt-1",
+        ATTEMPT_ARG: "1",
+    }

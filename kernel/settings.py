@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     topic_events: str = "herald.events"
     topic_users: str = "herald.users"
     topic_preferences: str = "herald.preferences"
+    # Every change of a user's preferences as it was asked for, with its time and source (`herald preferences
+    # history`): not compacted, kept for the retention below. Created by Herald with that retention.
+    topic_preferences_history: str = Field(
+        default="herald.preferences.history", pattern=r"^[A-Za-z0-9._-]{1,249}$"
+    )
+    preferences_history_retention_seconds: float = Field(default=365 * 24 * 3600, ge=3600)
     topic_rules: str = "herald.rules"
     topic_routed: str = "herald.routed"
     topic_inapp: str = "herald.deliver.inapp"

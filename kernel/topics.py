@@ -38,6 +38,7 @@ class TopicNames:
     events: str
     users: str
     preferences: str
+    preferences_history: str
     rules: str
     routed: str
     delivery: dict[Channel, str]
@@ -55,6 +56,7 @@ class TopicNames:
             events=settings.topic_events,
             users=settings.topic_users,
             preferences=settings.topic_preferences,
+            preferences_history=settings.topic_preferences_history,
             rules=settings.topic_rules,
             routed=settings.topic_routed,
             delivery=delivery,
@@ -93,7 +95,8 @@ class TopicNames:
 
     def provisioned(self) -> tuple[str, ...]:
         """Every topic Herald creates before anything produces (Faust creates the changelogs itself), with
-        the configured partitions; the rules topic is the exception, with one (see provisioning)."""
+        the configured partitions; the rules topic (one partition) and the preferences history (its own
+        retention) are created apart (see provisioning)."""
         return (
             self.events,
             self.users,

@@ -1,15 +1,16 @@
 """A user's notification preferences (mute, opt-outs, quiet hours), on the compacted `herald.preferences`
-topic keyed by user id, and the partial update that merges into them."""
+topic keyed by user id, the partial update that merges into them, and the record of each change on the
+`herald.preferences.history` topic."""
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
-from schemas.base import WireModel
+from schemas.base import Member, WireModel
 from schemas.channels import Channel
 from schemas.events import UserId
 from schemas.rules import Category
@@ -167,3 +168,53 @@ def merge(existing: Preferences | None, update: PreferencesUpdate) -> Preference
         categories=categories,
         quiet_hours=quiet_hours,
     )
+
+
+# The header of a preferences-topic record that says where the change came from (a PreferenceSource value).
+SOURCE_HEADER: Final = "herald-source"
+
+
+class PreferenceSource(StrEnum):
+    """Where a change of preferences came from."""
+
+    CLI = "cli"  # `herald preferences set`
+    PREFERENCE_CENTER = "preference_center"  # the user, from the app
+    UNSUBSCRIBE = "unsubscribe"  # an unsubscribe link or List-Unsubscribe
+    UNKNOWN = "unknown"  # a record without the header, or with a value this version does not know
+
+    @classmethod
+    def of_header(cls, value: bytes | None) -> PreferenceSource:
+        try:
+            return cls(value.decode()) if value is not None else cls.UNKNOWN
+        except (UnicodeDecodeError, ValueError):
+            return cls.UNKNOWN
+
+
+class PreferencesChange(WireModel):
+    """One change of a user's preferences, as it was asked for: `update` is the preferences record as sent
+    (nulls included: they cleared what they name), `at` the record's time, `source` where it came from.
+    `deleted`: the preferences were deleted (a tombstone), back to the defaults."""
+
+    schema_version: Literal[1] = 1
+    user_id: UserId
+    at: AwareDatetime
+    source: Member[PreferenceSource]
+    update: PreferencesUpdate
+    deleted: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        update: PreferencesUpdate,
+        at: datetime,
+        source: PreferenceSource,
+        *,
+        deleted: bool = False,
+    ) -> PreferencesChange:
+        return cls(
+            schema_version=1, user_id=update.user_id, at=at, source=source, update=update, deleted=deleted
+        )
+
+    def to_json(self) -> bytes:
+        # As PreferencesUpdate's: the update's nulls mean something, and only what it set is written.
+        return self.model_dump_json(exclude_unset=True).encode()

@@ -18,6 +18,10 @@ from aiokafka.errors import KafkaError
 from kernel.errors import BrokerError, ConfigurationError, InvalidInput
 from kernel.settings import Settings
 from kernel.topics import TopicNames
+from schemas.preferences import SOURCE_HEADER, PreferenceSource
+from streams.cli.consent import json_lines as change_lines
+from streams.cli.consent import read_history
+from streams.cli.consent import table as change_table
 from streams.cli.preference_args import build_update
 from streams.cli.publishing import event_records, parse_events, parse_profiles, produce, profile_records
 from streams.cli.trace import DEFAULT_SINCE, TraceQuery, json_lines, parse_moment, read_trace, table
@@ -47,10 +51,15 @@ def _read(source: str) -> str:
         raise click.ClickException(f"cannot read {source}: {exc.strerror}") from None
 
 
-async def _provision_then(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> int:
+async def _provision_then(
+    settings: Settings,
+    topic: str,
+    records: list[tuple[bytes, bytes]],
+    headers: tuple[tuple[str, bytes], ...] = (),
+) -> int:
     # Create the topics first, or the broker's auto-creation would pick its own partition count.
     await provision_topics(settings)
-    return await produce(settings.bootstrap_servers, topic, records)
+    return await produce(settings.bootstrap_servers, topic, records, headers)
 
 
 def register_commands(settings: Settings) -> None:
@@ -114,8 +123,42 @@ def register_commands(settings: Settings) -> None:
         except InvalidInput as exc:
             raise click.ClickException(f"nothing sent: {exc}") from None
         records = [(user_id.encode(), update.to_json())]
-        asyncio.run(_provision_then(settings, names.preferences, records))
+        # The source goes with the change: the worker records it in the preferences history.
+        source = ((SOURCE_HEADER, PreferenceSource.CLI.value.encode()),)
+        asyncio.run(_provision_then(settings, names.preferences, records, source))
         click.echo(f"published preferences of {user_id} to {names.preferences}")
+
+    @preferences.command(name="history")
+    @click.argument("user_id")
+    @click.option(
+        "--since",
+        metavar="WHEN",
+        help="Only changes from then: a duration ago (30d) or a time (2026-11-30T09:00:00Z) "
+        "[default: all the history topic keeps].",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="JSON lines, one change per line as on the wire.")
+    def preferences_history(user_id: str, since: str | None, as_json: bool) -> None:
+        """Print every change of a user's preferences, newest last: when, from where (cli,
+        preference_center, unsubscribe) and what it asked for. Reads only the user's partition of the
+        preferences history topic. Exits with 1 when there is none, 2 when the broker could not be read."""
+        try:
+            start = None if since is None else parse_moment(since, datetime.now(UTC))
+        except InvalidInput as exc:
+            raise click.UsageError(str(exc)) from None
+        topic = names.preferences_history
+        try:
+            found = asyncio.run(read_history(settings.bootstrap_servers, topic, user_id, start))
+        except (BrokerError, KafkaError) as exc:
+            failure = click.ClickException(f"cannot read {topic}: {exc}")
+            failure.exit_code = 2  # 1 says that there was no change
+            raise failure from None
+        if found.unreadable:
+            click.echo(f"{found.unreadable} record(s) of {user_id} are not changes; left out", err=True)
+        if not found.changes:
+            since_text = "" if start is None else f" since {start:%Y-%m-%d %H:%M:%S} UTC"
+            click.echo(f"no preference changes of {user_id}{since_text} on {topic}", err=True)
+            raise SystemExit(1)
+        click.echo(change_lines(found.changes) if as_json else change_table(found.changes), nl=False)
 
     @cli.group(name="rules")
     def rules() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -53,13 +53,21 @@ def parse_profiles(text: str) -> list[ProfileUpdate]:
     return _parse_all(text, ProfileUpdate, "profile")
 
 
-async def produce(bootstrap: list[str], topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
-    """Send (key, value) records and wait until the broker has acknowledged every one."""
+async def produce(
+    bootstrap: list[str],
+    topic: str,
+    records: Iterable[tuple[bytes, bytes]],
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> int:
+    """Send (key, value) records, each with `headers`, and wait until the broker acknowledged every one."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=15000)
     await producer.start()
     count = 0
     try:
-        futures = [await producer.send(topic, key=key, value=value) for key, value in records]
+        futures = [
+            await producer.send(topic, key=key, value=value, headers=list(headers) or None)
+            for key, value in records
+        ]
         for future in futures:
             await future
             count += 1

@@ -5,10 +5,11 @@ routed events must have the same count, or a profile and its user's events meet 
 
 from __future__ import annotations
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from adapters.broker.topics import ensure_topics
-from kernel.errors import ConfigurationError
+from kernel.errors import ConfigurationError, TopicCreationError
 from kernel.settings import Settings
 from kernel.topics import TopicNames
 
@@ -36,6 +37,7 @@ async def provision_topics(settings: Settings) -> None:
     await ensure_topics(
         settings.bootstrap_servers, [names.rules], 1, settings.replication_factor, compacted={names.rules}
     )
+    await ensure_history_topic(settings, names.preferences_history)
     counts = await partition_counts(settings.bootstrap_servers, list(names.copartitioned))
     wrong = {name: n for name, n in counts.items() if n != settings.partitions}
     if wrong:
@@ -44,3 +46,31 @@ async def provision_topics(settings: Settings) -> None:
             f"HERALD_PARTITIONS is {settings.partitions} but {found}: the users, preferences and routed "
             "topics must have exactly that many partitions so each user's state and events meet on one worker"
         )
+
+
+async def ensure_history_topic(settings: Settings, name: str) -> None:
+    """The preferences history: every record kept (deleted by age, never compacted) for
+    HERALD_PREFERENCES_HISTORY_RETENTION_SECONDS. Created if missing; an existing topic is left as it is."""
+    configs = {
+        "cleanup.policy": "delete",
+        "retention.ms": str(int(settings.preferences_history_retention_seconds * 1000)),
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        await admin.start()
+        if name in set(await admin.list_topics()):
+            return
+        response = await admin.create_topics(
+            [NewTopic(name, settings.partitions, settings.replication_factor, topic_configs=configs)]
+        )
+    except KafkaError as exc:
+        raise TopicCreationError(f"cannot create {name}: {exc}", retriable=bool(exc.retriable)) from exc
+    finally:
+        await admin.close()
+    # Another process may have created it meanwhile: that is success too.
+    for entry in response.topic_errors:
+        if entry[1] not in (0, TopicAlreadyExistsError.errno):
+            error = for_code(entry[1])
+            raise TopicCreationError(
+                f"the broker refused to create {name}: {error.__name__}", retriable=error.retriable
+            )

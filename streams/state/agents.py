@@ -12,6 +12,7 @@ from streams.effects import Effects, Rejected
 from streams.runtime.outbox import Outbox
 from streams.runtime.worker import Worker
 from streams.state.directory import Applied, StateChange, apply_preferences, apply_profile
+from streams.state.history import History
 
 Step = Callable[[Worker, Any], StateChange]
 
@@ -27,8 +28,17 @@ def _profile_step(worker: Worker, message: Any) -> StateChange:
 def _preferences_step(worker: Worker, message: Any) -> StateChange:
     key = message.key
     current = worker.tables.preferences.get(key.decode(errors="replace")) if key is not None else None
+    history = History.of(
+        worker.topics.names.preferences_history, message.headers, message.timestamp, worker.clock()
+    )
     return apply_preferences(
-        message.topic, key, message.value, message.partition, worker.settings.partitions, current
+        message.topic,
+        key,
+        message.value,
+        message.partition,
+        worker.settings.partitions,
+        current,
+        history=history,
     )
 
 

@@ -17,6 +17,7 @@ from schemas.preferences import Preferences, PreferencesUpdate, merge
 from schemas.reasons import RejectReason
 from schemas.users import ProfileUpdate, UserProfile
 from streams.effects import Effects, Record, Rejected, TableWrite
+from streams.state.history import History
 
 _partitioner = DefaultPartitioner()
 
@@ -122,8 +123,11 @@ def apply_preferences(
     partitions: int,
     current: Preferences | None,
     stage: DeadLetterStage = DeadLetterStage.PREFERENCES,
+    *,
+    history: History | None = None,
 ) -> StateChange:
-    """A preferences-topic record merged into the user's stored preferences."""
+    """A preferences-topic record merged into the user's stored preferences; with `history`, also recorded
+    there (every source's changes come through here)."""
     try:
         moved = rehome(topic, key, value, partition, partitions)
         if moved is not None:
@@ -131,7 +135,10 @@ def apply_preferences(
         assert key is not None
         user_id = key.decode(errors="replace")
         if value is None:
-            return StateChange(Applied.APPLIED, Effects(writes=[TableWrite("preferences", user_id, None)]))
+            effects = Effects(writes=[TableWrite("preferences", user_id, None)])
+            if history is not None:
+                effects.records += history.records(user_id, None, changed=current is not None)
+            return StateChange(Applied.APPLIED, effects)
         update = parse_preferences(key, value)
         try:
             merged = merge(current, update)
@@ -143,6 +150,8 @@ def apply_preferences(
         if not update.is_whole:
             # As for profiles: what compaction keeps of a user must be whole.
             effects.records.append(Record.of(topic, user_id, PreferencesUpdate.whole(merged)))
+        if history is not None:
+            effects.records += history.records(user_id, update, changed=merged != current)
         return StateChange(Applied.APPLIED, effects)
     except (InvalidProfile, InvalidPreferences) as exc:
         return StateChange(Applied.REJECTED, Effects(rejected=[Rejected(exc, stage)]))

@@ -52,6 +52,7 @@ class Stack:
                 "HERALD_TOPIC_USERS": self.topic("users"),
                 "HERALD_TOPIC_RULES": self.topic("rules"),
                 "HERALD_TOPIC_PREFERENCES": self.topic("preferences"),
+                "HERALD_TOPIC_PREFERENCES_HISTORY": self.topic("preferences.history"),
                 "HERALD_TOPIC_ROUTED": self.topic("routed"),
                 "HERALD_TOPIC_INAPP": self.topic("deliver.inapp"),
                 "HERALD_TOPIC_EMAIL": self.topic("deliver.email"),

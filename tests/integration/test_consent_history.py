@@ -47,7 +47,6 @@ def herald(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 def changed(stack_factory: Any) -> tuple[Stack, datetime, datetime]:
     """A worker, and the changes above made through the CLI one after the other; the times around them."""
     stack: Stack = stack_factory(HERALD_WORKER_PORT=str(free_port()))
-    stack.extra_env["HERALD_TOPIC_PREFERENCES_HISTORY"] = stack.topic("preferences.history")
     assert home_partition(ANN, PARTITIONS) == home_partition(BOB, PARTITIONS)  # one partition, two users
     process = stack.spawn("worker", "-l", "info", log_name="worker")
     asyncio.run(wait_ready(f"http://127.0.0.1:{stack.env['HERALD_WORKER_PORT']}/readyz", process))

@@ -24,8 +24,9 @@ from bench.workload import write_rules
 
 # The limit is measured with the pipeline, on the same backlog; the peers come after it, to set beside it.
 PHASES = ("pipeline", "peers", "memory", "gateway")
-# Run only when named in --only: WebSocket server stacks side by side (about 4 minutes; no broker used).
-OPTIONAL_PHASES = ("ws-stacks",)
+# Run only when named in --only: WebSocket server stacks side by side (about 4 minutes; no broker used); the
+# worker's state (issue 16, bench.state: cold recovery on each store, a clean restart, delivery cost).
+OPTIONAL_PHASES = ("ws-stacks", "state")
 
 
 def machine() -> dict[str, Any]:
@@ -58,6 +59,7 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
     from bench.memory import measure_memory
     from bench.peers import measure_peers
     from bench.pipeline import measure_pipeline
+    from bench.state import measure_state
     from bench.ws_stack_servers import STACKS
     from bench.ws_stacks import measure_ws_stacks
 
@@ -93,6 +95,10 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
                 began = time.monotonic()
                 result["gateway"] = await measure_gateway(broker.bootstrap, tmp, sizes)
                 timings["gateway"] = time.monotonic() - began
+            if "state" in phases:
+                began = time.monotonic()
+                result["state"] = await measure_state(broker.bootstrap, tmp, sizes, rules, templates)
+                timings["state"] = time.monotonic() - began
             if "ws-stacks" in phases:
                 began = time.monotonic()
                 sockets = 5000 if sizes is FULL else 1000

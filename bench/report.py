@@ -74,6 +74,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         if m.get("ok"):
             together = " (both stores at once)" if m.get("concurrent") else ""
             out.append((f"  start to ready (table recovery){together}", _fmt(m["ready_seconds"], "s"), ""))
+    if "state" in result:
+        out += state_rows(result["state"])
     for g in result.get("gateway", []):
         n = g["connections"]
         out.append(
@@ -139,6 +141,59 @@ def peer_rows(peers: dict[str, Any], limit: float | None) -> list[tuple[str, str
             (
                 f"  herald pipeline / ceiling ({peers['ceiling_bound_by']}, the slowest channel)",
                 _ratio(peers.get("herald_pipeline_to_ceiling")),
+                "",
+            )
+        )
+    return out
+
+
+def state_rows(state: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The worker's state (bench.state): recovery and restart per store, peak RSS, delivery cost."""
+    out: list[tuple[str, str, str]] = []
+    users = state["users"]
+    runs = (
+        ("cold_memory", "cold recovery, memory"),
+        ("cold_rocksdb", "cold recovery, RocksDB"),
+        ("restart_rocksdb", "clean restart, RocksDB"),
+    )
+    for key, name in runs:
+        r = state.get(key)
+        if r is None:
+            continue
+        if not r.get("ok"):
+            out.append((f"{name} ({users:,} users)", f"failed: {r.get('error', '')[:40]}", ""))
+            continue
+        out.append((f"{name} ({users:,} users): start to ready", _fmt(r["ready_seconds"], "s"), ""))
+        if r.get("records_per_second") is not None:
+            out.append(("  changelog records/s while recovering", _fmt(r["records_per_second"], "rec/s"), ""))
+        to_ready = r.get("peak_rss_to_ready_bytes")
+        if to_ready is None:
+            out.append(("  worker peak RSS", _fmt(r["peak_rss_bytes"], "MB"), ""))
+        else:  # after ready, the bench's /metrics scrape counts a RocksDB table's keys by reading it
+            peaks = f"{_fmt(to_ready, 'MB')} / {_fmt(r['peak_rss_bytes'], 'MB')}"
+            out.append(("  worker peak RSS: to ready / whole run", peaks, ""))
+    if "clean_stop_mark" in state:
+        stop = state.get("cold_rocksdb", {}).get("stop_seconds", float("nan"))
+        mark = "left" if state["clean_stop_mark"] else "MISSING"
+        out.append(("  RocksDB SIGTERM: seconds to exit, clean-stop mark", f"{stop:.1f} s, {mark}", ""))
+        if "rocksdb_disk_bytes" in state:
+            out.append(("  RocksDB data on disk after the stop", _fmt(state["rocksdb_disk_bytes"], "MB"), ""))
+    cost = state.get("delivery_cost")
+    if cost:
+        h = cost["history"]
+        out.append(("delivery cost, new recipient (in-process)", f"{cost['new_us_0']:,.1f} µs", ""))
+        out.append(
+            (
+                f"  recipient with {h:,} deliveries",
+                f"{cost['new_us_history']:,.1f} µs (x{cost['new_ratio']:.2f})",
+                "",
+            )
+        )
+        out.append(("  old design (57e1105), new recipient", f"{cost['old_us_0']:,.1f} µs", ""))
+        out.append(
+            (
+                f"  old design, {h:,} deliveries",
+                f"{cost['old_us_history']:,.1f} µs (x{cost['old_ratio']:.2f})",
                 "",
             )
         )

@@ -20,6 +20,7 @@ class Sizes:
     gateway_seconds: float
     peer_events: int  # the backlog each routing peer drains (bench.peers)
     ceiling_notifications: int  # sends per channel in the delivery ceiling's bare loop
+    state_users: int  # users in the changelogs the state phase recovers (bench.state)
 
 
 FULL = Sizes(
@@ -35,6 +36,7 @@ FULL = Sizes(
     gateway_seconds=15.0,
     peer_events=20_000,
     ceiling_notifications=3_000,
+    state_users=1_000_000,
 )
 
 QUICK = Sizes(
@@ -50,6 +52,7 @@ QUICK = Sizes(
     gateway_seconds=6.0,
     peer_events=5_000,
     ceiling_notifications=1_000,
+    state_users=100_000,
 )
 
 TINY = Sizes(
@@ -65,6 +68,7 @@ TINY = Sizes(
     gateway_seconds=3.0,
     peer_events=300,
     ceiling_notifications=100,
+    state_users=500,
 )
 
 BY_NAME = {s.name: s for s in (FULL, QUICK, TINY)}

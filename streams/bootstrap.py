@@ -138,9 +138,9 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     lag = ConsumerLag(settings.bootstrap_servers, app.conf.id, lambda: app.topics.acking_topics, registry)
     TableKeys(
         {
-            "users": lambda: len(tables.users),
-            "preferences": lambda: len(tables.preferences),
-            "delivered": lambda: len(tables.delivered),
+            "users": tables.users.key_count,
+            "preferences": tables.preferences.key_count,
+            "delivered": tables.delivered.key_count,
         },
         registry,
     )

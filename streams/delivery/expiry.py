@@ -5,7 +5,8 @@ between which the event loop serves the agents."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection
+import itertools
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,13 +42,13 @@ class DedupExpiry:
         the delivery that wrote it wrote its changelog. Entries of partitions owned by another worker now
         (a memory store keeps what it once held) are left to that worker."""
         now = self.clock()
-        keys = list(self.table.data.keys())
         removed = 0
-        for start in range(0, len(keys), CHUNK):
+        keys = self._keys()
+        while chunk := list(itertools.islice(keys, CHUNK)):
             owned = self.owned()
             sends = []
             # No await in this loop: a delivery cannot rewrite a key between its check and its deletion.
-            for key in keys[start : start + CHUNK]:
+            for key in chunk:
                 value = self.table.data.get(key)
                 if value is None or not is_expired(value, now, self.retention_seconds):
                     continue
@@ -62,3 +63,13 @@ class DedupExpiry:
                 removed += len(sends)
             await asyncio.sleep(0)
         return removed
+
+    def _keys(self) -> Iterator[Any]:
+        """The table's keys, a chunk at a time. A dict (the memory store) cannot be walked while the agents
+        change it between chunks, so its keys are copied first (references only); RocksDB's iterator reads a
+        consistent view of the database and is walked as it goes, never holding every key at once."""
+        store = self.table.data
+        held = store if isinstance(store, dict) else getattr(store, "data", None)
+        if isinstance(held, dict):
+            return iter(list(held))
+        return iter(store.keys())

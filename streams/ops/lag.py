@@ -189,7 +189,8 @@ class TableKeys(Collector):
     def collect(self) -> Iterable[Metric]:
         family = GaugeMetricFamily(
             TABLE_KEYS,
-            "Keys held in each table on this worker (active and standby partitions)",
+            "Keys held in each table on this worker: active and standby partitions on the memory store, "
+            "active ones estimated by RocksDB on the RocksDB store",
             labels=["table"],
         )
         for table, size in self._sizes.items():

@@ -95,6 +95,22 @@ async def test_the_sweep_deletes_expired_entries_of_owned_partitions_with_tombst
     assert await expiry.sweep() == 0
 
 
+async def test_the_sweep_walks_a_large_table_a_chunk_at_a_time_while_it_changes() -> None:
+    from streams.delivery.expiry import CHUNK
+
+    entries = {entry_key(f"user-{i}", "old"): 10.0 for i in range(CHUNK * 2 + 7)}
+    table = _Table(entries)
+    expiry = DedupExpiry(table, lambda: set(range(8)), 8, retention_seconds=50, clock=lambda: 100.0)
+
+    async def deliver_meanwhile() -> None:
+        await asyncio.sleep(0)  # between two chunks: an agent writes a new entry
+        table.data[entry_key("late", "new")] = 99.0
+
+    removed, _ = await asyncio.gather(expiry.sweep(), deliver_meanwhile())
+    assert removed == CHUNK * 2 + 7
+    assert table.data == {entry_key("late", "new"): 99.0}
+
+
 async def test_recipient_locks_serialise_one_recipient_and_forget_idle_ones() -> None:
     import asyncio
 

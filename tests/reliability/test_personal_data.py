@@ -72,7 +72,11 @@ async def test_no_user_id_address_number_or_token_reaches_a_log_line_or_a_dead_l
     deployment: Deployment, report: Any
 ) -> None:
     providers = deployment.providers
-    deployment.stack.extra_env.update(providers.env() | {"HERALD_PSEUDONYM_KEY": KEY})
+    # No timeouts are injected here, so the providers get a production-like timeout rather than the harness's
+    # 1 s: the worker's first FCM calls (OAuth token, then five sends at once) once took longer than 1 s on a
+    # busy machine, retried until the circuit gave up, and the refused tokens were never quoted to be checked.
+    timeouts = {f"HERALD_{p}_TIMEOUT_SECONDS": "10" for p in ("FCM", "SENDGRID", "TWILIO", "SNS")}
+    deployment.stack.extra_env.update(providers.env() | timeouts | {"HERALD_PSEUDONYM_KEY": KEY})
     await deployment.start_worker("worker-1")
     users = deployment.users(USERS)
     await deployment.add_users(users, "worker-1")

@@ -82,7 +82,7 @@ async def test_a_clean_restart_reads_the_tail_and_a_crash_reads_it_all(stack_fac
     starts = reading_starts(stack.log("worker-2"), changelog)
     # Each partition's reading began after the last record it had read before the stop.
     assert starts == last, (starts, last)
-    assert await known(stack, "u3", "e-1") and await known(stack, f"u{BEFORE + 3}", "e-2")
+    assert await known(stack, f"u{BEFORE + 3}", "e-1")  # from the tail read after the restart
 
     second.send_signal(signal.SIGKILL)
     await asyncio.to_thread(second.wait, 30)
@@ -92,4 +92,4 @@ async def test_a_clean_restart_reads_the_tail_and_a_crash_reads_it_all(stack_fac
     assert "did not stop cleanly" in log
     starts = reading_starts(log, changelog)
     assert starts and all(offset == -1 for offset in starts.values()), starts
-    assert await known(stack, "u5", "e-3") and await known(stack, f"u{BEFORE + 5}", "e-4")
+    assert await known(stack, "u5", "e-2")  # stored before the first stop: read back from the start

@@ -19,7 +19,7 @@ from streams.state.directory import home_partition
 from tests.reliability.harness import Deployment, Outputs
 from tests.reliability.invariants import Expected, check, expected_notifications
 
-EVENTS = 1200
+EVENTS = 600
 USERS = 60  # who the events go to
 HELD_USERS = 1000  # profiles in the users table: a changelog worth not reading again on takeover
 PARTITIONS = 4

@@ -155,3 +155,16 @@ async def wait_for_metric(stack: Stack, sample: str, at_least: float, timeout: f
                     return
             await asyncio.sleep(0.2)
     raise AssertionError(f"{sample} did not reach {at_least}")
+
+
+def herald(stack: Stack, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A `herald` command run as users run it (a process of its own) against this stack's settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +15,7 @@ from adapters.broker.embedded import free_port
 from schemas.preferences import PreferencesChange
 from streams.cli.consent import json_lines, read_history, summary
 from streams.state.directory import home_partition
-from tests.integration.stack import ROOT, Stack, read_topic, wait_ready
+from tests.integration.stack import Stack, herald, read_topic, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +29,6 @@ CHANGES = [
     (ANN, ["--quiet", "weekdays=22:00-07:00"], "quiet hours weekdays 22:00-07:00"),
     (ANN, ["--unmute", "--opt-in", "marketing:email"], "unmuted; opted in to marketing:email"),
 ]
-
-
-def herald(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from adapters.broker.embedded import free_port
 from adapters.email.sink import SmtpSink
 from schemas.status import DeliveryStatus
 from tests.fakes.twilio import FakeTwilio
-from tests.integration.stack import ROOT, Stack, produce, read_topic, wait_for_metric, wait_ready
+from tests.integration.stack import Stack, herald, produce, read_topic, wait_for_metric, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -52,18 +51,6 @@ rules:
 def twilio() -> Iterator[FakeTwilio]:
     with FakeTwilio() as server:
         yield server
-
-
-def herald(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 def start_worker(stack: Stack) -> subprocess.Popen[bytes]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,25 +17,13 @@ from adapters.broker.topics import ensure_topics
 from schemas.channels import Channel
 from schemas.status import DeliveryStatus
 from streams.state.directory import home_partition
-from tests.integration.stack import ROOT, Stack
+from tests.integration.stack import Stack, herald
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4  # what Stack gives HERALD_PARTITIONS
 OLD_RECORDS_PER_USER = 40  # 5 to 4 hours old, before every --since below; one in three not a status
 ANN, EVE = "ann", "eve"
-
-
-def herald(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 def status(ago: timedelta, recipient: str, event_id: str, channel: str, **fields: Any) -> DeliveryStatus:

@@ -3,22 +3,20 @@ pure summary and table first; the reading of the user's one partition at the end
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from adapters.broker.offsets import checked_end_offsets
-from kernel.errors import BrokerError
 from schemas.preferences import PreferencesChange, QuietWindow, Weekday
-from streams.cli.trace import SEEK_SLACK, first_offset_at
+from streams.cli.topic_ranges import fetch, offsets_at
+from streams.cli.trace import SEEK_SLACK
 from streams.state.directory import home_partition
 
-PATIENCE_SECONDS = 30.0  # without a fetch answer: the broker is gone, say so rather than hang
 _DAYS = list(Weekday)
 _DAY_GROUPS = {tuple(_DAYS): "every day", tuple(_DAYS[:5]): "weekdays", tuple(_DAYS[5:]): "weekend"}
 _OPTED = {False: "opted out of", True: "opted in to", None: "back to the default:"}
@@ -129,55 +127,10 @@ async def read_history(bootstrap: list[str], topic: str, user_id: str, since: da
         end = (await checked_end_offsets(bootstrap, await consumer.end_offsets([tp])))[tp]
         start = (await consumer.beginning_offsets([tp]))[tp]
         if since is not None:
-            start = await _offset_at(consumer, tp, since - SEEK_SLACK, start, end)
+            start = max(start, (await offsets_at(consumer, since - SEEK_SLACK, {tp: end}))[tp])
         return await _read(consumer, tp, start, end, user_id, since)
     finally:
         await consumer.stop()
-
-
-async def _offset_at(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, moment: datetime, low: int, end: int
-) -> int:
-    """The first offset at or after `moment`: the broker's answer (ListOffsets by time), checked against the
-    record it points to; by bisection when it is not one (Tansu 0.6 answers 0 whatever the time)."""
-    timestamp_ms = int(moment.timestamp() * 1000)
-    answer = (await consumer.offsets_for_times({tp: timestamp_ms})).get(tp)
-    offset = end if answer is None else max(low, min(answer.offset, end))
-
-    async def record_at(at: int) -> tuple[int, int] | None:
-        if at >= end:
-            return None
-        consumer.seek(tp, at)
-        consumer.resume(tp)
-        try:
-            records = await _fetch(consumer, tp, end, max_records=1)
-        finally:
-            consumer.pause(tp)
-        return next(((r.offset, r.timestamp) for r in records if r.offset < end), None)
-
-    found = await record_at(offset)
-    if found is not None and found[1] < timestamp_ms:
-        offset = await first_offset_at(timestamp_ms, found[0] + 1, end, record_at)
-    return offset
-
-
-async def _fetch(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, stop: int, max_records: int | None = None
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """The next records of `tp` if it is short of `stop`; [] once it is not."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + PATIENCE_SECONDS
-    while await consumer.position(tp) < stop:
-        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = await consumer.getmany(
-            tp, timeout_ms=500, max_records=max_records
-        )
-        if records := batch.get(tp):
-            return records
-        if loop.time() > deadline:
-            raise BrokerError(
-                f"no answer for partition {tp.partition} of {tp.topic} in {PATIENCE_SECONDS:.0f} s"
-            )
-    return []
 
 
 async def _read(
@@ -194,8 +147,8 @@ async def _read(
     key = user_id.encode()
     consumer.seek(tp, start)
     consumer.resume(tp)
-    while records := await _fetch(consumer, tp, end):
-        for record in records:
+    while batch := await fetch(consumer, {tp: end}):
+        for record in batch.get(tp, []):
             if record.offset >= end:
                 return found
             if record.key != key or record.value is None:

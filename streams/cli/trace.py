@@ -3,20 +3,19 @@ pure query, filter and table first; the reading, with timestamps turned into off
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from adapters.broker.offsets import checked_end_offsets
-from kernel.errors import BrokerError, InvalidInput
+from kernel.errors import InvalidInput
 from schemas.status import DeliveryStatus
+from streams.cli.topic_ranges import fetch, offsets_at
 from streams.state.directory import home_partition
 
 DEFAULT_SINCE = "24h"
@@ -26,7 +25,6 @@ _DURATION = re.compile(r"(\d+)([smhdw])")
 # settles first, a failed produce is retried): offsets are sought from a little before --since to a little
 # after --until, and what is printed is chosen by `at`.
 SEEK_SLACK = timedelta(minutes=5)
-PATIENCE_SECONDS = 30.0  # without a fetch answer: the broker is gone, say so rather than hang
 NOTIFICATION_ID_SHOWN = 12  # `ntf_` and 8 hex digits: enough to tell a trace's notifications apart
 
 
@@ -155,26 +153,6 @@ def _when(moment: datetime, *, precise: bool = False) -> str:
     return text[:-3] if precise else text
 
 
-# Where the record at or after an offset is: (its offset, its timestamp in ms), or None past the end.
-RecordAt = Callable[[int], Awaitable[tuple[int, int] | None]]
-
-
-async def first_offset_at(timestamp_ms: int, low: int, high: int, record_at: RecordAt) -> int:
-    """Where to start reading [low, high) for the records at or after `timestamp_ms`: the first such record's
-    offset, or one of the empty offsets before it (`high` if none), by bisection, since a partition's
-    timestamps rise with its offsets."""
-    while low < high:
-        middle = (low + high) // 2
-        found = await record_at(middle)
-        if found is None or found[0] >= high:
-            high = middle
-        elif found[1] < timestamp_ms:
-            low = found[0] + 1
-        else:
-            high = middle
-    return low
-
-
 @dataclass
 class Read:
     """What a trace read: the statuses it asks for, and how many records it could not decode."""
@@ -203,8 +181,8 @@ async def read_trace(bootstrap: list[str], topic: str, query: TraceQuery) -> Rea
         consumer.assign(chosen)
         consumer.pause(*chosen)  # each is fetched only once it is sought where it is needed
         ends = await checked_end_offsets(bootstrap, await consumer.end_offsets(chosen))
-        starts = await _offsets_at(consumer, query.since - SEEK_SLACK, ends)
-        stops = ends if query.until is None else await _offsets_at(consumer, query.until + SEEK_SLACK, ends)
+        starts = await offsets_at(consumer, query.since - SEEK_SLACK, ends)
+        stops = ends if query.until is None else await offsets_at(consumer, query.until + SEEK_SLACK, ends)
         return await _read_ranges(consumer, starts, stops, query)
     finally:
         await consumer.stop()
@@ -213,64 +191,6 @@ async def read_trace(bootstrap: list[str], topic: str, query: TraceQuery) -> Rea
 async def _partition_count(consumer: AIOKafkaConsumer, topic: str) -> int:
     await consumer.topics()  # refreshes the metadata
     return len(consumer.partitions_for_topic(topic) or ())
-
-
-async def _offsets_at(
-    consumer: AIOKafkaConsumer, moment: datetime, ends: dict[TopicPartition, int]
-) -> dict[TopicPartition, int]:
-    """Each partition's first offset at or after `moment`: the broker's answer (ListOffsets by time), checked
-    against the record it points to. Tansu 0.6 answers offset 0 whatever the time: a record there from
-    before `moment` shows the answer is not one, and the offset is then found by bisection."""
-    timestamp_ms = int(moment.timestamp() * 1000)
-    answers = await consumer.offsets_for_times({tp: timestamp_ms for tp in ends})
-    offsets: dict[TopicPartition, int] = {}
-    for tp, end in ends.items():
-        answer = answers.get(tp)
-        offset = end if answer is None else min(answer.offset, end)
-        found = await _record_at(consumer, tp, offset, end)
-        if found is not None and found[1] < timestamp_ms:
-            offset = await first_offset_at(
-                timestamp_ms, found[0] + 1, end, partial(_record_at, consumer, tp, end=end)
-            )
-        offsets[tp] = offset
-    return offsets
-
-
-async def _record_at(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, end: int
-) -> tuple[int, int] | None:
-    """The first record at or after `offset` and before `end`: its offset and timestamp."""
-    if offset >= end:
-        return None
-    consumer.seek(tp, offset)
-    consumer.resume(tp)
-    try:
-        batch = await _fetch(consumer, {tp: end}, max_records=1)
-    finally:
-        consumer.pause(tp)
-    for record in batch.get(tp, []):
-        return (record.offset, record.timestamp) if record.offset < end else None
-    return None
-
-
-async def _fetch(
-    consumer: AIOKafkaConsumer, stops: dict[TopicPartition, int], max_records: int | None = None
-) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-    """The next records of the partitions in `stops` that are short of their stop; {} once none is."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + PATIENCE_SECONDS
-    while pending := [tp for tp, stop in stops.items() if await consumer.position(tp) < stop]:
-        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = await consumer.getmany(
-            *pending, timeout_ms=500, max_records=max_records
-        )
-        if any(batch.values()):
-            return batch
-        if loop.time() > deadline:
-            where = ", ".join(str(tp.partition) for tp in pending)
-            raise BrokerError(
-                f"no answer for partitions {where} of the status topic in {PATIENCE_SECONDS:.0f} s"
-            )
-    return {}
 
 
 async def _read_ranges(
@@ -287,7 +207,7 @@ async def _read_ranges(
     found: list[DeliveryStatus] = []
     unreadable = 0
     key = None if query.user_id is None else query.user_id.encode()
-    while batch := await _fetch(consumer, reading):
+    while batch := await fetch(consumer, reading):
         for tp, records in batch.items():
             for record in records:
                 if record.offset >= reading[tp]:

@@ -12,9 +12,9 @@ from aiokafka.partitioner import murmur2
 from kernel.errors import InvalidInput
 from schemas.channels import Channel
 from schemas.status import DeliveryStatus
+from streams.cli.topic_ranges import first_offset_at
 from streams.cli.trace import (
     TraceQuery,
-    first_offset_at,
     json_lines,
     parse_duration,
     parse_moment,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,11 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kernel.errors import ConfigurationError
 
 Port = Annotated[int, Field(ge=1, le=65535)]
-# What a produce request adds to one record's key and value (batch header, record framing; Herald sends no
-# headers): aiokafka refuses a record whose estimate is over the producer's max_request_size.
+# What a produce request adds to one record's key and value (batch header, record framing, the inbox feed's
+# few header bytes): aiokafka refuses a record whose estimate is over the producer's max_request_size.
 RECORD_FRAMING_BYTES = 1024
 # What a gateway frame adds around the one notification it may carry (its own fields, an escaped request id
-# and cursor): a frame holding one notification of HERALD_MAX_RECORD_BYTES is at most this much larger.
+# and cursor): a frame holding one notification of HERALD_INAPP_MAX_BYTES is at most this much larger.
 GATEWAY_FRAME_OVERHEAD_BYTES = 4096
 
 
@@ -203,12 +204,30 @@ class Settings(BaseSettings):
     gateway_idle_timeout_seconds: float = Field(default=0.0, ge=0)
     gateway_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
     gateway_body_timeout_seconds: float = Field(default=10.0, gt=0)
-    inbox_topic: str = "herald.inbox"
+    # Where the gateway asks the worker that owns a user's inbox (any worker: one that does not own the user
+    # forwards the request to the one that does), and the shared secret of that internal endpoint.
+    gateway_worker_url: str = "http://127.0.0.1:6066"
+    gateway_owner_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    internal_secret: SecretStr | None = Field(default=None, min_length=32)
+
+    # --- in-app inbox (kept by the worker: streams/inbox) -------------------------------------------------
+    inbox_commands_topic: str = "herald.inbox.commands"
+    inbox_feed_topic: str = "herald.inbox.feed"
+    # Gateways read the feed from its end: it only has to outlive a gateway's restart.
+    inbox_feed_retention_seconds: float = Field(default=3600.0, ge=60)
+    # Per user: the newest kept; each notification's index line costs ~50 bytes in the user's index record.
     inbox_size: int = Field(default=100, ge=1, le=10_000)
+    inbox_retention_days: float = Field(default=90.0, gt=0)
+    inbox_sweep_seconds: float = Field(default=3600.0, gt=0)
+    # A larger in-app notification is dead-lettered (too_large) instead of being kept and pushed.
+    inapp_max_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     # --- worker ops endpoint (metrics, health) ------------------------------------------------------------
     worker_host: str = "127.0.0.1"
     worker_port: Port = 6066
+    # How other workers and the gateway reach this worker's ops endpoint (requests for an inbox it owns are
+    # forwarded here). Default: http://<HERALD_WORKER_HOST, or this host's name if that is 0.0.0.0>:<port>.
+    worker_advertised_url: str | None = None
     worker_header_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_body_timeout_seconds: float = Field(default=30.0, gt=0)
     # The ops endpoint as providers reach it (through your ingress), e.g. https://hooks.example.com: turns
@@ -307,13 +326,24 @@ class Settings(BaseSettings):
     def _gateway_budgets_fit(self) -> None:
         # One frame must always fit an empty send queue, or a client would be closed as slow on every attempt:
         # a notification frame, or a reply holding one notification (of at most HERALD_MAX_RECORD_BYTES).
-        largest = max(self.max_record_bytes, self.gateway_list_reply_bytes) + GATEWAY_FRAME_OVERHEAD_BYTES
+        largest = max(self.inapp_max_bytes, self.gateway_list_reply_bytes) + GATEWAY_FRAME_OVERHEAD_BYTES
         if self.gateway_send_queue_bytes < largest:
             raise ValueError(
                 f"HERALD_GATEWAY_SEND_QUEUE_BYTES must be at least {largest}: the larger of "
-                f"HERALD_MAX_RECORD_BYTES and HERALD_GATEWAY_LIST_REPLY_BYTES, plus "
+                f"HERALD_INAPP_MAX_BYTES and HERALD_GATEWAY_LIST_REPLY_BYTES, plus "
                 f"{GATEWAY_FRAME_OVERHEAD_BYTES} bytes of frame, so one frame always fits"
             )
+        if self.inapp_max_bytes + GATEWAY_FRAME_OVERHEAD_BYTES > self.max_record_bytes:
+            raise ValueError(
+                "HERALD_INAPP_MAX_BYTES must leave room for a frame around it within HERALD_MAX_RECORD_BYTES"
+            )
+
+    @property
+    def advertised_worker_url(self) -> str:
+        if self.worker_advertised_url is not None:
+            return self.worker_advertised_url.rstrip("/")
+        host = socket.gethostname() if self.worker_host in ("0.0.0.0", "::") else self.worker_host  # noqa: S104
+        return f"http://{host}:{self.worker_port}"
 
     @property
     def broker_url(self) -> str:

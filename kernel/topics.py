@@ -11,11 +11,11 @@ from schemas.channels import Channel
 # The scheduler's fixed delays: every record of a tier waits the same time (see streams.scheduling).
 SCHEDULER_TIERS_SECONDS = (1, 5, 30, 300, 3600)
 
-# Channels with provider delivery, and so retry topics; in-app is delivered by the gateway.
+# Channels with provider delivery, and so retry topics; in-app is kept in the worker's inbox table.
 RETRYING_CHANNELS = (Channel.EMAIL, Channel.PUSH, Channel.SMS)
 
 # The worker's Faust tables, by name; each has a compacted changelog `<app id>-<name>-changelog`.
-TABLES = ("users", "preferences", "delivered", "digests", "throttles")
+TABLES = ("users", "preferences", "delivered", "digests", "throttles", "inbox")
 
 
 def retry_topic_name(base: str, tier: int) -> str:
@@ -46,7 +46,8 @@ class TopicNames:
     scheduled: dict[int, str]
     status: str
     dlq: str
-    inbox: str
+    inbox_commands: str
+    inbox_feed: str
     changelogs: dict[str, str]
 
     @classmethod
@@ -72,31 +73,31 @@ class TopicNames:
             },
             status=settings.topic_status,
             dlq=settings.topic_dlq,
-            inbox=settings.inbox_topic,
+            inbox_commands=settings.inbox_commands_topic,
+            inbox_feed=settings.inbox_feed_topic,
             changelogs={table: changelog_topic_name(settings.app_id, table) for table in TABLES},
         )
 
     @property
     def compacted(self) -> frozenset[str]:
         """Topics that hold the latest record per key (state), not a stream of records."""
-        return frozenset({self.users, self.preferences, self.rules, self.inbox})
+        return frozenset({self.users, self.preferences, self.rules})
 
     @property
     def batch_fed(self) -> frozenset[str]:
         """The hot path's topics, whose agents take a whole fetched batch per partition at a time: events,
-        routed, and the fresh delivery topics a worker consumes (in-app's is the gateway's)."""
-        consumed = (name for channel, name in self.delivery.items() if channel in RETRYING_CHANNELS)
-        return frozenset({self.events, self.routed, *consumed})
+        routed, the fresh delivery topics and the inbox's commands."""
+        return frozenset({self.events, self.routed, *self.delivery.values(), self.inbox_commands})
 
     @property
     def copartitioned(self) -> tuple[str, ...]:
         """Topics whose partition counts must match, so a user's state and events meet on one worker."""
-        return (self.users, self.preferences, self.routed)
+        return (self.users, self.preferences, self.routed, self.delivery[Channel.INAPP], self.inbox_commands)
 
     def provisioned(self) -> tuple[str, ...]:
         """Every topic Herald creates before anything produces (Faust creates the changelogs itself), with
-        the configured partitions; the rules topic (one partition) and the preferences history (its own
-        retention) are created apart (see provisioning)."""
+        the configured partitions; the rules topic (one partition), the preferences history and the inbox
+        feed (their own retention) are created apart (see provisioning)."""
         return (
             self.events,
             self.users,
@@ -107,5 +108,5 @@ class TopicNames:
             *self.scheduled.values(),
             self.status,
             self.dlq,
-            self.inbox,
+            self.inbox_commands,
         )

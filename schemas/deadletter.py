@@ -30,6 +30,8 @@ class DeadLetterStage(StrEnum):
     EMAIL = "email"
     PUSH = "push"
     SMS = "sms"
+    INAPP = "inapp"  # an in-app notification the inbox could not keep
+    INBOX_COMMAND = "inbox.command"  # a client's read/archive change
 
     @classmethod
     def route(cls, channel: Channel) -> DeadLetterStage:
@@ -37,7 +39,6 @@ class DeadLetterStage(StrEnum):
 
     @classmethod
     def delivery(cls, channel: Channel) -> DeadLetterStage:
-        """Raises ValueError for in-app, which the gateway delivers (it dead-letters nothing)."""
         return cls(channel.value)
 
 

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 
 from schemas.deadletter import DeadLetter
 from schemas.events import DomainEvent
+from schemas.inbox import InboxCommand
 from schemas.notifications import EmailNotification, InAppNotification, PushNotification, SmsNotification
 from schemas.preferences import PreferencesUpdate
 from schemas.rules import RuleSet
@@ -37,6 +38,7 @@ WIRE_FORMATS: Final[dict[str, Any]] = {
     "rules": RuleSet,  # the rules topic (and file)
     "profile": ProfileUpdate,  # herald.users: a profile, whole or in part
     "preferences": PreferencesUpdate,  # herald.preferences: preferences, whole or in part
+    "inbox.command": InboxCommand,  # herald.inbox.commands: a client's read/archive change, for the worker
 }
 
 

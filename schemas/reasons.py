@@ -43,6 +43,7 @@ class RejectReason(StrEnum):
     INVALID_KEY = "invalid_key"  # a state record without the user id as its key
     INVALID_NOTIFICATION = "invalid_notification"  # a record on a delivery topic that is not a notification
     INVALID_SCHEDULED = "invalid_scheduled"  # a scheduler record that is malformed or targets another topic
+    INVALID_COMMAND = "invalid_command"  # an inbox command (herald.inbox.commands) that is malformed
     NO_RULE = "no_rule"
     UNKNOWN_USER = "unknown_user"
     TEMPLATE_ERROR = "template_error"

@@ -24,6 +24,7 @@ class Outcome(StrEnum):
     PROVIDER_FAILED = "provider_failed"  # the provider gave up on it (a DeliveryReason says why)
     OPENED = "opened"  # the recipient opened or read it
     CLICKED = "clicked"  # the recipient followed a link in it
+    READ = "read"  # an in-app notification the recipient marked read (on any of their clients)
 
 
 # The receipt outcomes by rank: per notification, a receipt is written only above the highest rank written so

@@ -93,6 +93,8 @@ def create_app(settings: Settings) -> faust.App:
         # nothing to check; on the embedded broker the check tripped over Tansu's short end offsets (now
         # corrected in adapters.broker.offsets) and stopped workers for nothing.
         recovery_consistency_check=False,
+        # Where other workers forward a gateway's request for an inbox this worker owns (streams.inbox.api).
+        canonical_url=settings.advertised_worker_url,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     if settings.table_store == "rocksdb":

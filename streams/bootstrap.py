@@ -10,9 +10,12 @@ from adapters.http.read_limits import ReadLimits
 from kernel import privacy
 from kernel.errors import ConfigurationError
 from kernel.settings import Settings
+from schemas.channels import Channel
 from streams.app import create_app, herald_version
 from streams.delivery.agents import register_delivery
 from streams.delivery.providers import build_providers
+from streams.inbox.agents import register_inbox
+from streams.inbox.api import InboxApi, Ownership
 from streams.ops.bounce_webhook import WebhookMetrics, bounce_webhook_route, load_public_key, publisher
 from streams.ops.lag import ConsumerLag, TableKeys
 from streams.ops.metrics import WorkerMetrics
@@ -96,6 +99,24 @@ def webhook_routes(settings: Settings, worker: Worker, registry: CollectorRegist
     return [*routes, route]
 
 
+def build_inbox_api(settings: Settings, worker: Worker) -> InboxApi | None:
+    """The gateways' way to the inboxes this worker owns; not served without HERALD_INTERNAL_SECRET."""
+    if settings.internal_secret is None:
+        return None
+    names = worker.topics.names
+    ownership = Ownership(
+        worker.app, names.delivery[Channel.INAPP], names.changelogs["inbox"], settings.partitions
+    )
+    return InboxApi(
+        ownership,
+        worker.tables.inbox.faust.data.get,
+        secret=settings.internal_secret.get_secret_value(),
+        reply_bytes=settings.gateway_list_reply_bytes,
+        own_url=settings.advertised_worker_url,
+        timeout_seconds=settings.gateway_owner_timeout_seconds,
+    )
+
+
 def create_worker(settings: Settings, *, registry: CollectorRegistry | None = None) -> Worker:
     """Wire the worker: the app, its topics, tables, agents and services, with real or given dependencies."""
     privacy.configure(settings.pseudonym_key)
@@ -134,6 +155,8 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     register_routing(worker)
     register_scheduling(worker)
     register_delivery(worker, providers)
+    register_inbox(worker)
+    inbox_api = build_inbox_api(settings, worker)
 
     lag = ConsumerLag(settings.bootstrap_servers, app.conf.id, lambda: app.topics.acking_topics, registry)
     TableKeys(
@@ -141,6 +164,7 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
             "users": tables.users.key_count,
             "preferences": tables.preferences.key_count,
             "delivered": tables.delivered.key_count,
+            "inbox": tables.inbox.key_count,
         },
         registry,
     )
@@ -154,7 +178,10 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
             settings.worker_host,
             settings.worker_port,
             extra_checks=[feed.readiness],
-            extra_routes=webhook_routes(settings, worker, registry),
+            extra_routes=[
+                *webhook_routes(settings, worker, registry),
+                *(inbox_api.routes() if inbox_api is not None else ()),
+            ],
             limits=ReadLimits(
                 header_seconds=settings.worker_header_timeout_seconds,
                 body_seconds=settings.worker_body_timeout_seconds,
@@ -162,5 +189,5 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
             ),
         )
     )
-    app.add_dependency(Closing([providers.aclose]))
+    app.add_dependency(Closing([providers.aclose, *([inbox_api.aclose] if inbox_api is not None else [])]))
     return worker

@@ -14,7 +14,7 @@ from schemas.reasons import DecisionReason
 from schemas.status import DeliveryStatus
 
 # The worker's tables (kernel.topics.TABLES); a write names one.
-TableName = Literal["users", "preferences", "delivered", "digests", "throttles"]
+TableName = Literal["users", "preferences", "delivered", "digests", "throttles", "inbox"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @classmethod
     def of(cls, topic: str, key: str, value: WireModel) -> Record:

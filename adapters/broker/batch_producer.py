@@ -18,6 +18,7 @@ class Outgoing(NamedTuple):
     key: bytes | None
     value: bytes | None
     partition: int | None = None  # None: by the key, as the producer's partitioner chooses
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 async def send_batches(producer: AIOKafkaProducer, records: Iterable[Outgoing]) -> list[asyncio.Future[Any]]:
@@ -36,9 +37,11 @@ async def send_batches(producer: AIOKafkaProducer, records: Iterable[Outgoing]) 
     for (topic, partition), outgoing in by_partition.items():
         batch = producer.create_batch()
         for record in outgoing:
-            if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+            # The C batch builder wants a list.
+            key, value, headers = record.key, record.value, list(record.headers)
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
-                batch.append(key=record.key, value=record.value, timestamp=None)
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures

@@ -125,6 +125,9 @@ def run_dev(settings: Settings, *, users_file: Path) -> int:
             env.update({"HERALD_SMTP_HOST": host, "HERALD_SMTP_PORT": str(port), "HERALD_SMTP_TLS": "none"})
         secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(32)
         env["HERALD_JWT_SECRET"] = secret
+        if settings.internal_secret is None:
+            env["HERALD_INTERNAL_SECRET"] = secrets.token_urlsafe(32)
+        env["HERALD_GATEWAY_WORKER_URL"] = f"http://{settings.worker_host}:{settings.worker_port}"
 
         asyncio.run(provision_topics(settings))
         user_ids = _load_users(settings, users_file)

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from kernel.topics import RETRYING_CHANNELS
 from schemas.channels import Channel
 from schemas.deadletter import DeadLetterStage
+from schemas.inbox import InboxAction
 from schemas.reasons import DEFER_REASONS, SKIP_REASONS, DeliveryReason, RejectReason
 from schemas.status import Outcome
 
@@ -28,12 +29,13 @@ LABEL_VALUES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("herald_provider_attempts_total", "channel"): _PROVIDER_CHANNELS,
     ("herald_provider_attempts_total", "outcome"): frozenset({Outcome.DELIVERED, Outcome.FAILED}),
     ("herald_provider_call_seconds", "channel"): _PROVIDER_CHANNELS,
-    ("herald_end_to_end_seconds", "channel"): _PROVIDER_CHANNELS,
+    ("herald_end_to_end_seconds", "channel"): frozenset(Channel),
     ("herald_retries_total", "channel"): _PROVIDER_CHANNELS,
     ("herald_retries_total", "reason"): frozenset(DeliveryReason),
     ("herald_addresses_removed_total", "channel"): frozenset({Channel.PUSH, Channel.SMS}),
     ("herald_scheduled_total", "reason"): DEFER_REASONS,
     ("herald_released_total", "reason"): DEFER_REASONS,
+    ("herald_inbox_commands_total", "action"): frozenset(InboxAction),
     ("herald_dead_letters_total", "stage"): frozenset(DeadLetterStage),
     ("herald_dead_letters_total", "reason"): frozenset(RejectReason) | frozenset(DeliveryReason),
 }
@@ -91,6 +93,22 @@ class WorkerMetrics:
             "herald_retries_total",
             "Notifications parked on a retry topic, by channel and reason",
             ["channel", "reason"],
+            registry=registry,
+        )
+        self.inbox_stored = Counter(
+            "herald_inbox_stored_total",
+            "In-app notifications kept in their recipient's inbox and pushed to gateways (replays excluded)",
+            registry=registry,
+        )
+        self.inbox_commands = Counter(
+            "herald_inbox_commands_total",
+            "Read/archive commands from clients applied to an inbox, by action",
+            ["action"],
+            registry=registry,
+        )
+        self.inbox_expired = Counter(
+            "herald_inbox_entries_expired_total",
+            "Inbox entries dropped past HERALD_INBOX_RETENTION_DAYS or HERALD_INBOX_SIZE",
             registry=registry,
         )
         self.dedup_expired = Counter(

@@ -79,7 +79,9 @@ class Outbox:
     def produce(self, record: Record) -> None:
         """Take `record` for the next `flush`; RecordTooLarge, before it is taken, if it is over budget."""
         self._check(len(record.key or b"") + len(record.value or b""), f"a record for {record.topic}")
-        self._records.append(Outgoing(record.topic, record.key, record.value, record.partition))
+        self._records.append(
+            Outgoing(record.topic, record.key, record.value, record.partition, record.headers)
+        )
 
     def apply(
         self, event: Any, effects: Effects, stage: DeadLetterStage, message: Any = None
@@ -103,7 +105,7 @@ class Outbox:
             bind_event(event)
             for write, value in writes:
                 self._write(message.partition, write, value)
-        self._records.extend(Outgoing(r.topic, r.key, r.value, r.partition) for r in records)
+        self._records.extend(Outgoing(r.topic, r.key, r.value, r.partition, r.headers) for r in records)
         for later in effects.later:
             self._metrics.scheduled.labels(reason=later.reason).inc()
         for rejected in effects.rejected:

@@ -37,24 +37,25 @@ async def provision_topics(settings: Settings) -> None:
     await ensure_topics(
         settings.bootstrap_servers, [names.rules], 1, settings.replication_factor, compacted={names.rules}
     )
-    await ensure_history_topic(settings, names.preferences_history)
+    await ensure_retained_topic(
+        settings, names.preferences_history, settings.preferences_history_retention_seconds
+    )
+    await ensure_retained_topic(settings, names.inbox_feed, settings.inbox_feed_retention_seconds)
     counts = await partition_counts(settings.bootstrap_servers, list(names.copartitioned))
     wrong = {name: n for name, n in counts.items() if n != settings.partitions}
     if wrong:
         found = ", ".join(f"{name} has {n}" for name, n in sorted(wrong.items()))
         raise ConfigurationError(
-            f"HERALD_PARTITIONS is {settings.partitions} but {found}: the users, preferences and routed "
-            "topics must have exactly that many partitions so each user's state and events meet on one worker"
+            f"HERALD_PARTITIONS is {settings.partitions} but {found}: the users, preferences, routed, in-app "
+            "and inbox command topics must have exactly that many partitions so each user's state and events "
+            "meet on one worker"
         )
 
 
-async def ensure_history_topic(settings: Settings, name: str) -> None:
-    """The preferences history: every record kept (deleted by age, never compacted) for
-    HERALD_PREFERENCES_HISTORY_RETENTION_SECONDS. Created if missing; an existing topic is left as it is."""
-    configs = {
-        "cleanup.policy": "delete",
-        "retention.ms": str(int(settings.preferences_history_retention_seconds * 1000)),
-    }
+async def ensure_retained_topic(settings: Settings, name: str, retention_seconds: float) -> None:
+    """A topic whose records are deleted by age, never compacted (the preferences history, the inbox feed).
+    Created if missing; an existing topic is left as it is."""
+    configs = {"cleanup.policy": "delete", "retention.ms": str(int(retention_seconds * 1000))}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
         await admin.start()

@@ -73,6 +73,8 @@ class Tables:
     delivered: StateTable[Any]
     digests: StateTable[Mapping[str, Any]]  # recipient → {bucket: {rule, due, count, events}}
     throttles: StateTable[Mapping[str, list[float]]]  # recipient → {scope key: [send times (epoch s)]}
+    # user id → the inbox's index; user id and notification id → the notification (streams.inbox.model)
+    inbox: StateTable[Any]
 
     def by_name(self, name: TableName) -> StateTable[Any]:
         table: StateTable[Any] = getattr(self, name)
@@ -99,4 +101,5 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
         delivered=StateTable(declare_table(app, settings, "delivered")),
         digests=StateTable(declare_table(app, settings, "digests")),
         throttles=StateTable(declare_table(app, settings, "throttles")),
+        inbox=StateTable(declare_table(app, settings, "inbox")),
     )

@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
+# Shared by the stack's workers and gateways (HERALD_INTERNAL_SECRET).
+INTERNAL_SECRET = "internal-" + "s" * 40
 
 
 @dataclass
@@ -61,18 +63,22 @@ class Stack:
                 "HERALD_TOPIC_STATUS": self.topic("status"),
                 "HERALD_TOPIC_SCHEDULED_PREFIX": self.topic("scheduled"),
                 "HERALD_TOPIC_DLQ": self.topic("dlq"),
+                "HERALD_INBOX_COMMANDS_TOPIC": self.topic("inbox.commands"),
+                "HERALD_INBOX_FEED_TOPIC": self.topic("inbox.feed"),
+                "HERALD_INTERNAL_SECRET": INTERNAL_SECRET,
                 "PYTHONUNBUFFERED": "1",
             }
         )
         env.update(self.extra_env)
         return env
 
-    def spawn(self, *args: str, log_name: str) -> subprocess.Popen[bytes]:
+    def spawn(self, *args: str, log_name: str, **env: str) -> subprocess.Popen[bytes]:
+        """`herald ARGS` with the stack's settings, and `env` on top (one process's own port, say)."""
         log = open(self.tmp / f"{log_name}.log", "wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "streams", *args],
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -1,15 +1,19 @@
-"""Gateway instances on the real broker: fan-out across instances, the inbox, recovery, restarts, the demo."""
+"""Workers and gateways as users run them (processes of their own) on the real broker: the inbox kept by the
+worker that owns each user, gateways that keep nothing but their sockets, a worker killed under them, the
+demo page in headless Chromium."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
-import socket
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,98 +21,87 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from aiokafka import AIOKafkaProducer
-from prometheus_client import CollectorRegistry
-from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 
-from adapters.broker.topics import ensure_topics
-from gateway.app import build_server, create_app
+from adapters.broker.embedded import free_port
 from gateway.auth import issue_token
-from gateway.inbox_service import InboxService
-from kernel.settings import Settings
 from schemas.notifications import InAppNotification
+from streams.state.directory import home_partition
+from tests.integration.stack import Stack, produce, wait_ready
 
 pytestmark = pytest.mark.integration
 
 SECRET = "integration-secret-" + "x" * 48
-TIMEOUT = 15.0
+TIMEOUT = 20.0
 CHROMIUM = "chromium"
+PARTITIONS = 4
 
 
 @dataclass
-class Instance:
-    app: Starlette
-    server: uvicorn.Server
-    task: asyncio.Task[None]
+class Process:
+    process: subprocess.Popen[bytes]
     port: int
 
     @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
-    async def stop(self) -> None:
-        if not self.task.done():
-            self.server.should_exit = True
-            await asyncio.wait_for(self.task, TIMEOUT)
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
 
 
 @dataclass
 class Deployment:
-    """One isolated set of topics, and the gateway instances started on it."""
+    stack: Stack
+    workers: list[Process]
+    gateways: list[Process]
 
-    broker_url: str
-    bootstrap: list[str]
-    prefix: str
-    instances: list[Instance]
-    producer: AIOKafkaProducer
+    def start_worker(self) -> Process:
+        port = free_port()
+        name = f"worker{len(self.workers)}"
+        process = self.stack.spawn("worker", "-l", "info", log_name=name, HERALD_WORKER_PORT=str(port))
+        worker = Process(process, port)
+        self.workers.append(worker)
+        return worker
 
-    @property
-    def inapp(self) -> str:
-        return f"{self.prefix}.deliver.inapp"
-
-    async def start(self) -> Instance:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            broker=self.broker_url,
-            jwt_secret=SECRET,
-            partitions=4,
-            topic_inapp=self.inapp,
-            inbox_topic=f"{self.prefix}.inbox",
-            gateway_port=port,
+    async def start_gateway(self, worker: Process) -> Process:
+        port = free_port()
+        process = self.stack.spawn(
+            "gateway",
+            log_name=f"gateway{len(self.gateways)}",
+            HERALD_GATEWAY_PORT=str(port),
+            HERALD_GATEWAY_WORKER_URL=worker.http,
         )
-        app = create_app(settings, registry=CollectorRegistry())
-        server = build_server(app, settings)
-        instance = Instance(app, server, asyncio.create_task(server.serve(sockets=[sock])), port)
-        self.instances.append(instance)
-        service: InboxService = app.state.service
-        await _eventually(lambda: server.started and service.ready, timeout=30)
-        return instance
+        gateway = Process(process, port)
+        self.gateways.append(gateway)
+        await wait_ready(f"{gateway.http}/readyz", process, timeout=30)
+        return gateway
 
     async def produce(self, *notifications: InAppNotification) -> None:
-        for notification in notifications:
-            await self.producer.send_and_wait(
-                self.inapp, key=notification.recipient.encode(), value=notification.to_json()
-            )
+        await produce(
+            self.stack.bootstrap,
+            self.stack.topic("deliver.inapp"),
+            [(n.recipient.encode(), n.to_json()) for n in notifications],
+        )
 
 
-@pytest.fixture
-async def deployment(broker_url: str, bootstrap_servers: list[str]) -> AsyncIterator[Deployment]:
-    prefix = f"g{uuid.uuid4().hex[:8]}"
-    await ensure_topics(bootstrap_servers, [f"{prefix}.deliver.inapp"], 4, 1)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
-    await producer.start()
-    deployment = Deployment(broker_url, bootstrap_servers, prefix, [], producer)
-    try:
-        yield deployment
-    finally:
-        for instance in deployment.instances:
-            await instance.stop()
-        await producer.stop()
+def _deployment(stack_factory: Any) -> Deployment:
+    stack: Stack = stack_factory(
+        HERALD_JWT_SECRET=SECRET,
+        HERALD_PARTITIONS=str(PARTITIONS),
+        HERALD_GATEWAY_OWNER_TIMEOUT_SECONDS="5",
+    )
+    return Deployment(stack, [], [])
+
+
+@pytest.fixture(scope="module")
+def shared(stack_factory: Any) -> Iterator[Deployment]:
+    """One worker and one gateway for the tests that do not stop either."""
+    deployment = _deployment(stack_factory)
+    worker = deployment.start_worker()
+    asyncio.run(wait_ready(f"{worker.http}/readyz", worker.process))
+    yield deployment
 
 
 async def _eventually(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
@@ -121,8 +114,8 @@ def _token(user_id: str) -> str:
     return issue_token(SECRET, user_id, 300)
 
 
-def _connect(instance: Instance, user_id: str, query: str = "") -> connect:
-    return connect(instance.url + query, additional_headers={"Authorization": f"Bearer {_token(user_id)}"})
+def _connect(gateway: Process, user_id: str, query: str = "") -> connect:
+    return connect(gateway.ws + query, additional_headers={"Authorization": f"Bearer {_token(user_id)}"})
 
 
 async def _frame(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
@@ -131,11 +124,22 @@ async def _frame(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, An
 
 
 async def _send(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
+    """Send a command and return its answer; frames pushed meanwhile are skipped."""
     await ws.send(json.dumps({"v": 1, **frame}))
     while True:
         reply = await _frame(ws)
         if reply["type"] not in ("notification", "inbox_update"):
             return reply
+
+
+async def _until_answered(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
+    """`_send` again while the owner is unavailable (a rebalance under way)."""
+    deadline = time.monotonic() + 60
+    while True:
+        reply = await _send(ws, **frame)
+        if reply["type"] != "error" or reply["code"] != "unavailable" or time.monotonic() > deadline:
+            return reply
+        await asyncio.sleep(0.5)
 
 
 def _notification(recipient: str, title: str) -> InAppNotification:
@@ -152,81 +156,127 @@ def _notification(recipient: str, title: str) -> InAppNotification:
     )
 
 
-async def test_one_user_on_three_connections_across_two_instances_gets_everything_and_no_one_else_does(
-    deployment: Deployment,
-) -> None:
-    a, b = await deployment.start(), await deployment.start()
-    async with (
-        _connect(a, "alice") as a1,
-        _connect(a, "alice") as a2,
-        _connect(b, "alice") as b1,
-        _connect(b, "bob") as bob,
-    ):
-        for ws in (a1, a2, b1, bob):
-            assert (await _frame(ws))["type"] == "welcome"
-        sent = [_notification("alice", f"n{n}") for n in range(3)]
-        await deployment.produce(*sent)
-        for ws in (a1, a2, b1):
-            titles = [(await _frame(ws))["notification"]["title"] for _ in sent]
-            assert titles == ["n0", "n1", "n2"]
-        assert (await _send(bob, type="ping"))["type"] == "pong"
-        assert (await _send(bob, type="list"))["items"] == []
+def _users_on_every_partition() -> list[str]:
+    """One user per partition, so whichever partitions a worker owns, some user is on it."""
+    users: dict[int, str] = {}
+    n = 0
+    while len(users) < PARTITIONS:
+        user = f"user{n}"
+        users.setdefault(home_partition(user, PARTITIONS), user)
+        n += 1
+    return [users[p] for p in range(PARTITIONS)]
 
-        # Mark read on one instance: the connections on the other instance hear of it through the topic.
-        ack = await _send(a1, type="mark_read", ids=[sent[0].notification_id])
-        assert ack["unread"] == 2
-        for ws in (a2, b1):
-            update = await _frame(ws)
+
+async def test_two_workers_and_two_gateways_keep_every_inbox_whole_when_a_worker_dies(
+    stack_factory: Any,
+) -> None:
+    deployment = _deployment(stack_factory)
+    first, second = deployment.start_worker(), deployment.start_worker()
+    await wait_ready(f"{first.http}/readyz", first.process)
+    await wait_ready(f"{second.http}/readyz", second.process)
+    # Both gateways ask the second worker, which forwards what the first one owns.
+    a = await deployment.start_gateway(second)
+    b = await deployment.start_gateway(second)
+    users = _users_on_every_partition()
+    async with contextlib.AsyncExitStack() as sockets:
+        on_a = {u: await sockets.enter_async_context(_connect(a, u)) for u in users}
+        on_b = {u: await sockets.enter_async_context(_connect(b, u)) for u in users}
+        for ws in (*on_a.values(), *on_b.values()):
+            assert (await _frame(ws))["type"] == "welcome"
+        sent = {u: [_notification(u, f"{u}-n{n}") for n in range(3)] for u in users}
+        await deployment.produce(*(n for u in users for n in sent[u]))
+        # Every connection of each user gets each of its notifications once, in order, and no one else's.
+        for u in users:
+            for ws in (on_a[u], on_b[u]):
+                titles = [(await _frame(ws))["notification"]["title"] for _ in range(3)]
+                assert titles == [f"{u}-n0", f"{u}-n1", f"{u}-n2"]
+
+        # Marked read through gateway A, seen on gateway B.
+        for u in users:
+            ack = await _send(on_a[u], type="mark_read", ids=[sent[u][0].notification_id])
+            assert ack == {"type": "ack", "v": 1, "unread": 2}
+            update = await _frame(on_b[u])
             assert update["type"] == "inbox_update" and update["unread"] == 2
             assert update["items"] == [
-                {"notification_id": sent[0].notification_id, "read": True, "archived": False}
+                {"notification_id": sent[u][0].notification_id, "read": True, "archived": False}
             ]
-        # Over HTTP on the other instance, with the same token.
-        async with httpx.AsyncClient() as http:
-            response = await http.post(
-                f"http://127.0.0.1:{b.port}/inbox/mark_all_read",
-                headers={"Authorization": f"Bearer {_token('alice')}"},
-            )
-        assert response.json() == {"unread": 0}
-        assert (await _frame(a1))["unread"] == 0
+
+        # The first worker dies: the second takes its partitions, reading their inboxes from the changelog.
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        for u in users:
+            listed = await _until_answered(on_b[u], type="list")
+            assert listed["type"] == "inbox", listed
+            assert [(i["notification"]["title"], i["read"]) for i in listed["items"]] == [
+                (f"{u}-n2", False),
+                (f"{u}-n1", False),
+                (f"{u}-n0", True),
+            ]
+            assert listed["unread"] == 2
+        # And live traffic flows again, once per connection.
+        after = [_notification(u, f"{u}-after") for u in users]
+        await deployment.produce(*after)
+        for u in users:
+            for ws in (on_a[u], on_b[u]):
+                frame = await _frame(ws)
+                while frame["type"] != "notification":
+                    frame = await _frame(ws)
+                assert frame["notification"]["title"] == f"{u}-after" and frame["unread"] == 3
 
 
-async def test_a_reconnect_recovers_what_was_produced_while_away_even_on_another_instance(
-    deployment: Deployment,
+async def test_a_reconnect_recovers_what_was_produced_while_away_even_on_another_gateway(
+    shared: Deployment,
 ) -> None:
-    a, b = await deployment.start(), await deployment.start()
-    async with _connect(a, "alice") as ws:
+    worker = shared.workers[0]
+    a, b = await shared.start_gateway(worker), await shared.start_gateway(worker)
+    user = f"u{uuid.uuid4().hex[:6]}"
+    async with _connect(a, user) as ws:
         await _frame(ws)
-        await deployment.produce(_notification("alice", "seen"))
+        await shared.produce(_notification(user, "seen"))
         last_seen = (await _frame(ws))["notification"]["notification_id"]
-    missed = [_notification("alice", f"missed{n}") for n in range(3)]
-    await deployment.produce(*missed)
-    service: InboxService = b.app.state.service
-    await _eventually(lambda: service.unread("alice") == 4)
-    async with _connect(b, "alice", f"?since={last_seen}") as ws:
+    missed = [_notification(user, f"missed{n}") for n in range(3)]
+    await shared.produce(*missed)
+    # The worker has kept all three before the reconnect asks for them.
+    await _eventually_unread(b, user, 4)
+    async with _connect(b, user, f"?since={last_seen}") as ws:
         welcome = await _frame(ws)
         assert (welcome["recovered"], welcome["missed"]) == (True, 3)
-        await deployment.produce(_notification("alice", "live"))
+        await shared.produce(_notification(user, "live"))
         titles = [(await _frame(ws))["notification"]["title"] for _ in range(4)]
         assert titles == ["missed0", "missed1", "missed2", "live"]
-    async with _connect(b, "alice", "?since=ntf_long_gone") as ws:
+    async with _connect(b, user, "?since=ntf_long_gone") as ws:
         assert (await _frame(ws))["recovered"] is False
 
 
-async def test_a_gateway_restart_loses_no_inbox_state(deployment: Deployment) -> None:
-    first = await deployment.start()
-    sent = [_notification("alice", f"n{n}") for n in range(4)]
-    await deployment.produce(*sent)
-    async with _connect(first, "alice") as ws:
+async def _eventually_unread(gateway: Process, user: str, unread: int) -> None:
+    async with httpx.AsyncClient() as http:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                response = await http.get(
+                    f"{gateway.http}/inbox/unread", headers={"Authorization": f"Bearer {_token(user)}"}
+                )
+                if response.status_code == 200 and response.json()["unread"] == unread:
+                    return
+                await asyncio.sleep(0.1)
+
+
+async def test_a_gateway_restart_changes_nothing_in_the_inbox(shared: Deployment) -> None:
+    worker = shared.workers[0]
+    first = await shared.start_gateway(worker)
+    user = f"u{uuid.uuid4().hex[:6]}"
+    sent = [_notification(user, f"n{n}") for n in range(4)]
+    await shared.produce(*sent)
+    await _eventually_unread(first, user, 4)
+    async with _connect(first, user) as ws:
         await _frame(ws)
-        await _eventually(lambda: first.app.state.service.unread("alice") == 4)
         await _send(ws, type="mark_read", ids=[sent[1].notification_id])
         await _send(ws, type="archive", ids=[sent[0].notification_id])
         before = await _send(ws, type="list")
-    await first.stop()
+    first.process.send_signal(signal.SIGTERM)
+    first.process.wait(timeout=30)
 
-    restarted = await deployment.start()
-    async with _connect(restarted, "alice") as ws:
+    restarted = await shared.start_gateway(worker)
+    async with _connect(restarted, user) as ws:
         assert (await _frame(ws))["unread"] == 2
         after = await _send(ws, type="list")
         assert after["items"] == before["items"]
@@ -314,24 +364,24 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def test_the_demo_page_shows_notifications_live_with_a_badge_and_mark_read(
-    deployment: Deployment, browser: Browser
+    shared: Deployment, browser: Browser
 ) -> None:
-    gateway = await deployment.start()
+    gateway = await shared.start_gateway(shared.workers[0])
+    user = f"u{uuid.uuid4().hex[:6]}"
     await browser.call("Page.enable")
-    await browser.call("Page.navigate", url=f"http://127.0.0.1:{gateway.port}/demo")
+    await browser.call("Page.navigate", url=f"{gateway.http}/demo")
     await browser.wait_for("document.readyState", "complete")
     await browser.eval(
-        f"document.getElementById('token').value = {json.dumps(_token('alice'))};"
+        f"document.getElementById('token').value = {json.dumps(_token(user))};"
         "document.getElementById('connect').click();"
     )
-    await browser.wait_for("document.getElementById('status').textContent", "connected as alice")
+    await browser.wait_for("document.getElementById('status').textContent", f"connected as {user}")
 
-    await deployment.produce(_notification("alice", "Your order shipped"), _notification("bob", "Not yours"))
+    await shared.produce(_notification(user, "Your order shipped"), _notification("bob", "Not yours"))
     await browser.wait_for("document.getElementById('badge').textContent", "1")
     titles = "[...document.querySelectorAll('#items .title')].map(e => e.textContent)"
     await browser.wait_for(titles, ["Your order shipped"])
 
     await browser.eval("document.querySelector('#items li.unread button.toggle').click()")
     await browser.wait_for("document.getElementById('badge').textContent", "0")
-    service: InboxService = gateway.app.state.service
-    assert service.unread("alice") == 0
+    await _eventually_unread(gateway, user, 0)

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 
 from adapters.broker.embedded import free_port
-from adapters.broker.topics import ensure_topics
 from gateway.auth import issue_token
 from tests.integration.stack import wait_ready
 from tests.reliability.harness import Deployment
@@ -55,18 +54,19 @@ class Gateway:
 async def start_gateway(
     deployment: Deployment, name: str = "gateway", *, port: int | None = None, **settings: str
 ) -> Gateway:
-    """Spawn a gateway on the deployment's in-app topic (and its own inbox topic) and wait until it is ready.
-    `settings` are extra `HERALD_*` variables for this process only."""
+    """Spawn a gateway on the deployment's topics, asking its first worker (started here if it is not yet:
+    the worker keeps the inboxes), and wait until it is ready. `settings` are extra `HERALD_*` variables for
+    this process only."""
     stack = deployment.stack
     port = port or free_port()
-    # The worker creates it too; a gateway started first would otherwise wait for it.
-    await ensure_topics(stack.bootstrap, [stack.topic("deliver.inapp")], 4, 1)
+    if "worker-1" not in deployment.workers:
+        await deployment.start_worker("worker-1")
     saved = dict(stack.extra_env)
     stack.extra_env.update(
         {
             "HERALD_JWT_SECRET": JWT_SECRET,
             "HERALD_GATEWAY_PORT": str(port),
-            "HERALD_INBOX_TOPIC": stack.topic("inbox"),
+            "HERALD_GATEWAY_WORKER_URL": deployment.url("worker-1", ""),
             **settings,
         }
     )

@@ -100,11 +100,8 @@ async def _seed(deployment: Deployment, gateway: Gateway, *notifications: InAppN
         deployment.stack.topic("deliver.inapp"),
         [(n.recipient.encode(), n.to_json()) for n in notifications],
     )
-    total = await gateway.metric("herald_gateway_inbox_entries")
-    async with asyncio.timeout(TIMEOUT):
-        while total < len(notifications):
-            await asyncio.sleep(0.1)
-            total = await gateway.metric("herald_gateway_inbox_entries")
+    # Kept by the worker (the gateway keeps nothing): each test has a deployment of its own.
+    await deployment.wait_metric("worker-1", "herald_inbox_stored_total", len(notifications), timeout=TIMEOUT)
 
 
 def _leaks(received: list[str], secrets: list[str]) -> list[str]:

@@ -165,7 +165,7 @@ class Rig:
         metrics = WorkerMetrics(self.registry, "test")
         self.tables = Tables(
             StateTable(Table(self.log), lambda v: UserProfile.model_validate(v, strict=False)),
-            *(StateTable(Table(self.log)) for _ in range(4)),
+            *(StateTable(Table(self.log)) for _ in range(5)),
         )
         self.producer = Producer(self.log, failures)
         app = cast(Any, SimpleNamespace(producer=self.producer))

@@ -105,4 +105,6 @@ def test_the_hot_topics_are_batch_fed_and_nothing_else() -> None:
         "herald.deliver.email",
         "herald.deliver.push",
         "herald.deliver.sms",
+        "herald.deliver.inapp",
+        "herald.inbox.commands",
     }

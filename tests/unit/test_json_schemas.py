@@ -12,20 +12,18 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from gateway.inbox import Entry, Page, Register
 from gateway.protocol import (
     ProtocolError,
     ack_frame,
     error_frame,
-    inbox_frame,
-    notification_frame,
     pong_frame,
     refreshed_frame,
-    update_frame,
     welcome_frame,
 )
 from kernel.errors import PermanentDeliveryError
+from schemas import frames as inbox_frames
 from schemas.export import WIRE_FORMATS, main, rendered
+from schemas.frames import Item, Page, inbox_body, notification_frame, update_frame
 from schemas.notifications import InAppNotification
 from schemas.reasons import DeliveryReason
 from schemas.websocket import ErrorCode
@@ -113,14 +111,14 @@ def _notification() -> InAppNotification:
 
 
 def test_every_frame_the_gateway_writes_is_valid() -> None:
-    entry = Entry("ntf_1", _notification().to_json(), read=Register(1, True))
+    entry = Item("ntf_1", _notification().to_json(), read=True, archived=False)
     frames = [
         welcome_frame("alice", unread=1, expires_at=1795000000.5),
         welcome_frame("alice", unread=1, expires_at=1795000000, recovered=True, missed=2),
         welcome_frame("alice", unread=1, expires_at=1795000000, recovered=False),
-        notification_frame(entry, unread=1),
-        inbox_frame(Page([entry], next_before=None), unread=0, request_id="r1"),
-        inbox_frame(Page([entry], next_before="ntf_1"), unread=0, request_id=None),
+        notification_frame(entry.raw, unread=1, read=True),
+        inbox_frames.frame("inbox", "r1", **inbox_body(Page([entry], next_before=None), unread=0)),
+        inbox_frames.frame("inbox", None, **inbox_body(Page([entry], next_before="ntf_1"), unread=0)),
         update_frame([entry], unread=0),
         ack_frame(unread=0, request_id="r2"),
         refreshed_frame(expires_at=1795003600, request_id=None),
@@ -128,8 +126,8 @@ def test_every_frame_the_gateway_writes_is_valid() -> None:
         error_frame(ProtocolError(ErrorCode.INVALID_FRAME, "invalid fields: ids", "r4")),
     ]
     server = validator("websocket.server")
-    for frame in frames:
-        server.validate(json.loads(frame))
+    for written in frames:
+        server.validate(json.loads(written))
     assert not server.is_valid({"type": "ack", "v": 2, "unread": 0})
 
 

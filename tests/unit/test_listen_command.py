@@ -30,7 +30,12 @@ async def gateway() -> AsyncIterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    settings = Settings(_env_file=None, jwt_secret=SECRET, gateway_port=port)  # type: ignore[call-arg, arg-type]
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        jwt_secret=SECRET,
+        internal_secret="i" * 32,
+        gateway_port=port,  # type: ignore[arg-type]
+    )
     app = create_app(settings, registry=CollectorRegistry(), feed=FakeFeed(), writer=RecordingWriter())
     server = build_server(app, settings)
     task = asyncio.create_task(server.serve(sockets=[sock]))

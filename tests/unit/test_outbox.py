@@ -83,7 +83,7 @@ def make_outbox(
 ) -> tuple[Outbox, Tables, CollectorRegistry]:
     registry = CollectorRegistry()
     log = log if log is not None else []
-    tables = Tables(*(StateTable(RecordingTable(log)) for _ in range(5)))  # type: ignore[arg-type]
+    tables = Tables(*(StateTable(RecordingTable(log)) for _ in range(6)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
     outbox = Outbox(
         publish_each(app.producer),
@@ -99,7 +99,7 @@ def make_outbox(
 def settler(producer: FlakyProducer) -> tuple[Settler, CollectorRegistry]:
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, "test")
-    tables = Tables(*(StateTable(RecordingTable([])) for _ in range(5)))  # type: ignore[arg-type]
+    tables = Tables(*(StateTable(RecordingTable([])) for _ in range(6)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
     return Settler(
         lambda: Outbox(publish_each(app.producer), NAMES, tables, metrics, lambda: NOW, BUDGET), metrics
@@ -291,7 +291,7 @@ async def test_an_input_over_the_budget_does_not_stop_its_batch() -> None:
     producer = FlakyProducer()
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, "test")
-    tables = Tables(*(StateTable(RecordingTable([])) for _ in range(5)))  # type: ignore[arg-type]
+    tables = Tables(*(StateTable(RecordingTable([])) for _ in range(6)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
     settle = Settler(
         lambda: Outbox(publish_each(app.producer), NAMES, tables, metrics, lambda: NOW, 1_000), metrics

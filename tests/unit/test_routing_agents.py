@@ -67,6 +67,7 @@ def make_worker(users: dict[str, Any]) -> Worker:
         delivered=StateTable({}),
         digests=StateTable({}),
         throttles=StateTable({}),
+        inbox=StateTable({}),
     )
     topics = SimpleNamespace(names=NAMES)
     return Worker(

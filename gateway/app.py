@@ -19,22 +19,22 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from adapters.http.read_limits import ReadLimits, limited_protocol
+from gateway.commands import CommandWriter, KafkaCommandWriter
 from gateway.connections import ConnectionRegistry
-from gateway.consumer import FeedTopics, KafkaFeed, NotificationFeed
+from gateway.feed import FeedSource
+from gateway.feed_kafka import KafkaFeed
 from gateway.http_api import InboxHttp
-from gateway.inbox import Inbox
-from gateway.inbox_log import InboxWriter, KafkaInboxWriter
 from gateway.inbox_service import InboxService
 from gateway.keys import verifier_from_settings
 from gateway.metrics import GatewayMetrics
 from gateway.origins import OriginPolicy
+from gateway.owner import owner_from_settings
 from gateway.session import SessionPolicy, Sessions
 from kernel import access_logs
 from kernel.logs import gateway_logging_config
 from kernel.ports import ensure_port_free
 from kernel.settings import Settings
 from kernel.topics import TopicNames
-from schemas.channels import Channel
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,13 @@ def create_app(
     settings: Settings,
     *,
     registry: CollectorRegistry | None = None,
-    feed: NotificationFeed | None = None,
-    writer: InboxWriter | None = None,
+    feed: FeedSource | None = None,
+    writer: CommandWriter | None = None,
 ) -> Starlette:
-    """Wire the gateway; `feed` and `writer` default to Kafka. `app.state` exposes the parts tests look at."""
+    """Wire the gateway; `feed` and `writer` default to Kafka, the owner is the workers' internal endpoint
+    (HERALD_GATEWAY_WORKER_URL). `app.state` exposes the parts tests look at."""
     verifier = verifier_from_settings(settings)
+    owner = owner_from_settings(settings)
     origins = OriginPolicy.parse(settings.gateway_allowed_origins)
     registry = registry if registry is not None else CollectorRegistry()
     metrics = GatewayMetrics(registry)
@@ -62,17 +64,18 @@ def create_app(
     names = TopicNames.from_settings(settings)
     kafka_writer = None
     if writer is None:
-        writer = kafka_writer = KafkaInboxWriter(settings.bootstrap_servers, names.inbox)
-    inbox = Inbox(settings.inbox_size)
-    service = InboxService(inbox, writer, connections, metrics, reply_bytes=settings.gateway_list_reply_bytes)
+        writer = kafka_writer = KafkaCommandWriter(settings.bootstrap_servers, names.inbox_commands)
+    service = InboxService(
+        owner, writer, connections, metrics, answer_timeout_seconds=settings.gateway_owner_timeout_seconds
+    )
     if feed is None:
-        topics = FeedTopics(
-            names.delivery[Channel.INAPP], names.inbox, settings.partitions, settings.replication_factor
-        )
         feed = KafkaFeed(
-            settings.bootstrap_servers, topics, metrics, fetch_max_wait_ms=settings.fetch_max_wait_ms
+            settings.bootstrap_servers,
+            names.inbox_feed,
+            metrics,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
-    source: NotificationFeed = feed
+    source: FeedSource = feed
     sessions = Sessions(
         verifier,
         origins,
@@ -110,6 +113,7 @@ def create_app(
             if kafka_writer is not None:
                 with contextlib.suppress(Exception):
                     await kafka_writer.stop()
+            await owner.aclose()
 
     app = Starlette(
         routes=[

@@ -1,5 +1,5 @@
 """Open sockets by user id, each with an outbound queue bounded in frames and bytes, and its own sender so
-none delays another."""
+none delays another; each takes a user's feed records once, in order, by the inbox sequence it has seen."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from gateway.metrics import GatewayMetrics
@@ -45,7 +45,12 @@ class Connection:
     """One authenticated socket: frames are queued without waiting and written by its own task.
 
     The queue holds at most `queue_size` frames and `queue_bytes` bytes; a frame's bytes count from when it is
-    queued until its write returns, so the frame being written to a stalled client counts too."""
+    queued until its write returns, so the frame being written to a stalled client counts too.
+
+    Until `begin`, the socket is starting: its user's feed records are held (within the same bounds) while
+    the owner is asked for the snapshot; `begin` then queues the snapshot's frames and the held records above
+    its sequence. From then on a record is queued only if its sequence is above the last one queued, so a
+    record read twice, or one the snapshot already covered, is not sent again."""
 
     def __init__(
         self,
@@ -56,8 +61,11 @@ class Connection:
         queue_size: int,
         queue_bytes: int,
         expires_at: float,
+        on_close: Callable[[Connection], None] | None = None,
     ) -> None:
         self.user_id = user_id
+        # Told as soon as the server closes it, before its close frame goes out (which may take a while).
+        self._on_close = on_close
         self._sink = sink
         self._metrics = metrics
         # Each item is (frame, is_notification); only notifications count as pushed messages.
@@ -73,6 +81,39 @@ class Connection:
         # Set once the socket is done: the client left, or the server's close went out (or timed out).
         self.ended = asyncio.Event()
         self.expires_at = expires_at
+        # The user's inbox sequence of the last record queued; None while starting.
+        self.seen: int | None = None
+        self._held: list[tuple[int, bytes, bool]] = []
+        self._held_bytes = 0
+
+    def deliver(self, seq: int, frame: bytes, *, notification: bool) -> bool:
+        """Queue a feed record's frame unless the socket has seen `seq`; held while starting. False if the
+        connection is closed or was just closed as too slow."""
+        if self.closed:
+            return False
+        if self.seen is None:
+            if len(self._held) >= self._queue.maxsize or self._held_bytes + len(frame) > self._max_bytes:
+                return self._too_slow()
+            self._held.append((seq, frame, notification))
+            self._held_bytes += len(frame)
+            return True
+        if seq <= self.seen:
+            return True
+        self.seen = seq
+        return self._offer(frame, is_notification=notification)
+
+    def begin(self, seq: int, first: Sequence[tuple[bytes, bool]]) -> bool:
+        """Queue the snapshot's frames (welcome, recovered notifications: (frame, is_notification)), then the
+        records held since the socket registered whose sequence is above the snapshot's `seq`, in order."""
+        held, self._held, self._held_bytes = self._held, [], 0
+        self.seen = seq
+        for frame, notification in first:
+            if not self._offer(frame, is_notification=notification):
+                return False
+        for record_seq, frame, notification in held:
+            if not self.deliver(record_seq, frame, notification=notification):
+                return False
+        return True
 
     def push(self, frame: bytes) -> bool:
         """Queue a notification frame; False if the connection is closed or was just closed as too slow."""
@@ -87,20 +128,25 @@ class Connection:
             return False
         queued = self.queued_bytes + len(frame)
         if self._queue.full() or queued > self._max_bytes:
-            log.info("closing a slow client connection: outbound queue full")
-            self._metrics.slow_client_disconnects.inc()
-            self.close(CloseReason.SLOW_CLIENT, flush=False)
-            return False
+            return self._too_slow()
         self._queue.put_nowait((frame, is_notification))
         self.queued_bytes = queued
         self.peak_queued_bytes = max(self.peak_queued_bytes, queued)
         return True
+
+    def _too_slow(self) -> bool:
+        log.info("closing a slow client connection: outbound queue full")
+        self._metrics.slow_client_disconnects.inc()
+        self.close(CloseReason.SLOW_CLIENT, flush=False)
+        return False
 
     def close(self, reason: CloseReason, *, flush: bool = True) -> None:
         """Close the socket with `reason` (and its code); with `flush`, queued frames are written first."""
         if self.closed:
             return
         self.closed = True
+        if self._on_close is not None:
+            self._on_close(self)
         if self._expiry is not None:
             self._expiry.cancel()
         if not flush:
@@ -155,6 +201,7 @@ class Connection:
 
     def _drop_queued(self) -> None:
         """Let go of frames that will never be written (the one being written is released by its writer)."""
+        self._held, self._held_bytes = [], 0
         while not self._queue.empty():
             frame, _ = self._queue.get_nowait()
             self._queue.task_done()
@@ -213,12 +260,8 @@ class ConnectionRegistry:
             raise TooManyConnections()
 
     @contextlib.asynccontextmanager
-    async def connect(
-        self, user_id: str, sink: FrameSink, *, expires_at: float, first_frames: list[bytes]
-    ) -> AsyncIterator[Connection]:
-        """Register a socket for the duration of the block; `first_frames` precede every pushed frame.
-
-        Nothing awaits between queueing them and registering, so no notification can fall in between."""
+    async def connect(self, user_id: str, sink: FrameSink, *, expires_at: float) -> AsyncIterator[Connection]:
+        """Register a socket, starting (see `Connection`), for the duration of the block."""
         self.admit(user_id)
         connection = Connection(
             user_id,
@@ -227,9 +270,8 @@ class ConnectionRegistry:
             queue_size=self.queue_size,
             queue_bytes=self.queue_bytes,
             expires_at=expires_at,
+            on_close=self._discard,
         )
-        for frame in first_frames:
-            connection.reply(frame)
         self._by_user.setdefault(user_id, set()).add(connection)
         self._metrics.connections_open.inc()
         connection.start()
@@ -239,12 +281,14 @@ class ConnectionRegistry:
             self._discard(connection)
             await connection.stop()
 
-    def publish(self, user_id: str, frame: bytes, *, notification: bool = True) -> int:
-        """Queue `frame` on each of `user_id`'s connections; returns how many accepted it."""
+    def deliver(self, user_id: str, seq: int, frame: bytes, *, notification: bool) -> int:
+        """Offer a feed record to each of `user_id`'s connections; returns how many are still open."""
+        connections = self._by_user.get(user_id)
+        if not connections:
+            return 0
         accepted = 0
-        for connection in tuple(self._by_user.get(user_id, ())):
-            ok = connection.push(frame) if notification else connection.reply(frame)
-            if ok:
+        for connection in tuple(connections):
+            if connection.deliver(seq, frame, notification=notification):
                 accepted += 1
             else:
                 self._discard(connection)
@@ -257,12 +301,17 @@ class ConnectionRegistry:
         """The user's open connections on this instance."""
         return tuple(self._by_user.get(user_id, ()))
 
-    async def close_all(self, reason: CloseReason = CloseReason.GOING_AWAY) -> None:
-        """Stop admitting, then close every connection with `reason` after what is already queued for it."""
-        self.draining = True
+    def close_every(self, reason: CloseReason) -> list[Connection]:
+        """Close every connection with `reason` after what is already queued for it; returns them."""
         everyone = [c for connections in self._by_user.values() for c in connections]
         for connection in everyone:
             connection.close(reason)
+        return everyone
+
+    async def close_all(self, reason: CloseReason = CloseReason.GOING_AWAY) -> None:
+        """Stop admitting, then close every connection with `reason` and wait until each is closed."""
+        self.draining = True
+        everyone = self.close_every(reason)
         if everyone:
             await asyncio.wait([asyncio.create_task(c.ended.wait()) for c in everyone])
 

@@ -11,11 +11,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import AuthError, TokenVerifier, bearer_token
-from gateway.inbox_service import MARKS, InboxService
+from gateway.inbox_service import InboxService
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import close_for, inbox_body
+from gateway.protocol import close_for
 from kernel.errors import InboxUnavailable
 from schemas.events import Identifier
+from schemas.inbox import InboxAction
 from schemas.websocket import Ids
 
 
@@ -60,50 +61,62 @@ class InboxHttp:
             return _json({"error": reason}, 401, {"WWW-Authenticate": f'Bearer error="{reason}"'})
 
     def _unready(self) -> Response | None:
+        # A change is answered on the feed: without it, the answer could go by unseen.
         return None if self._service.ready else _json({"error": "not_ready"}, 503, {"Retry-After": "2"})
 
     async def _list(self, request: Request) -> Response:
         user = self._user(request)
         if isinstance(user, Response):
             return user
-        if (unready := self._unready()) is not None:
-            return unready
         try:
             query = _Query.model_validate(dict(request.query_params))
         except ValidationError as exc:
             return _json({"error": "invalid_request", "fields": _fields(exc)}, 400)
-        page = self._service.page(user, limit=query.limit, before=query.before, archived=query.archived)
-        return _json(inbox_body(page, unread=self._service.unread(user)))
+        try:
+            page = await self._service.page(
+                user, limit=query.limit, before=query.before, archived=query.archived
+            )
+        except InboxUnavailable:
+            return _unavailable()
+        return _json(page)
 
     async def _unread(self, request: Request) -> Response:
         user = self._user(request)
         if isinstance(user, Response):
             return user
-        return self._unready() or _json({"unread": self._service.unread(user)})
+        try:
+            return _json({"unread": await self._service.unread(user)})
+        except InboxUnavailable:
+            return _unavailable()
 
     async def _change(self, request: Request) -> Response:
         user = self._user(request)
         if isinstance(user, Response):
             return user
+        try:
+            action = InboxAction(request.path_params["action"])
+        except ValueError:
+            return _json({"error": "unknown_action"}, 404)
         if (unready := self._unready()) is not None:
             return unready
-        action = request.path_params["action"]
-        if action != "mark_all_read" and action not in MARKS:
-            return _json({"error": "unknown_action"}, 404)
         try:
-            if action == "mark_all_read":
-                unread = await self._service.mark_all_read(user)
+            if action is InboxAction.MARK_ALL_READ:
+                unread = await self._service.change(user, action)
             else:
                 body = _Ids.model_validate_json(await request.body())
-                unread = await self._service.mark(user, action, body.ids)
+                unread = await self._service.change(user, action, body.ids)
         except ValidationError as exc:
             return _json({"error": "invalid_request", "fields": _fields(exc)}, 400)
         except ClientDisconnect:
             # Gone before its body was in (or cut off at the body deadline): nothing to answer or log.
             return Response(status_code=400)
         except InboxUnavailable:
-            return _json({"error": "unavailable"}, 503, {"Retry-After": "5"})
+            return _unavailable()
         return _json({"unread": unread})
+
+
+def _unavailable() -> Response:
+    return _json({"error": "unavailable"}, 503, {"Retry-After": "5"})
 
 
 def _fields(exc: ValidationError) -> list[str]:

@@ -68,17 +68,12 @@ class GatewayMetrics:
         )
         self.inbox_changes = Counter(
             "herald_gateway_inbox_changes_total",
-            "Read/archive state changes accepted from clients and written to the inbox topic.",
-            registry=registry,
-        )
-        self.inbox_entries = Gauge(
-            "herald_gateway_inbox_entries",
-            "Notifications held in this instance's copy of the inboxes.",
+            "Read/archive changes from clients that the inbox's owner applied and answered.",
             registry=registry,
         )
         self.invalid_records = Counter(
             "herald_gateway_invalid_records_total",
-            "Records on the in-app or inbox topic that did not decode and were skipped.",
+            "Records on the inbox feed without a key, a frame or the headers it needs, skipped.",
             registry=registry,
         )
         # Start every label at zero so a rate() over a fresh instance is defined.

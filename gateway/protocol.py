@@ -1,16 +1,16 @@
-"""Reading client frames and writing server frames of the WebSocket protocol (`schemas.websocket` defines
-it): JSON frames with `type` and `v`."""
+"""Reading client frames and writing the gateway's own server frames of the WebSocket protocol
+(`schemas.websocket` defines it): JSON frames with `type` and `v`. The inbox's frames are the owner's
+(`schemas.frames`): the gateway forwards them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.inbox import Entry, Page
-from kernel.settings import GATEWAY_FRAME_OVERHEAD_BYTES
+from schemas.frames import frame
 from schemas.websocket import COMMANDS, VERSION, AuthReason, CloseReason, Command, ErrorCode
 
 _AUTH_CLOSES: Final = {
@@ -75,14 +75,6 @@ def parse(text: str | None) -> Command:
 
 
 # --- server -> client -------------------------------------------------------------------------------------
-def _frame(kind: str, request_id: str | None = None, **fields: Any) -> bytes:
-    body: dict[str, Any] = {"type": kind, "v": VERSION}
-    if request_id is not None:
-        body["id"] = request_id
-    body.update(fields)
-    return orjson.dumps(body)
-
-
 def welcome_frame(
     user_id: str, *, unread: int, expires_at: float, recovered: bool | None = None, missed: int = 0
 ) -> bytes:
@@ -91,76 +83,25 @@ def welcome_frame(
         fields["recovered"] = recovered
     if recovered:
         fields["missed"] = missed
-    return _frame("welcome", **fields)
+    return frame("welcome", **fields)
 
 
-def notification_frame(entry: Entry, *, unread: int) -> bytes:
-    # Spliced, not re-serialised: the notification goes out exactly as it was on the topic.
-    return b'{"type":"notification","v":%d,"unread":%d,"read":%s,"notification":%b}' % (
-        VERSION,
-        unread,
-        b"true" if entry.read.value else b"false",
-        entry.raw,
-    )
-
-
-def item_json(entry: Entry) -> dict[str, Any]:
-    return {
-        "notification": orjson.Fragment(entry.raw),
-        "read": entry.read.value,
-        "archived": entry.archived.value,
-    }
-
-
-# What one item of an `inbox` reply adds to its notification: its other fields (at most when both are false)
-# and the comma after it.
-INBOX_ITEM_BYTES: Final = len(orjson.dumps(item_json(Entry("", b"0")))) - len(b"0") + len(b",")
-
-
-def fit(page: Page, max_bytes: int) -> Page:
-    """The newest entries of `page` whose `inbox` reply (frame or HTTP body) takes at most `max_bytes`, with
-    the cursor on the last one kept, so the next page starts after it. The first entry is kept whatever its
-    size, so paging always moves on; HERALD_MAX_RECORD_BYTES caps a notification's size upstream."""
-    room = max_bytes - GATEWAY_FRAME_OVERHEAD_BYTES
-    used = 0
-    for kept, entry in enumerate(page.entries):
-        used += len(entry.raw) + INBOX_ITEM_BYTES
-        if kept and used > room:
-            return Page(page.entries[:kept], page.entries[kept - 1].notification_id)
-    return page
-
-
-def inbox_body(page: Page, *, unread: int) -> dict[str, Any]:
-    return {"items": [item_json(e) for e in page.entries], "unread": unread, "next_before": page.next_before}
-
-
-def inbox_frame(page: Page, *, unread: int, request_id: str | None) -> bytes:
-    return _frame("inbox", request_id, **inbox_body(page, unread=unread))
-
-
-def state_item(entry: Entry) -> dict[str, Any]:
-    return {
-        "notification_id": entry.notification_id,
-        "read": entry.read.value,
-        "archived": entry.archived.value,
-    }
-
-
-def update_frame(entries: Sequence[Entry], *, unread: int) -> bytes:
-    return _frame("inbox_update", items=[state_item(e) for e in entries], unread=unread)
+def inbox_frame(body: Mapping[str, Any], *, request_id: str | None) -> bytes:
+    """A `list` reply: the owner's page body (`schemas.frames.inbox_body`) as a frame."""
+    return frame("inbox", request_id, **body)
 
 
 def ack_frame(*, unread: int, request_id: str | None) -> bytes:
-    return _frame("ack", request_id, unread=unread)
+    return frame("ack", request_id, unread=unread)
 
 
 def refreshed_frame(*, expires_at: float, request_id: str | None) -> bytes:
-    return _frame("refreshed", request_id, expires_at=int(expires_at))
+    return frame("refreshed", request_id, expires_at=int(expires_at))
 
 
 def error_frame(error: ProtocolError) -> bytes:
-    return _frame("error", error.request_id, code=error.code.value, message=error.message)
+    return frame("error", error.request_id, code=error.code.value, message=error.message)
 
 
 def pong_frame(request_id: str | None = None) -> bytes:
-    return _frame("pong", request_id)
+    return frame("pong", request_id)

@@ -1,4 +1,5 @@
-"""One client socket from handshake to close: admission, recovery, then commands until it ends."""
+"""One client socket from handshake to close: admission, its snapshot from the owner (and recovery), then
+commands until it ends."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import orjson
 from starlette.websockets import WebSocket
 
 from gateway.auth import AuthError, Identity, TokenVerifier, bearer_token
@@ -26,6 +28,7 @@ from gateway.protocol import (
     welcome_frame,
 )
 from kernel.errors import InboxUnavailable
+from schemas.inbox import InboxAction
 from schemas.websocket import (
     AuthReason,
     CloseReason,
@@ -82,12 +85,14 @@ class Sessions:
             await websocket.close(refusal.code, refusal.value)
             return
         user_id = identity.user_id
-        # From here to registration nothing awaits, so no live notification can slip between the
-        # recovered ones and the live ones, nor arrive twice.
-        first = self._first_frames(user_id, identity, websocket.query_params.get("since"))
         async with self._connections.connect(
-            user_id, websocket, expires_at=identity.expires_at, first_frames=first
+            user_id, websocket, expires_at=identity.expires_at
         ) as connection:
+            # Registered first, so the user's feed records are held from here; the snapshot then says which
+            # of them it already covers, and nothing is lost or sent twice in between.
+            if not await self._start(connection, identity, websocket.query_params.get("since")):
+                await connection.ended.wait()
+                return
             reader = asyncio.create_task(self._read(websocket, connection, identity), name="gateway-reader")
             try:
                 await connection.ended.wait()
@@ -114,21 +119,31 @@ class Sessions:
             return CloseReason.DRAINING
         return None
 
-    def _first_frames(self, user_id: str, identity: Identity, since: str | None) -> list[bytes]:
-        unread = self._service.unread(user_id)
+    async def _start(self, connection: Connection, identity: Identity, since: str | None) -> bool:
+        """Queue the welcome, what was missed and the records held meanwhile; False if the socket was closed
+        instead (the owner did not answer: the client retries)."""
+        # What was missed and the welcome must fit the new connection's queue, or it would be closed as slow
+        # on every attempt.
+        max_frames = max(1, self._connections.queue_size - 1)
+        try:
+            reply = await self._service.session(identity.user_id, since, max_frames=max_frames)
+        except InboxUnavailable as exc:
+            log.info("refusing a connection: %s", exc)
+            self._metrics.connections_refused.labels(reason=CloseReason.NOT_READY.value).inc()
+            connection.close(CloseReason.NOT_READY)
+            return False
         if since is None:
-            return [welcome_frame(user_id, unread=unread, expires_at=identity.expires_at)]
-        # Recovered frames carry today's unread count: the badge is right as soon as the first one shows. They
-        # and the welcome must fit the new connection's queue, or it would be closed as slow on every attempt.
-        missed = self._service.recover(
-            user_id, since, unread=unread, max_frames=self._connections.queue_size - 1
-        )
-        if missed is None:
-            return [welcome_frame(user_id, unread=unread, expires_at=identity.expires_at, recovered=False)]
-        welcome = welcome_frame(
-            user_id, unread=unread, expires_at=identity.expires_at, recovered=True, missed=len(missed)
-        )
-        return [welcome, *missed]
+            welcome = welcome_frame(identity.user_id, unread=reply.unread, expires_at=identity.expires_at)
+        else:
+            welcome = welcome_frame(
+                identity.user_id,
+                unread=reply.unread,
+                expires_at=identity.expires_at,
+                recovered=bool(reply.recovered),
+                missed=len(reply.missed),
+            )
+        first = [(welcome, False), *((orjson.dumps(missed), True) for missed in reply.missed)]
+        return connection.begin(reply.seq, first)
 
     async def _read(self, websocket: WebSocket, connection: Connection, identity: Identity) -> None:
         idle = self._policy.idle_timeout_seconds
@@ -144,6 +159,8 @@ class Sessions:
                 # The client left (or answered the server's close): the session is over.
                 connection.ended.set()
                 return
+            if connection.closed:
+                return  # closed by the server (too slow, expired …): nothing more is answered
             connection.reply(await self._answer(connection, identity, message.get("text")))
 
     async def _answer(self, connection: Connection, identity: Identity, text: str | None) -> bytes:
@@ -156,19 +173,19 @@ class Sessions:
         user_id = identity.user_id
         if isinstance(command, Ping):
             return pong_frame(command.id)
-        if isinstance(command, ListInbox):
-            page = self._service.page(
-                user_id, limit=command.limit, before=command.before, archived=command.archived
-            )
-            return inbox_frame(page, unread=self._service.unread(user_id), request_id=command.id)
         if isinstance(command, Refresh):
             return self._refresh(connection, user_id, command)
         try:
+            if isinstance(command, ListInbox):
+                page = await self._service.page(
+                    user_id, limit=command.limit, before=command.before, archived=command.archived
+                )
+                return inbox_frame(page, request_id=command.id)
             if isinstance(command, Mark):
-                unread = await self._service.mark(user_id, command.type, command.ids)
+                unread = await self._service.change(user_id, InboxAction(command.type), command.ids)
             else:
                 assert isinstance(command, MarkAllRead)
-                unread = await self._service.mark_all_read(user_id)
+                unread = await self._service.change(user_id, InboxAction.MARK_ALL_READ)
         except InboxUnavailable as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc), command.id) from None
         return ack_frame(unread=unread, request_id=command.id)

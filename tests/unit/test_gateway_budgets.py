@@ -1,5 +1,6 @@
-"""Byte budgets in the gateway: each socket's send queue, `list` replies and `?since=` recovery. The queue's
-accounting against a sink that never completes a write; the rest over real loopback sockets."""
+"""Byte budgets in the gateway: each socket's send queue (and what it holds while starting), `list` replies
+and `?since=` recovery. The queue's accounting against a sink that never completes a write; the rest over real
+loopback sockets, the owner cutting replies to the budget as the worker does."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.connections import Connection, ConnectionRegistry
-from gateway.inbox import Entry, Page
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import fit, inbox_frame
+from gateway.protocol import inbox_frame
 from kernel.errors import ConfigurationError
 from kernel.settings import GATEWAY_FRAME_OVERHEAD_BYTES, Settings, load_settings
+from schemas.frames import Item, Page, fit, inbox_body
+from schemas.inbox import SessionRequest
 from schemas.notifications import InAppNotification
 from schemas.websocket import CloseReason
 from tests.unit import test_gateway_sockets as sockets
@@ -131,6 +133,36 @@ async def test_the_frame_count_still_bounds_the_queue() -> None:
         await connection.stop()
 
 
+async def test_records_held_while_starting_count_against_the_same_budgets() -> None:
+    sink, registry = StalledSink(), CollectorRegistry()
+    connection = await _started(sink, registry, queue_bytes=1000, queue_size=3)
+    try:
+        assert connection.deliver(1, b"a" * 600, notification=True)
+        assert connection.deliver(2, b"b" * 400, notification=True)  # exactly the budget
+        assert connection.queued_bytes == 0  # held, not queued
+        assert not connection.deliver(3, b"c", notification=True)
+        assert connection.closed and _slow_closes(registry) == 1
+    finally:
+        await connection.stop()
+
+
+async def test_starting_queues_the_snapshot_then_the_held_records_above_it_once() -> None:
+    sink, registry = StalledSink(), CollectorRegistry()
+    connection = await _started(sink, registry, queue_bytes=1000, queue_size=10)
+    try:
+        for seq in (4, 5, 5, 6):
+            assert connection.deliver(seq, b"%d" % seq, notification=True)
+        assert connection.begin(5, [(b"welcome", False), (b"missed", True)])
+        assert connection.deliver(6, b"6", notification=True)  # read again
+        assert connection.deliver(7, b"7", notification=True)
+        sink.let_through(4)
+        await _eventually(lambda: len(sink.written) == 4)
+        assert sink.written == ["welcome", "missed", "6", "7"]
+        assert connection.seen == 7
+    finally:
+        await connection.stop()
+
+
 def test_the_registry_refuses_an_empty_byte_budget() -> None:
     with pytest.raises(ValueError, match="queue_bytes"):
         ConnectionRegistry(GatewayMetrics(CollectorRegistry()), queue_bytes=0)
@@ -149,9 +181,10 @@ def test_the_budgets_have_defaults_and_are_read_from_the_environment(monkeypatch
 @pytest.mark.parametrize(
     "overrides",
     [
-        # One frame with the largest notification Herald produces would never fit.
-        {"gateway_send_queue_bytes": 1_000_000},
-        {"max_record_bytes": 2_000_000},
+        # One list reply (256 KiB by default) would never fit.
+        {"gateway_send_queue_bytes": 200_000},
+        # Nor one frame with the largest in-app notification Herald keeps.
+        {"inapp_max_bytes": 1_100_000, "max_record_bytes": 2_000_000},
         # Nor would one list reply.
         {"gateway_list_reply_bytes": 1024 * KIB},
     ],
@@ -169,35 +202,38 @@ def test_a_list_reply_budget_below_its_floor_fails_naming_the_setting() -> None:
 
 
 # --- list replies, as plain data --------------------------------------------------------------------------
-def _entry(n: int, size: int) -> Entry:
-    return Entry(f"ntf_{n}", _notification("alice", n, size).to_json())
+# The owner cuts a page (schemas.frames.fit); the gateway wraps the body in a frame, within the overhead.
 
 
-def test_a_page_is_cut_to_the_entries_that_fit_with_the_cursor_on_the_last() -> None:
-    entries = [_entry(n, 10 * KIB) for n in range(10)]
+def _item(n: int, size: int) -> Item:
+    return Item(f"ntf_{n}", _notification("alice", n, size).to_json(), False, False)
+
+
+def test_a_page_is_cut_to_the_items_that_fit_and_the_gateways_frame_fits_the_budget() -> None:
+    items = [_item(n, 10 * KIB) for n in range(10)]
     budget = 40 * KIB
-    page = fit(Page(entries, "ntf_9"), budget)
-    assert 0 < len(page.entries) < len(entries)
-    assert page.entries == entries[: len(page.entries)]
-    assert page.next_before == page.entries[-1].notification_id
+    page = fit(Page(items, "ntf_9"), budget - GATEWAY_FRAME_OVERHEAD_BYTES)
+    assert 0 < len(page.items) < len(items)
+    assert page.items == items[: len(page.items)]
+    assert page.next_before == page.items[-1].notification_id
     # The frame fits whatever the request id and cursor, as long as they are valid ones (at most 100 and 200
     # characters, which JSON may escape to six bytes each).
-    frame = inbox_frame(Page(page.entries, "\x01" * 200), unread=10**9, request_id="\x01" * 100)
-    assert len(frame) <= budget
+    body = inbox_body(Page(page.items, "\x01" * 200), unread=10**9)
+    assert len(inbox_frame(body, request_id="\x01" * 100)) <= budget
     # And it was cut because the next one would not have fitted.
-    longer = Page(entries[: len(page.entries) + 1], None)
-    assert len(inbox_frame(longer, unread=0, request_id=None)) + GATEWAY_FRAME_OVERHEAD_BYTES > budget
+    longer = inbox_body(Page(items[: len(page.items) + 1], None), unread=0)
+    assert len(inbox_frame(longer, request_id=None)) + GATEWAY_FRAME_OVERHEAD_BYTES > budget
 
 
 def test_a_page_that_fits_is_left_as_it_is() -> None:
-    page = Page([_entry(n, KIB) for n in range(3)], None)
+    page = Page([_item(n, KIB) for n in range(3)], None)
     assert fit(page, 64 * KIB) is page
 
 
-def test_an_entry_larger_than_the_budget_comes_alone_so_paging_moves_on() -> None:
-    entries = [_entry(0, 100 * KIB), _entry(1, KIB)]
-    page = fit(Page(entries, None), 64 * KIB)
-    assert (page.entries, page.next_before) == (entries[:1], "ntf_0")
+def test_an_item_larger_than_the_budget_comes_alone_so_paging_moves_on() -> None:
+    items = [_item(0, 100 * KIB), _item(1, KIB)]
+    page = fit(Page(items, None), 64 * KIB - GATEWAY_FRAME_OVERHEAD_BYTES)
+    assert (page.items, page.next_before) == (items[:1], "ntf_0")
 
 
 # --- over sockets -----------------------------------------------------------------------------------------
@@ -234,7 +270,7 @@ async def test_a_client_that_never_reads_is_closed_as_slow_within_the_byte_budge
     gateway = await start_gateway(**overrides)
     settings = sockets._settings(**overrides)
     for n in range(settings.inbox_size):
-        gateway.deliver(_notification("alice", n, 50 * KIB))
+        gateway.inbox.add(_notification("alice", n, 50 * KIB))
     stalled = await _stalled_client(gateway, "alice")
     try:
         await _eventually(lambda: gateway.connections.connected("alice"))
@@ -258,7 +294,7 @@ async def test_paging_a_list_cut_short_gets_every_entry_exactly_once(start_gatew
     gateway = await start_gateway(gateway_list_reply_bytes=budget)
     sizes = [20 * KIB] * 12 + [100 * KIB] + [KIB] * 20  # one larger than a whole reply
     for n, size in enumerate(sizes):
-        gateway.deliver(_notification("alice", n, size))
+        gateway.inbox.add(_notification("alice", n, size))
     async with _connect(gateway, "alice", max_size=None) as ws:
         await _frame(ws)
         seen: list[str] = []
@@ -294,9 +330,9 @@ async def test_a_reconnect_that_missed_more_than_a_reply_holds_is_told_to_reload
     start_gateway: GatewayFactory,
 ) -> None:
     gateway = await start_gateway(gateway_list_reply_bytes=64 * KIB)
-    gateway.deliver(_notification("alice", 0, KIB))
+    gateway.inbox.add(_notification("alice", 0, KIB))
     for n in range(1, 6):
-        gateway.deliver(_notification("alice", n, 20 * KIB))
+        gateway.inbox.add(_notification("alice", n, 20 * KIB))
     async with _connect(gateway, "alice", query="?since=ntf_0") as ws:
         welcome = await _frame(ws)
         assert (welcome["recovered"], welcome["unread"]) == (False, 6)
@@ -310,15 +346,23 @@ async def test_a_reconnect_that_missed_more_than_a_reply_holds_is_told_to_reload
     assert gateway.sample("herald_gateway_recoveries_total", outcome="recovered") == 1
 
 
-async def test_a_reconnect_that_missed_more_frames_than_the_queue_holds_is_told_to_reload(
+async def test_a_reconnect_asks_for_no_more_missed_frames_than_the_queue_holds(
     start_gateway: GatewayFactory,
 ) -> None:
     gateway = await start_gateway(gateway_send_queue_size=4)
     for n in range(6):
-        gateway.deliver(_notification("alice", n, 10))
+        gateway.inbox.add(_notification("alice", n, 10))
     async with _connect(gateway, "alice", query="?since=ntf_0") as ws:
         assert (await _frame(ws))["recovered"] is False
         assert (await _send(ws, type="ping"))["type"] == "pong"
     async with _connect(gateway, "alice", query="?since=ntf_2") as ws:  # three frames and the welcome fit
         assert (await _frame(ws))["missed"] == 3
+    sessions = [r for r in gateway.owner.requests if isinstance(r, SessionRequest)]
+    assert [r.max_frames for r in sessions] == [3, 3]
+    # An owner that sends more than asked for is not believed: the client reloads instead of being closed.
+    gateway.owner.ignore_max_frames = True
+    async with _connect(gateway, "alice", query="?since=ntf_0") as ws:
+        assert (await _frame(ws))["recovered"] is False
+        assert (await _send(ws, type="ping"))["type"] == "pong"
     assert gateway.sample("herald_gateway_slow_client_disconnects_total") == 0
+    assert gateway.sample("herald_gateway_recoveries_total", outcome="failed") == 2

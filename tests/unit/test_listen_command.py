@@ -18,7 +18,7 @@ from adapters.broker.embedded import free_port
 from gateway.app import build_server, create_app
 from gateway.auth import issue_token
 from kernel.settings import Settings
-from tests.unit.test_gateway_sockets import SECRET, FakeFeed, RecordingWriter
+from tests.unit.test_gateway_sockets import INTERNAL_SECRET, SECRET, FakeFeed, RecordingWriter, owner_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0  # the command's start-up imports Faust
@@ -26,25 +26,27 @@ TIMEOUT = 30.0  # the command's start-up imports Faust
 
 @pytest.fixture
 async def gateway() -> AsyncIterator[str]:
-    """A gateway on loopback with a fake feed (no broker); its WebSocket URL."""
+    """A gateway on loopback with a fake feed and a fake owner (no broker, no worker); its WebSocket URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        jwt_secret=SECRET,
-        internal_secret="i" * 32,
-        gateway_port=port,  # type: ignore[arg-type]
-    )
-    app = create_app(settings, registry=CollectorRegistry(), feed=FakeFeed(), writer=RecordingWriter())
-    server = build_server(app, settings)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with asyncio.timeout(5):
-        while not server.started:
-            await asyncio.sleep(0.01)
-    yield f"ws://127.0.0.1:{port}/ws"
-    server.should_exit = True
-    await asyncio.wait_for(task, 5)
+    async with owner_endpoint() as owner:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            jwt_secret=SECRET,  # type: ignore[arg-type]
+            internal_secret=INTERNAL_SECRET,  # type: ignore[arg-type]
+            gateway_worker_url=owner.url,
+            gateway_port=port,
+        )
+        app = create_app(settings, registry=CollectorRegistry(), feed=FakeFeed(), writer=RecordingWriter())
+        server = build_server(app, settings)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        async with asyncio.timeout(5):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        yield f"ws://127.0.0.1:{port}/ws"
+        server.should_exit = True
+        await asyncio.wait_for(task, 5)
 
 
 async def _listen(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:

@@ -1,0 +1,102 @@
+"""The worker that owns a user's inbox, over the workers' internal HTTP endpoint: any worker answers,
+forwarding to the owner of the user's partition."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import ValidationError
+
+from kernel.errors import ConfigurationError, InboxUnavailable
+from kernel.settings import Settings
+from schemas.inbox import PageRequest, SessionReply, SessionRequest
+
+log = logging.getLogger(__name__)
+
+SESSION_PATH = "/internal/inbox/session"
+PAGE_PATH = "/internal/inbox/page"
+
+
+class InboxOwner:
+    """`session` and `page` of a user's inbox; InboxUnavailable when no worker answers in time, or the owner
+    is not ready (rebalancing, recovering). One pooled client for every request."""
+
+    def __init__(
+        self,
+        base_url: str,
+        secret: str,
+        *,
+        timeout_seconds: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+            timeout=httpx.Timeout(timeout_seconds),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+            transport=transport,
+        )
+
+    async def session(self, request: SessionRequest) -> SessionReply:
+        body = await self._post(SESSION_PATH, request.to_json())
+        try:
+            return SessionReply.model_validate(body)
+        except ValidationError:
+            raise InboxUnavailable("the inbox's owner sent a session reply that does not decode") from None
+
+    async def page(self, request: PageRequest) -> dict[str, Any]:
+        """The `inbox` frame's body (`items`, `unread`, `next_before`), without the owner's `seq`."""
+        body = await self._post(PAGE_PATH, request.to_json())
+        body.pop("seq", None)
+        items, unread, cursor = body.get("items"), body.get("unread"), body.get("next_before")
+        if (
+            set(body) != {"items", "unread", "next_before"}
+            or not isinstance(items, list)
+            or type(unread) is not int
+            or not (cursor is None or isinstance(cursor, str))
+        ):
+            raise InboxUnavailable("the inbox's owner sent a page that does not decode")
+        return body
+
+    async def _post(self, path: str, content: bytes) -> dict[str, Any]:
+        try:
+            response = await self._client.post(path, content=content)
+        except httpx.HTTPError as exc:
+            raise InboxUnavailable(f"the inbox's owner did not answer: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            if response.status_code in (400, 401, 403):
+                # Not a passing state: the two sides disagree on the secret or the contract.
+                log.error("the inbox's owner refused a request: %d on %s", response.status_code, path)
+            raise InboxUnavailable(f"the inbox's owner answered {response.status_code}")
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            raise InboxUnavailable("the inbox's owner sent a reply that is not a JSON object")
+        return body
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def internal_secret(settings: Settings) -> str:
+    """The workers' internal secret, or ConfigurationError if it is unset (its length is checked on load)."""
+    secret = settings.internal_secret.get_secret_value() if settings.internal_secret is not None else ""
+    if not secret:
+        raise ConfigurationError(
+            "HERALD_INTERNAL_SECRET: must be set for the gateway to reach the workers that own the inboxes "
+            "(the same value as the workers')"
+        )
+    return secret
+
+
+def owner_from_settings(settings: Settings) -> InboxOwner:
+    return InboxOwner(
+        settings.gateway_worker_url,
+        internal_secret(settings),
+        timeout_seconds=settings.gateway_owner_timeout_seconds,
+    )

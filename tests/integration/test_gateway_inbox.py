@@ -75,7 +75,7 @@ class Deployment:
         )
         gateway = Process(process, port)
         self.gateways.append(gateway)
-        await wait_ready(f"{gateway.http}/readyz", process, timeout=30)
+        await wait_ready(f"{gateway.http}/readyz", process, timeout=90)
         return gateway
 
     async def produce(self, *notifications: InAppNotification) -> None:

@@ -412,7 +412,9 @@ async def test_oversized_frames_floods_and_slow_loris_clients_are_cut_off_and_ot
         client_frame(json.dumps({"type": "list", "v": 1, "limit": 100}).encode()) for _ in range(2000)
     )
     sender = asyncio.create_task(raw.send(flood))
-    await _until_metric(gateway, "herald_gateway_slow_client_disconnects_total", 1)
+    # Each `list` is a page from the worker that keeps the inbox, answered one after the other: the replies
+    # first fill the kernel's socket buffers (megabytes on loopback), so on a loaded machine this takes a while.
+    await _until_metric(gateway, "herald_gateway_slow_client_disconnects_total", 1, timeout=120)
     await bystander_is_served("flood")
     sender.cancel()
     assert await raw.read_until_eof(TIMEOUT), "the flooding socket was not closed"
@@ -509,8 +511,8 @@ def _last_close(data: bytes) -> tuple[int, str] | None:
     return closes[-1] if closes else None
 
 
-async def _until_metric(gateway: Gateway, name: str, at_least: float) -> None:
-    async with asyncio.timeout(TIMEOUT):
+async def _until_metric(gateway: Gateway, name: str, at_least: float, timeout: float = TIMEOUT) -> None:
+    async with asyncio.timeout(timeout):
         while await gateway.metric(name) < at_least:
             await asyncio.sleep(0.1)
 

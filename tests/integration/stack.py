@@ -70,6 +70,9 @@ class Stack:
             }
         )
         env.update(self.extra_env)
+        if "HERALD_WORKER_PORT" in env:
+            # A gateway of this stack asks its worker for inboxes unless told otherwise.
+            env.setdefault("HERALD_GATEWAY_WORKER_URL", f"http://127.0.0.1:{env['HERALD_WORKER_PORT']}")
         return env
 
     def spawn(self, *args: str, log_name: str, **env: str) -> subprocess.Popen[bytes]:

@@ -55,6 +55,3 @@ class DigestRelease(WireModel):
     kind: Literal["digest_release"] = "digest_release"
     recipient: UserId
     bucket: Annotated[str, StringConstraints(min_length=1, max_length=500)]
-
-
-Routed = Annotated[RecipientEvent | DigestRelease, Field(discriminator="kind")]

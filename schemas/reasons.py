@@ -21,6 +21,8 @@ class DecisionReason(StrEnum):
     DELAY = "delay"  # the rule's `delay`
     DIGEST = "digest"  # collected into a digest, sent when the digest is
     THROTTLED = "throttled"  # over the rule's throttle: dropped or deferred, as its `excess` says
+    ESCALATION = "escalation"  # a step of the rule's `escalate`: sent later unless the in-app one is read
+    CANCELLED_READ = "cancelled_read"  # an escalation step not sent: the in-app notification was read
 
 
 # Which decisions drop a notification and which hold it back; a throttle does either.
@@ -28,9 +30,16 @@ SKIP_REASONS: Final = frozenset(DecisionReason) - {
     DecisionReason.QUIET_HOURS,
     DecisionReason.DELAY,
     DecisionReason.DIGEST,
+    DecisionReason.ESCALATION,
 }
 DEFER_REASONS: Final = frozenset(
-    {DecisionReason.QUIET_HOURS, DecisionReason.DELAY, DecisionReason.DIGEST, DecisionReason.THROTTLED}
+    {
+        DecisionReason.QUIET_HOURS,
+        DecisionReason.DELAY,
+        DecisionReason.DIGEST,
+        DecisionReason.THROTTLED,
+        DecisionReason.ESCALATION,
+    }
 )
 
 

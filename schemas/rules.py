@@ -1,8 +1,10 @@
 """Routing rules: which events reach which channels, through which templates, and how (conditions,
-fallback, delay, digest, throttle). Published as one validated document to the compacted rules topic."""
+fallback, delay, digest, throttle, escalation). Published as one validated document to the compacted rules
+topic."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import time
 from enum import StrEnum
@@ -94,6 +96,28 @@ class Throttle(WireModel):
         return value
 
 
+# One step per channel other than in-app, at most.
+MAX_ESCALATION_STEPS = len(Channel) - 1
+
+
+class EscalationStep(WireModel):
+    """After `after` (counted from when the in-app notification goes out), send on `channel` unless the
+    recipient has read the in-app notification by then."""
+
+    after: Duration
+    channel: Channel
+
+    @field_validator("after")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be longer than zero")
+        return value
+
+
+EscalationSteps = Annotated[list[EscalationStep], Field(min_length=1, max_length=MAX_ESCALATION_STEPS)]
+
+
 class Rule(WireModel):
     # `match` is an event type or a glob over event types (`order.*`); the most specific match wins.
     match: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.*?\[\]-]+$", max_length=200)]
@@ -109,6 +133,8 @@ class Rule(WireModel):
     delay: Duration | None = None
     digest: Digest | None = None
     throttle: Throttle | None = None
+    # In-app at once, then each step's channel in turn unless the in-app notification was read by then.
+    escalate: EscalationSteps | None = None
     # Event data fields the in-app notification carries to the client as `data` (`order_id`, `order.url`; the
     # `data.` prefix optional), beside what its templates render. Nothing else of the event's data leaves.
     public: Annotated[list[DataPath], Field(max_length=50)] = Field(default_factory=list)
@@ -121,7 +147,27 @@ class Rule(WireModel):
                 raise ValueError(f"fallback names channels without a template: {', '.join(unknown)}")
         if self.delay is not None:
             parse_duration(self.delay)
+        if self.escalate is not None:
+            _check_escalation(self, self.escalate)
         return self
+
+
+def _check_escalation(rule: Rule, steps: list[EscalationStep]) -> None:
+    if Channel.INAPP not in rule.channels:
+        raise ValueError("escalate needs the inapp channel: its notification being read cancels the steps")
+    if rule.digest is not None or rule.fallback is not None:
+        raise ValueError("escalate cannot be combined with digest or fallback")
+    channels = [step.channel for step in steps]
+    if Channel.INAPP in channels:
+        raise ValueError("escalate steps are for channels other than inapp")
+    unknown = [c.value for c in channels if c not in rule.channels]
+    if unknown:
+        raise ValueError(f"escalate names channels without a template: {', '.join(unknown)}")
+    if len(set(channels)) != len(channels):
+        raise ValueError("escalate names a channel more than once")
+    afters = [parse_duration(step.after) for step in steps]
+    if any(later <= earlier for earlier, later in itertools.pairwise(afters)):
+        raise ValueError("escalate steps' `after` must increase from one step to the next")
 
 
 class RuleSet(WireModel):

@@ -18,7 +18,7 @@ from streams.routing.result import StepResult, Tally, reject
 from streams.routing.route import STAGE as ROUTE_STAGE
 from streams.routing.route import RecipientState, recipient_key, route
 from streams.runtime.batches import chunks, coalesced, records_of, turns
-from streams.runtime.outbox import Outbox
+from streams.runtime.outbox import Outbox, bind_event
 from streams.runtime.tables import Tables
 from streams.runtime.worker import Worker
 
@@ -61,6 +61,9 @@ async def _route_batch(worker: Worker, inputs: Sequence[tuple[Any, Any]], outbox
     # await between reading a recipient's state and writing it).
     tallies = []
     async for event, record in turns(inputs):
+        # Faust's RocksDB store reads the partition of the current event, and a batch holds several
+        # partitions' fetches: the recipient's state is read from this record's.
+        bind_event(event)
         result = _route_one(worker, record)
         tallies.append(_apply(outbox, event, record, result, ROUTE_STAGE))
     count(worker.metrics, tallies)
@@ -96,6 +99,7 @@ def read_state(tables: Tables, user_id: str) -> RecipientState:
         preferences=tables.preferences.get(user_id),
         digests=tables.digests.get(user_id),
         throttles=tables.throttles.get(user_id),
+        inbox=partial(tables.inbox.get, user_id),
     )
 
 

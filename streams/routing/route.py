@@ -1,10 +1,10 @@
-"""The route step: one routed record (an event for one recipient, or a digest's release) met with that
-recipient's state, turned into notifications on the channel topics, held ones, status records, and the
-recipient's new digest and throttle records."""
+"""The route step: one routed record (an event for one recipient, a digest's release, or an escalation step
+come due) met with that recipient's state, turned into notifications on the channel topics, held ones, status
+records, and the recipient's new digest and throttle records."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -17,14 +17,16 @@ from kernel.topics import TopicNames
 from schemas.base import describe_validation_error
 from schemas.channels import Channel
 from schemas.deadletter import DeadLetterStage
-from schemas.events import DigestRelease, DomainEvent, RecipientEvent, Routed
+from schemas.events import DigestRelease, DomainEvent, RecipientEvent
 from schemas.notifications import NotificationBase, notification_id
 from schemas.preferences import Preferences
 from schemas.reasons import DecisionReason
+from schemas.routed import EscalationDue, Routed
 from schemas.rules import Rule, parse_duration
 from schemas.status import DeliveryStatus, Outcome
 from schemas.users import UserProfile
 from streams.effects import Effects, Later, Record, Rejected, TableWrite
+from streams.routing import escalation
 from streams.routing.digests import add as add_to_digest
 from streams.routing.digests import bucket_of, summary_event
 from streams.routing.planning import Deferred, Plan, Skipped, plan_notifications
@@ -37,10 +39,11 @@ from streams.routing.throttling import record as record_send
 STAGE = DeadLetterStage.ROUTE
 
 # Routed is an Annotated discriminated union; TypeAdapter's typing does not follow Annotated, hence the cast.
-_routed: TypeAdapter[RecipientEvent | DigestRelease] = TypeAdapter(cast(Any, Routed))
+RoutedRecord = RecipientEvent | DigestRelease | EscalationDue
+_routed: TypeAdapter[RoutedRecord] = TypeAdapter(cast(Any, Routed))
 
 
-def parse_routed(raw: bytes | None) -> RecipientEvent | DigestRelease:
+def parse_routed(raw: bytes | None) -> RoutedRecord:
     if raw is None:
         raise InvalidEvent("empty message")
     try:
@@ -63,6 +66,8 @@ class RecipientState:
     preferences: Preferences | None = None
     digests: Mapping[str, Any] | None = None  # {bucket: {rule, due, count, events}}
     throttles: Mapping[str, Sequence[float]] | None = None  # {scope key: [send times (epoch s)]}
+    # The user's inbox index as stored (streams.inbox.model), read when asked: only escalation steps need it.
+    inbox: Callable[[], Any] | None = None
 
 
 def route(
@@ -90,7 +95,7 @@ def route(
 
 
 def _route(
-    item: RecipientEvent | DigestRelease,
+    item: RoutedRecord,
     state: RecipientState,
     profile: UserProfile,
     rules: RuleBook,
@@ -109,19 +114,60 @@ def _route(
             return result  # already released (a replay of the release record)
         result.effects.writes.append(TableWrite("digests", recipient, buckets or None))
         rule, event, extra["digest"] = summary_event(recipient, item.bucket, content)
+    elif isinstance(item, EscalationDue):
+        if escalation.was_read(state.inbox() if state.inbox else None, item.watch):
+            _cancel(result, item, now)
+            return result
+        rule, event = item.rule, item.event
     else:
         event = item.event
         rule = rules.match(event.type, event.data)
         if rule.digest is not None:
             _collect(result, rule, event, profile, state.digests, topics, now)
             return result
-    plan = plan_notifications(event, profile, rule, templates, now, state.preferences, extra)
+    plan = plan_notifications(
+        event, profile, escalation.at_once(rule), templates, now, state.preferences, extra
+    )
     if rule.throttle is not None:
         plan, throttles = _throttle(plan, rule, state.throttles, now, throttle_memory_seconds)
         if throttles is not None:
             result.effects.writes.append(TableWrite("throttles", recipient, throttles))
     _publish(result, plan, rule, event, recipient, topics, now)
+    if rule.escalate:
+        _escalate(result, plan, rule, event, recipient, topics, now)
     return result
+
+
+def _escalate(
+    result: StepResult,
+    plan: Plan,
+    rule: Rule,
+    event: DomainEvent,
+    recipient: str,
+    topics: TopicNames,
+    now: datetime,
+) -> None:
+    """Each escalation step waits on the scheduler, addressed back to this step, from when the in-app
+    notification goes out; its channel's status says `deferred` (`escalation`) meanwhile."""
+    start = escalation.started(plan, rule, now)
+    for due, step in escalation.steps_due(rule, event, recipient, start):
+        reason = DecisionReason.ESCALATION
+        result.effects.later.append(Later(due, Record.of(topics.routed, recipient, step), reason))
+        result.tally.deferred.append((step.channel, reason))
+        nid = notification_id(event.dedup_key, recipient, step.channel)
+        result.effects.statuses.append(
+            _status(nid, event, recipient, step.channel, Outcome.DEFERRED, reason, now)
+        )
+
+
+def _cancel(result: StepResult, step: EscalationDue, now: datetime) -> None:
+    """A step come due after the recipient read the in-app notification: nothing is sent on its channel."""
+    reason = DecisionReason.CANCELLED_READ
+    nid = notification_id(step.event.dedup_key, step.recipient, step.channel)
+    result.tally.skipped.append((step.channel, reason))
+    result.effects.statuses.append(
+        _status(nid, step.event, step.recipient, step.channel, Outcome.SKIPPED, reason, now)
+    )
 
 
 def _collect(

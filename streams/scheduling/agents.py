@@ -15,7 +15,8 @@ from streams.scheduling.tiers import read_held, release, wake_at
 
 
 def scheduling_targets(worker: Worker) -> frozenset[str]:
-    """Where a held record may be released to: the delivery topics and the routed events (digests)."""
+    """Where a held record may be released to: the delivery topics and the routed events (digests, escalation
+    steps)."""
     names = worker.topics.names
     return frozenset({*names.delivery.values(), names.routed})
 

@@ -17,8 +17,10 @@ from kernel.settings import Settings
 from kernel.topics import TopicNames
 from schemas.channels import Channel
 from schemas.events import DomainEvent, RecipientEvent
+from schemas.notifications import notification_id
 from schemas.users import UserProfile
 from streams.effects import Effects
+from streams.inbox.model import READ
 from streams.ops.metrics import WorkerMetrics
 from streams.routing.agents import _intake_batch, _route_batch, count, read_state
 from streams.routing.rendering import TemplateStore
@@ -42,6 +44,9 @@ rules:
   - match: comment.added
     digest: {window: 10m}
     channels: {inapp: {template: comment_digest}}
+  - match: message.received
+    channels: {inapp: {template: direct_message}, email: {template: direct_message}}
+    escalate: [{after: 10m, channel: email}]
 """
 
 
@@ -83,10 +88,14 @@ def make_worker(users: dict[str, Any]) -> Worker:
     )
 
 
+class FaustEvent(SimpleNamespace):
+    """A stand-in for a Faust event: the agents make it the current one, which takes a weak reference."""
+
+
 def message(key: bytes | None, value: bytes | None) -> Any:
     """A Faust event as the batch-fed agents get it: here one fetched record."""
     record = SimpleNamespace(topic=NAMES.routed, partition=0, offset=0, key=key, value=value)
-    return SimpleNamespace(message=SimpleNamespace(records=[record]))
+    return FaustEvent(message=SimpleNamespace(records=[record]))
 
 
 def routed(type_: str, n: int) -> Any:
@@ -170,6 +179,37 @@ def test_read_state_reads_every_table_for_the_user() -> None:
     assert state.user_id == "alice" and state.profile is not None and state.profile.user_id == "alice"
     assert state.throttles == {"channel:inapp": [1.0]} and state.digests is None and state.preferences is None
     assert read_state(worker.tables, "nobody").profile is None
+
+
+def test_an_escalation_step_meets_the_recipients_inbox() -> None:
+    worker = make_worker({"alice": {"user_id": "alice", "email": "alice@example.com"}})
+    event = DomainEvent.model_validate(
+        {
+            "event_id": "m1",
+            "type": "message.received",
+            "occurred_at": "2026-11-24T11:00:00Z",
+            "recipients": ["alice"],
+            "data": {"sender": "Bob", "preview": "Hi", "conversation_id": "c"},
+        },
+        strict=False,
+    )
+    first = run_route(worker, [message(b"alice", RecipientEvent(event=event, recipient="alice").to_json())])
+    [(_, effects)] = first.applied
+    [held] = effects.later
+    assert held.record.topic == NAMES.routed
+    come_due = message(b"alice", held.record.value)
+
+    unread = run_route(worker, [come_due])
+    assert [r.topic for _, effects in unread.applied for r in effects.records] == [
+        NAMES.delivery[Channel.EMAIL]
+    ]
+    watched = notification_id("m1", "alice", Channel.INAPP)
+    worker.tables.inbox.faust["alice"] = {"seq": 1, "lines": [[watched, 0, READ]]}
+    read = run_route(worker, [come_due])
+    [(_, effects)] = read.applied
+    assert not effects.records and [s.reason for s in effects.statuses] == ["cancelled_read"]
+    assert sample(worker, "herald_notifications_skipped_total", channel="email", reason="cancelled_read") == 1
+    assert sample(worker, "herald_notifications_deferred_total", channel="email", reason="escalation") == 1
 
 
 def test_count_increments_each_label() -> None:

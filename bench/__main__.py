@@ -25,8 +25,10 @@ from bench.workload import write_rules
 # The limit is measured with the pipeline, on the same backlog; the peers come after it, to set beside it.
 PHASES = ("pipeline", "peers", "memory", "gateway")
 # Run only when named in --only: WebSocket server stacks side by side (about 4 minutes; no broker used); the
-# worker's state (issue 16, bench.state: cold recovery on each store, a clean restart, delivery cost).
-OPTIONAL_PHASES = ("ws-stacks", "state")
+# worker's state (issue 16, bench.state: cold recovery on each store, a clean restart, delivery cost); the
+# in-app side at scale (issue 15, bench.inapp_scale: a gateway's start with the topics full, its memory with
+# many users, the most sockets it holds).
+OPTIONAL_PHASES = ("ws-stacks", "state", "inapp-scale")
 
 
 def machine() -> dict[str, Any]:
@@ -56,6 +58,7 @@ def _thin(values: list[float], points: int = 2000) -> list[float]:
 
 async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> dict[str, Any]:
     from bench.gateway_load import measure_gateway
+    from bench.inapp_scale import measure_inapp_scale
     from bench.memory import measure_memory
     from bench.peers import measure_peers
     from bench.pipeline import measure_pipeline
@@ -65,6 +68,8 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
 
     started = time.monotonic()
     result: dict[str, Any] = {"machine": machine(), "sizes": asdict(sizes), "phases": sorted(phases)}
+    # The machine is shared: the 1-, 5- and 15-minute load averages at the start and the end of the run.
+    result["load_average"] = {"start": os.getloadavg()}
     timings: dict[str, float] = result.setdefault("phase_seconds", {})
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -93,8 +98,12 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
                 timings["memory"] = time.monotonic() - began
             if "gateway" in phases:
                 began = time.monotonic()
-                result["gateway"] = await measure_gateway(broker.bootstrap, tmp, sizes)
+                result["gateway"], result["inapp"] = await measure_gateway(broker.bootstrap, tmp, sizes)
                 timings["gateway"] = time.monotonic() - began
+            if "inapp-scale" in phases:
+                began = time.monotonic()
+                result["inapp_scale"] = await measure_inapp_scale(broker.bootstrap, tmp, sizes)
+                timings["inapp-scale"] = time.monotonic() - began
             if "state" in phases:
                 began = time.monotonic()
                 result["state"] = await measure_state(broker.bootstrap, tmp, sizes, rules, templates)
@@ -110,6 +119,7 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
                 for log in tmp.glob("*.log"):  # noqa: ASYNC240 - a few files, after the run
                     (out / "logs").mkdir(exist_ok=True)
                     (out / "logs" / log.name).write_bytes(log.read_bytes())
+    result["load_average"]["end"] = os.getloadavg()
     result["elapsed_seconds"] = time.monotonic() - started
     return result
 
@@ -142,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(run(sizes, phases, args.out, profile=args.profile))
     if "latency" in result:
         result["latency"]["cdf_ms"] = _thin(result["latency"]["cdf_ms"])
-    for g in result.get("gateway", []):
-        g["cdf_ms"] = _thin(g.get("cdf_ms", []))
+    for g in [*result.get("gateway", []), result.get("inapp", {})]:
+        if "cdf_ms" in g:
+            g["cdf_ms"] = _thin(g["cdf_ms"])
     (args.out / "result.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     plot(result, args.out / "result.png")
     print(print_table(result))

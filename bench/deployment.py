@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,6 +38,8 @@ class Deployment:
     run: str = "0"
     extra_env: dict[str, str] = field(default_factory=dict)
     worker_port: int = field(default_factory=free_port)
+    # Between the deployment's gateways and workers (the workers' internal inbox endpoint).
+    internal_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -76,8 +79,11 @@ class Deployment:
                 "HERALD_TOPIC_STATUS": self.topic("status"),
                 "HERALD_TOPIC_SCHEDULED_PREFIX": self.topic("scheduled"),
                 "HERALD_TOPIC_DLQ": self.topic("dlq"),
-                "HERALD_INBOX_TOPIC": self.topic("inbox"),
+                "HERALD_INBOX_COMMANDS_TOPIC": self.topic("inbox.commands"),
+                "HERALD_INBOX_FEED_TOPIC": self.topic("inbox.feed"),
+                "HERALD_INTERNAL_SECRET": self.internal_secret,
                 "HERALD_WORKER_PORT": str(self.worker_port),
+                "HERALD_GATEWAY_WORKER_URL": f"http://127.0.0.1:{self.worker_port}",
                 "PYTHONUNBUFFERED": "1",
             }
         )

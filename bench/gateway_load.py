@@ -1,129 +1,132 @@
-"""Measurement (5): one gateway process, N WebSocket clients in another, one in-app notification per user per
-second produced straight to the in-app topic: delivered rate, Kafka→client latency, RSS per socket."""
+"""Measurement (5): one gateway process, N WebSocket clients in another, one notification frame per user
+per second produced straight to the inbox feed (the worker is not in this path): delivered rate,
+Kafka→client latency, RSS per idle socket. A worker runs beside it (each socket's welcome comes from it);
+on the first size, the in-app produce → socket latency at low load goes through it (bench.inapp_latency)."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psutil
 from tqdm import tqdm
 
-from adapters.broker.embedded import free_port
-from adapters.broker.topics import ensure_topics
-from bench.deployment import Deployment, wait_http_ok
+from bench.deployment import Deployment
+from bench.feed_records import feed_headers, feed_value, notification, notification_template
+from bench.inapp_latency import measure_inapp_latency
+from bench.inapp_stack import InAppStack
 from bench.observe import RssSampler, latency_summary
 from bench.sizes import Sizes
 from bench.workload import fast_producer, user_id
-from schemas.notifications import InAppNotification
+from bench.ws_clients import ClientsProcess
+
+SETTLE_SECONDS = 2.0  # after connecting, before reading RSS
+GRACE_SECONDS = 5.0  # after the last frame is produced, for the last ones to arrive
 
 
-def _template() -> dict[str, Any]:
-    now = datetime.now(UTC)
-    template: dict[str, Any] = orjson.loads(
-        InAppNotification(
-            notification_id="ntf_x",
-            event_id="evt_x",
-            event_type="bench.fanout",
-            recipient="u0",
-            occurred_at=now,
-            created_at=now,
-            title="Hello",
-            body="bench",
-        ).to_json()
-    )
-    return template
+async def measure_gateway(
+    bootstrap: str, tmp: Path, sizes: Sizes
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The fan-out figures per size, and the in-app latency at low load (measured on the first size)."""
+    runs: list[dict[str, Any]] = []
+    inapp: dict[str, Any] = {}
+    for index, n in enumerate(sizes.gateway_connections):
+        run, latency = await _one(bootstrap, tmp, sizes, n, with_inapp=index == 0)
+        runs.append(run)
+        inapp = latency or inapp
+    return runs, inapp
 
 
-async def measure_gateway(bootstrap: str, tmp: Path, sizes: Sizes) -> list[dict[str, Any]]:
-    return [await _one(bootstrap, tmp, sizes, n) for n in sizes.gateway_connections]
+def rss(pid: int) -> int:
+    return int(psutil.Process(pid).memory_info().rss)
 
 
-async def _one(bootstrap: str, tmp: Path, sizes: Sizes, n: int) -> dict[str, Any]:
-    dep = Deployment(bootstrap, tmp, prefix=f"gw{n}", partitions=sizes.partitions)
-    secret = secrets.token_hex(32)
-    port = free_port()
-    inapp = dep.topic("deliver.inapp")
-    await ensure_topics([bootstrap], [inapp], sizes.partitions, 1, compacted=set())
-    env = {**dep.env, "HERALD_JWT_SECRET": secret, "HERALD_GATEWAY_PORT": str(port)}
-    gateway = dep.spawn("streams", "gateway", log_name=f"gateway-{n}", env=env)
-    ready, out = tmp / f"clients-{n}.ready", tmp / f"clients-{n}.json"
+async def _one(
+    bootstrap: str, tmp: Path, sizes: Sizes, n: int, *, with_inapp: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    stack = InAppStack(Deployment(bootstrap, tmp, prefix=f"gw{n}", partitions=sizes.partitions))
     result: dict[str, Any] = {"connections": n}
-    clients = None
+    inapp: dict[str, Any] = {}
+    clients: ClientsProcess | None = None
+    log = open(tmp / f"clients-{n}.log", "wb")  # noqa: ASYNC230 - once, before the run
     try:
-        await wait_http_ok(f"http://127.0.0.1:{port}/readyz", gateway, timeout=60)
-        await asyncio.sleep(1.0)
-        idle = int(psutil.Process(gateway.pid).memory_info().rss)
-        clients = dep.spawn(
-            "bench.ws_clients",
-            f"ws://127.0.0.1:{port}/ws",
-            str(n),
-            secret,
-            str(ready),
-            str(out),
-            log_name=f"clients-{n}",
-        )
-        with tqdm(
-            desc=f"gateway: connecting {n:,}", total=None, leave=False, bar_format="{desc} {elapsed}"
-        ) as bar:
-            while not ready.exists() and clients.poll() is None:
-                await asyncio.sleep(0.2)
-                bar.update(0)
-        connected, connect_seconds = ready.read_text().split()
-        result["connected"] = int(connected)
-        result["connect_seconds"] = float(connect_seconds)
-        await asyncio.sleep(1.0)
-        loaded = int(psutil.Process(gateway.pid).memory_info().rss)
-        result["gateway_rss_idle_bytes"] = idle
+        await stack.topics()
+        result["worker_ready_seconds"] = await stack.start_worker()
+        port, gateway, result["gateway_ready_seconds"] = await stack.start_gateway(f"gateway-{n}")
+        clients = ClientsProcess(f"ws://127.0.0.1:{port}/ws", stack.jwt_secret, log)
+        # One socket first, so the figure per socket is the growth over a gateway already serving one.
+        await clients.connect(1, "w")
+        await asyncio.sleep(SETTLE_SECONDS)
+        one = rss(gateway.pid)
+        with tqdm(desc=f"gateway: connecting {n:,}", total=None, leave=False, bar_format="{desc} {elapsed}"):
+            opened, welcomed, seconds = await clients.connect(n, "u")
+        result.update(connected=opened, welcomed=welcomed, connect_seconds=seconds)
+        await asyncio.sleep(SETTLE_SECONDS)
+        loaded = rss(gateway.pid)
+        result["gateway_rss_one_socket_bytes"] = one
         result["gateway_rss_connected_bytes"] = loaded
-        result["rss_per_connection_bytes"] = (loaded - idle) / max(1, int(connected))
-        rss = RssSampler(gateway.pid).start()
-        template = _template()
-        producer = fast_producer(bootstrap)
-        total = int(n * sizes.gateway_seconds)
-        began = time.monotonic()
-        sent = 0
-        with tqdm(total=total, desc=f"gateway: {n:,}/s", unit="msg", leave=False) as bar:
-            while sent < total:
-                due = min(total, int((time.monotonic() - began) * n) + 1)
-                while sent < due:
-                    uid = user_id(sent % n)
-                    template.update(
-                        notification_id=f"ntf_{sent}", recipient=uid, data={"sent_at": time.time()}
-                    )
-                    while True:
-                        try:
-                            producer.produce(inapp, orjson.dumps(template), uid.encode())
-                            break
-                        except BufferError:
-                            producer.poll(0.01)
-                    sent += 1
-                producer.poll(0)
-                bar.update(sent - bar.n)
-                await asyncio.sleep(0.01)
-        producer.flush(30)
-        offered_seconds = time.monotonic() - began
-        await asyncio.sleep(3.0)
-        rss.stop()
-        result["gateway_peak_rss_bytes"] = rss.peak
-        result["offered_per_second"] = total / offered_seconds
-        result["offered"] = total
+        result["rss_per_connection_bytes"] = (loaded - one) / max(1, welcomed)
+        sampler = RssSampler(gateway.pid).start()
+        cpu_before = psutil.Process(gateway.pid).cpu_times()
+        total, offered_seconds = await asyncio.to_thread(_produce_feed, bootstrap, stack.feed, n, sizes)
+        received = await clients.wait(total, GRACE_SECONDS)
+        cpu_after = psutil.Process(gateway.pid).cpu_times()
+        sampler.stop()
+        seen = await clients.dump(tmp / f"clients-{n}.json")
+        cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        result.update(
+            offered=total,
+            offered_per_second=total / offered_seconds,
+            received=received,
+            gateway_peak_rss_bytes=sampler.peak,
+            gateway_cpu_us_per_message=cpu * 1e6 / max(1, received),
+            close_codes=seen["close_codes"],
+        )
+        latencies: list[float] = seen["latencies"]
+        if with_inapp:
+            inapp = await measure_inapp_latency(stack, clients, sizes, tmp)
+        if gateway.poll() is not None:
+            raise RuntimeError(f"the gateway exited with {gateway.returncode}")
     finally:
         if clients is not None:
-            dep.stop(clients)
-        dep.stop(gateway)
-    latencies: list[float] = orjson.loads(out.read_bytes())["latencies"] if out.exists() else []
-    result["received"] = len(latencies)
-    result["delivered_fraction"] = len(latencies) / max(1, int(result.get("offered", 1)))
-    # Delivered within the offered window plus 3 s of grace, as a rate over the offered window.
-    result["messages_per_second"] = result["delivered_fraction"] * float(
-        result.get("offered_per_second", 0.0)
-    )
+            clients.stop()
+        log.close()
+        stack.stop()
+    result["delivered_fraction"] = result["received"] / max(1, result["offered"])
+    # Delivered within the offered window plus the grace, as a rate over the offered window.
+    result["messages_per_second"] = result["delivered_fraction"] * result["offered_per_second"]
     result["latency"] = latency_summary(latencies)
     result["cdf_ms"] = sorted(x * 1000 for x in latencies)
-    return result
+    return result, inapp
+
+
+def _produce_feed(bootstrap: str, topic: str, n: int, sizes: Sizes) -> tuple[int, float]:
+    """One notification frame per user per second for `gateway_seconds`, as the worker writes them: user
+    u<i>'s k-th frame has sequence k (above the 0 its welcome said). Returns (frames, seconds)."""
+    template = notification_template()
+    producer = fast_producer(bootstrap)
+    total = int(n * sizes.gateway_seconds)
+    began = time.monotonic()
+    sent = 0
+    with tqdm(total=total, desc=f"gateway: {n:,}/s", unit="msg", leave=False) as bar:
+        while sent < total:
+            due = min(total, int((time.monotonic() - began) * n) + 1)
+            while sent < due:
+                uid = user_id(sent % n)
+                seq = sent // n + 1
+                raw = notification(template, sent, uid, time.time())
+                value = feed_value(raw, seq)
+                while True:
+                    try:
+                        producer.produce(topic, value, uid.encode(), headers=feed_headers(seq))
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                sent += 1
+            producer.poll(0)
+            bar.update(sent - bar.n)
+            time.sleep(0.005)
+    producer.flush(30)
+    return total, time.monotonic() - began

@@ -92,8 +92,77 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "",
             )
         )
-        out.append(("  kafka→client p99", _fmt(g["latency"]["p99_ms"], "ms"), ""))
-        out.append(("  gateway RSS per connection", _fmt(g["rss_per_connection_bytes"], "KB"), ""))
+        lat = g["latency"]
+        quantiles = f"{lat['p50_ms']:,.0f} / {lat['p95_ms']:,.0f} / {lat['p99_ms']:,.0f} ms"
+        out.append(("  feed→client p50 / p95 / p99 (target p99 < 100)", quantiles, ""))
+        out.append(
+            ("  gateway RSS per idle socket (target ≤ 30 KB)", _fmt(g["rss_per_connection_bytes"], "KB"), "")
+        )
+        if "gateway_cpu_us_per_message" in g:
+            out.append(("  gateway CPU per message", f"{g['gateway_cpu_us_per_message']:,.1f} µs", ""))
+        if "gateway_ready_seconds" in g:
+            out.append(("  gateway spawn → ready (empty feed)", f"{g['gateway_ready_seconds']:.2f} s", ""))
+    if result.get("inapp"):
+        out += inapp_rows(result["inapp"])
+    if "inapp_scale" in result:
+        out += scale_rows(result["inapp_scale"])
+    return out
+
+
+def inapp_rows(inapp: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """In-app produce → socket at low load, through the worker (bench.inapp_latency)."""
+    lat = inapp["latency"]
+    return [
+        (
+            f"in-app → socket, {inapp['rate_per_second']:.0f}/s, {inapp['received']:,}/{inapp['offered']:,}",
+            f"{lat['p50_ms']:,.0f} / {lat['p95_ms']:,.0f} / {lat['p99_ms']:,.0f} ms",
+            "",
+        ),
+        ("  (p50 / p95 / p99; target p99 < 50 ms)", "", ""),
+    ]
+
+
+def scale_rows(scale: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The in-app side at scale (bench.inapp_scale)."""
+    out: list[tuple[str, str, str]] = []
+    retained = scale["retained"]
+    for key, label in (("start_empty", "empty feed"), ("start_retained", f"{retained:,} retained")):
+        start = scale.get(key)
+        if not start:
+            continue
+        out.append(
+            (f"gateway spawn → ready, {label} (target < 2 s)", f"{start['herald_gateway_seconds']:.2f} s", "")
+        )
+        positioning = start.get("positioning_seconds")
+        out.append(
+            (
+                "  of which server start → feed positioned",
+                "-" if positioning is None else f"{positioning:.2f} s",
+                "",
+            )
+        )
+        out.append(("  same serve() without the herald CLI", f"{start['gateway_entry_seconds']:.2f} s", ""))
+    users = scale.get("users")
+    if users:
+        for name in ("few", "many"):
+            u = users[name]
+            out.append(
+                (
+                    f"gateway RSS, {users['sockets']:,} sockets, feed for {u['users']:,} users",
+                    f"{_fmt(u['peak_rss_bytes'], 'MB')} peak / {_fmt(u['settled_rss_bytes'], 'MB')}",
+                    "",
+                )
+            )
+    conns = scale.get("connections")
+    if conns:
+        out.append(
+            (
+                f"gateway sockets held, {conns['asked']:,} asked",
+                f"{conns['welcomed']:,} ({conns['delivered']:,} got a frame)",
+                "",
+            )
+        )
+        out.append(("  RSS per idle socket", _fmt(conns["rss_per_connection_bytes"], "KB"), ""))
     return out
 
 
@@ -230,7 +299,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         labels.append(f"gateway\n{g['connections']:,} conns")
         values.append(g["messages_per_second"])
     bars.bar(labels, values, color="#4477aa")
-    bars.set_yscale("log")
+    if values:
+        bars.set_yscale("log")
     bars.set_ylabel("per second (log)")
     bars.set_title(f"Throughput ({result['sizes']['name']} run)")
     bars.tick_params(axis="x", labelsize=8)
@@ -254,5 +324,7 @@ def _cdfs(result: dict[str, Any]) -> list[tuple[str, list[float]]]:
     if "latency" in result:
         out.append(("event→provider (half load)", result["latency"]["cdf_ms"]))
     for g in result.get("gateway", []):
-        out.append((f"kafka→client, {g['connections']:,} conns", g.get("cdf_ms", [])))
+        out.append((f"feed→client, {g['connections']:,} conns", g.get("cdf_ms", [])))
+    if result.get("inapp"):
+        out.append(("in-app→client, 20/s", result["inapp"].get("cdf_ms", [])))
     return out

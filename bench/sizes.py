@@ -18,9 +18,18 @@ class Sizes:
     memory_events: int
     gateway_connections: tuple[int, ...]
     gateway_seconds: float
+    inapp_latency_seconds: float  # in-app produce → socket at 20/s, through the worker (bench.inapp_latency)
     peer_events: int  # the backlog each routing peer drains (bench.peers)
     ceiling_notifications: int  # sends per channel in the delivery ceiling's bare loop
     state_users: int  # users in the changelogs the state phase recovers (bench.state)
+    # bench.inapp_scale (`--only inapp-scale`): records retained on the in-app topic and on the feed when a
+    # gateway starts; idle sockets beside feed traffic for few and for many users (and how many records and
+    # users that traffic has); sockets held by one gateway.
+    scale_retained: int
+    scale_idle_connections: int
+    scale_records: int
+    scale_users: int
+    scale_connections: int
 
 
 FULL = Sizes(
@@ -34,9 +43,15 @@ FULL = Sizes(
     memory_events=2_000,
     gateway_connections=(1_000, 10_000),
     gateway_seconds=15.0,
+    inapp_latency_seconds=25.0,
     peer_events=20_000,
     ceiling_notifications=3_000,
     state_users=1_000_000,
+    scale_retained=1_000_000,
+    scale_idle_connections=1_000,
+    scale_records=1_000_000,
+    scale_users=1_000_000,
+    scale_connections=20_000,
 )
 
 QUICK = Sizes(
@@ -50,9 +65,15 @@ QUICK = Sizes(
     memory_events=500,
     gateway_connections=(200, 1_000),
     gateway_seconds=6.0,
+    inapp_latency_seconds=10.0,
     peer_events=5_000,
     ceiling_notifications=1_000,
     state_users=100_000,
+    scale_retained=100_000,
+    scale_idle_connections=1_000,
+    scale_records=100_000,
+    scale_users=100_000,
+    scale_connections=5_000,
 )
 
 TINY = Sizes(
@@ -66,9 +87,15 @@ TINY = Sizes(
     memory_events=100,
     gateway_connections=(20,),
     gateway_seconds=3.0,
+    inapp_latency_seconds=3.0,
     peer_events=300,
     ceiling_notifications=100,
     state_users=500,
+    scale_retained=2_000,
+    scale_idle_connections=20,
+    scale_records=2_000,
+    scale_users=2_000,
+    scale_connections=50,
 )
 
 BY_NAME = {s.name: s for s in (FULL, QUICK, TINY)}

@@ -130,12 +130,17 @@ def fast_producer(bootstrap: str) -> Producer:
     )
 
 
+Headers = list[tuple[str, bytes]]
+ProducedRecord = tuple[str, int | None, bytes, bytes] | tuple[str, int | None, bytes, bytes, Headers]
+
+
 def produce_all(
     producer: Producer,
-    records: Iterator[tuple[str, int | None, bytes, bytes]],
+    records: Iterator[ProducedRecord],
     on_progress: Callable[[int], object] = lambda n: None,
 ) -> int:
-    """Produce every (topic, partition, key, value) and wait until the broker acknowledged them all."""
+    """Produce every (topic, partition, key, value[, headers]) and wait until the broker acknowledged them
+    all."""
     count = 0
     failures: list[str] = []
 
@@ -143,13 +148,16 @@ def produce_all(
         if err is not None:
             failures.append(str(err))
 
-    for topic, partition, key, value in records:
+    for record in records:
+        topic, partition, key, value = record[:4]
+        options: dict[str, object] = {"on_delivery": delivered}
+        if partition is not None:
+            options["partition"] = partition
+        if len(record) == 5:
+            options["headers"] = record[4]
         while True:
             try:
-                if partition is None:
-                    producer.produce(topic, value, key, on_delivery=delivered)
-                else:
-                    producer.produce(topic, value, key, partition=partition, on_delivery=delivered)
+                producer.produce(topic, value, key, **options)
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -3,7 +3,8 @@
 
 The ASGI stacks serve the same Starlette app, which holds each socket as the gateway does (a bounded queue,
 its own sender task, a reader task, an end event, an expiry timer); picows is a raw server, the floor;
-`gateway` is Herald's own app and server, with a feed that broadcasts on SIGUSR1 instead of reading Kafka."""
+`gateway` is Herald's own app and server, with a feed that broadcasts on SIGUSR1 instead of reading Kafka, and
+a stand-in for the workers' inbox endpoint in its own process (`owner`: every inbox empty)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bench.deployment import raise_fd_limit
-from gateway.consumer import FeedSink
-from kernel.readiness import READY
-from schemas.inbox import InboxStateChange
-from schemas.notifications import InAppNotification
+from bench.feed_records import feed_headers, feed_value
+from gateway.feed import FeedRecord, FeedSink, decode
+from kernel.readiness import Readiness
+from schemas.inbox import InboxCommand
 
 HOST: Final = "127.0.0.1"
 # The gateway's defaults (kernel/settings.py), applied wherever a stack has the setting.
@@ -44,6 +45,8 @@ UVICORN: Final = {
     "uvicorn-wsproto": ("wsproto", "uvloop"),
 }
 STACKS: Final = (*UVICORN, "hypercorn", "granian", "picows", "gateway")
+# The bearer secret between the `gateway` stack and its `owner`.
+INTERNAL_SECRET: Final = "bench-internal-secret-" + "0" * 16
 
 
 def more_open_files(wanted: int = 1 << 16) -> None:
@@ -270,16 +273,19 @@ def serve_picows(port: int) -> None:
 
 
 class SignalFeed:
-    """The gateway's feed for the bench: ready at once; on SIGUSR1 it reads "K N" from `control` and hands the
-    inbox service K notifications for each of users u0 … u{N-1}, decoded as the Kafka feed decodes them."""
+    """The gateway's feed for the bench: positioned at once; on SIGUSR1 it reads "K N" from `control` and
+    hands the inbox service K notification frames for each of users u0 … u{N-1}, each decoded from its key,
+    value and headers as the Kafka feed decodes them. Making each frame (the worker's work, about 2 µs) is
+    counted in the gateway's CPU here."""
 
     def __init__(self, control: Path) -> None:
         self._control = control
+        self._seqs: dict[str, int] = {}
         self._sent = 0
-        self.readiness = READY
+        self.readiness = Readiness(True, "signal feed")
 
     async def run(self, sink: FeedSink) -> None:
-        sink.caught_up()
+        sink.positioned()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._broadcast, sink)
         await asyncio.Event().wait()  # until cancelled
 
@@ -287,29 +293,59 @@ class SignalFeed:
         count, users = (int(x) for x in self._control.read_text().split())
         template = orjson.loads(notification(0))["notification"]
         for _ in range(count):
+            records: list[FeedRecord] = []
             for user in range(users):
                 self._sent += 1
-                template.update(notification_id=f"ntf_{self._sent:012d}", recipient=f"u{user}")
-                raw = orjson.dumps(template)
-                sink.notification(InAppNotification.model_validate_json(raw), raw)
+                user_id = f"u{user}"
+                seq = self._seqs[user_id] = self._seqs.get(user_id, 0) + 1
+                template.update(notification_id=f"ntf_{self._sent:012d}", recipient=user_id)
+                value = feed_value(orjson.dumps(template), seq)
+                records.append(decode(user_id.encode(), value, feed_headers(seq)))
+            sink.feed(records)
 
 
 class NoWriter:
     """Inbox changes go nowhere: the bench sends no marking commands."""
 
-    async def write(self, changes: Sequence[InboxStateChange]) -> None:
+    async def write(self, command: InboxCommand) -> None:
         return None
 
 
 def serve_gateway(port: int, control: Path) -> None:
-    """Herald's gateway app and server as `herald gateway` builds them, on the same stdlib loop, with
-    `SignalFeed` for Kafka; the JWT secret comes from HERALD_JWT_SECRET."""
+    """Herald's gateway app and server as `herald gateway` builds them, on uvloop as it runs them, with
+    `SignalFeed` for Kafka; the JWT secret comes from HERALD_JWT_SECRET, the owner's URL from
+    HERALD_GATEWAY_WORKER_URL (an `owner` process)."""
+    import uvloop
+
     from gateway.app import build_server, create_app
     from kernel.settings import load_settings
 
-    settings = load_settings(gateway_host=HOST, gateway_port=port)
+    settings = load_settings(gateway_host=HOST, gateway_port=port, internal_secret=INTERNAL_SECRET)
     app = create_app(settings, feed=SignalFeed(control), writer=NoWriter())
-    asyncio.run(build_server(app, settings).serve())
+    uvloop.run(build_server(app, settings).serve())
+
+
+def serve_owner(port: int) -> None:
+    """The workers' inbox endpoint, every inbox empty: the welcome of each new `gateway` socket comes from
+    here, over HTTP, as it comes from a worker."""
+    import uvicorn
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def session(request: Request) -> Response:
+        return Response(b'{"seq":0,"unread":0}', media_type="application/json")
+
+    async def page(request: Request) -> Response:
+        return Response(b'{"items":[],"unread":0,"next_before":null,"seq":0}', media_type="application/json")
+
+    app = Starlette(
+        routes=[
+            Route("/internal/inbox/session", session, methods=["POST"]),
+            Route("/internal/inbox/page", page, methods=["POST"]),
+        ]
+    )
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False, loop="uvloop")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -326,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve_picows(port)
     elif stack == "gateway":
         serve_gateway(port, Path(args[2]))
+    elif stack == "owner":
+        serve_owner(port)
     else:
         raise SystemExit(f"unknown stack {stack!r}; one of {', '.join(STACKS)}")
 

@@ -182,9 +182,20 @@ def measure_stack(stack: str, n: int, frames: int, tmp: Path, *, deflate: bool =
     gateway = stack == "gateway"
     secret = secrets.token_hex(32) if gateway else None
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    log = open(tmp / f"{stack}.log", "wb")
+    owner: subprocess.Popen[bytes] | None = None
     if secret:
         env["HERALD_JWT_SECRET"] = secret
-    log = open(tmp / f"{stack}.log", "wb")
+        # Each new socket's welcome comes from the inbox's owner over HTTP: a stand-in, in its own process.
+        owner_port = free_port()
+        env["HERALD_GATEWAY_WORKER_URL"] = f"http://{HOST}:{owner_port}"
+        owner = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "bench.ws_stack_servers", "owner", str(owner_port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     server = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "bench.ws_stack_servers", stack, str(port), str(control)],
         cwd=ROOT,
@@ -204,6 +215,8 @@ def measure_stack(stack: str, n: int, frames: int, tmp: Path, *, deflate: bool =
             clients.ask(f"broadcast {count}")
 
     try:
+        if owner is not None:
+            _wait_port(owner_port, owner)
         _wait_port(port, server)
         clients = ClientProcess(f"ws://{HOST}:{port}/ws", secret, log, deflate=deflate)
         if clients.ask("control") != ["ok"]:
@@ -236,6 +249,8 @@ def measure_stack(stack: str, n: int, frames: int, tmp: Path, *, deflate: bool =
         if clients is not None:
             clients.stop()
         _stop_server(server)
+        if owner is not None:
+            _stop_server(owner)
         log.close()
     if figures.error is not None:
         tail = (tmp / f"{stack}.log").read_text(errors="replace").strip().splitlines()[-3:]

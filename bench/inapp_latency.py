@@ -1,0 +1,56 @@
+"""Measurement (issue 15): in-app produce → socket at low load. InAppNotification records go to the in-app
+topic (as the router writes them, on the user's home partition) at a fixed low rate; the worker's inbox
+agent keeps each and writes its frame to the feed; the gateway forwards it; the clients note receive time
+minus `data.sent_at`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.feed_records import notification, notification_template
+from bench.inapp_stack import InAppStack
+from bench.observe import latency_summary
+from bench.sizes import Sizes
+from bench.workload import fast_producer, home_partition
+from bench.ws_clients import ClientsProcess
+
+RATE = 20.0  # notifications per second
+USERS = 50  # sockets the notifications go to, one user each
+GRACE_SECONDS = 10.0
+
+
+async def measure_inapp_latency(
+    stack: InAppStack, clients: ClientsProcess, sizes: Sizes, tmp: Path
+) -> dict[str, Any]:
+    _, welcomed, _ = await clients.connect(USERS, "lat")
+    await clients.dump(tmp / "inapp-before.json")  # start the count from zero
+    total = int(RATE * sizes.inapp_latency_seconds)
+    offered_seconds = await asyncio.to_thread(_produce, stack, total, sizes.partitions)
+    received = await clients.wait(total, GRACE_SECONDS)
+    seen = await clients.dump(tmp / "inapp-latency.json")
+    return {
+        "rate_per_second": RATE,
+        "sockets": welcomed,
+        "offered": total,
+        "offered_seconds": offered_seconds,
+        "received": received,
+        "latency": latency_summary(seen["latencies"]),
+        "cdf_ms": sorted(x * 1000 for x in seen["latencies"]),
+    }
+
+
+def _produce(stack: InAppStack, total: int, partitions: int) -> float:
+    template = notification_template()
+    producer = fast_producer(stack.dep.bootstrap)
+    began = time.monotonic()
+    for seq in range(total):
+        time.sleep(max(0.0, began + seq / RATE - time.monotonic()))
+        user = f"lat{seq % USERS}"
+        raw = notification(template, seq, user, time.time(), run="latency")
+        producer.produce(stack.inapp, raw, user.encode(), partition=home_partition(user, partitions))
+        producer.poll(0)
+    producer.flush(30)
+    return time.monotonic() - began

@@ -1,5 +1,5 @@
 """`python -m streams` is the `herald` command, for environments without the console script on PATH."""
 
-from streams.app import main
+from streams.entry import main
 
 main()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
@@ -42,7 +43,9 @@ class Draining(Exception):
 
 
 class Connection:
-    """One authenticated socket: frames are queued without waiting and written by its own task.
+    """One authenticated socket: frames are queued without waiting and written by a task of its own that runs
+    only while frames are queued (most sockets are idle: a task, a queue and their waiters per socket were
+    about a tenth of an idle socket's memory).
 
     The queue holds at most `queue_size` frames and `queue_bytes` bytes; a frame's bytes count from when it is
     queued until its write returns, so the frame being written to a stalled client counts too.
@@ -68,8 +71,10 @@ class Connection:
         self._on_close = on_close
         self._sink = sink
         self._metrics = metrics
-        # Each item is (frame, is_notification); only notifications count as pushed messages.
-        self._queue: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue(maxsize=queue_size)
+        # Each item is (frame, is_notification); only notifications count as pushed messages. Created with
+        # the first frame and dropped when written out.
+        self._queue: deque[tuple[bytes, bool]] | None = None
+        self._max_frames = queue_size
         self._max_bytes = queue_bytes
         self.queued_bytes = 0
         # The most `queued_bytes` has been: never above `queue_bytes`.
@@ -92,7 +97,7 @@ class Connection:
         if self.closed:
             return False
         if self.seen is None:
-            if len(self._held) >= self._queue.maxsize or self._held_bytes + len(frame) > self._max_bytes:
+            if len(self._held) >= self._max_frames or self._held_bytes + len(frame) > self._max_bytes:
                 return self._too_slow()
             self._held.append((seq, frame, notification))
             self._held_bytes += len(frame)
@@ -127,11 +132,16 @@ class Connection:
         if self.closed:
             return False
         queued = self.queued_bytes + len(frame)
-        if self._queue.full() or queued > self._max_bytes:
+        # The frame being written counts against the bytes (released when its write returns), not the frames.
+        if (self._queue is not None and len(self._queue) >= self._max_frames) or queued > self._max_bytes:
             return self._too_slow()
-        self._queue.put_nowait((frame, is_notification))
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append((frame, is_notification))
         self.queued_bytes = queued
         self.peak_queued_bytes = max(self.peak_queued_bytes, queued)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_queued(), name="gateway-sender")
         return True
 
     def _too_slow(self) -> bool:
@@ -160,8 +170,8 @@ class Connection:
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 if flush and self._sender is not None and not self._sender.done():
-                    await self._queue.join()
-                    self._sender.cancel()
+                    # It writes out what is queued and ends; nothing more is queued once closed.
+                    await asyncio.shield(self._sender)
                 await self._sink.close(reason.code, reason.value)
         except Exception as exc:
             # The client may already be gone, or stalled so the close frame cannot be written.
@@ -183,7 +193,6 @@ class Connection:
             self.close(CloseReason.EXPIRED_TOKEN)
 
     def start(self) -> None:
-        self._sender = asyncio.create_task(self._send_loop(), name="gateway-sender")
         self.expire_at(self.expires_at)
 
     async def stop(self) -> None:
@@ -202,22 +211,22 @@ class Connection:
     def _drop_queued(self) -> None:
         """Let go of frames that will never be written (the one being written is released by its writer)."""
         self._held, self._held_bytes = [], 0
-        while not self._queue.empty():
-            frame, _ = self._queue.get_nowait()
-            self._queue.task_done()
+        queue, self._queue = self._queue, None
+        for frame, _ in queue or ():
             self.queued_bytes -= len(frame)
 
-    async def _send_loop(self) -> None:
+    async def _send_queued(self) -> None:
+        """Write the queued frames in order, and end when none is left."""
         try:
-            while True:
-                frame, is_notification = await self._queue.get()
+            while self._queue:
+                frame, is_notification = self._queue.popleft()
                 try:
                     await self._sink.send_text(frame.decode())
                 finally:
                     self.queued_bytes -= len(frame)
-                    self._queue.task_done()
                 if is_notification:
                     self._metrics.messages_pushed.inc()
+            self._queue = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:

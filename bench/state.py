@@ -5,14 +5,18 @@ One app id, so one pair of changelogs written once, is read by three workers in 
 RocksDB cold (HERALD_STORE=rocksdb, under its own HERALD_DATA_DIR), then RocksDB again on that directory after
 a SIGTERM, which leaves the clean-stop mark (streams.runtime.stores) so only the changelogs' tail is read.
 Workers run one at a time: recovery is one core per worker, and the rates are the point. N is the size's
-`state_users`, or BENCH_STATE_USERS."""
+`state_users`, or BENCH_STATE_USERS. BENCH_STATE_PROFILE=<dir> py-spies each cold worker (idle samples
+included) for BENCH_STATE_PROFILE_SECONDS (default 20) from its first `recovering` answer, into
+<dir>/state-<run>.txt (py-spy's raw, collapsed stacks)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import os
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,6 +112,8 @@ class StateWorker:
     process: subprocess.Popen[bytes] | None = None
     rss: RssSampler | None = None
     readiness: Readiness = field(default_factory=Readiness)
+    profile_to: Path | None = None  # py-spy's output once the worker first says `recovering`
+    profiler: subprocess.Popen[bytes] | None = None
 
     async def start(self, timeout: float = 1800.0) -> None:  # noqa: ASYNC109 - a deadline, not a cancel scope
         self.process = self.dep.spawn("bench.worker", log_name=self.log_name, env=self.env)
@@ -125,6 +131,12 @@ class StateWorker:
                         self.readiness.ready_seconds = seconds
                         return
                     self.readiness.note(seconds, answer.json())
+                    if (
+                        self.profile_to is not None
+                        and self.profiler is None
+                        and self.readiness.first_recovering
+                    ):
+                        self.profiler = _profile(self.process.pid, self.profile_to)
                 except (httpx.HTTPError, ValueError):
                     pass
                 await asyncio.sleep(0.2)
@@ -137,6 +149,8 @@ class StateWorker:
             self.dep.stop(self.process, timeout=60.0)
         if self.rss is not None:
             self.rss.stop()
+        if self.profiler is not None:
+            self.profiler.wait(timeout=60)
         return time.monotonic() - began
 
     @property
@@ -144,11 +158,39 @@ class StateWorker:
         return self.rss.peak if self.rss else 0
 
 
+def _profile(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy on the worker, idle samples included (a recovery's hand-offs wait more than they compute)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not os.path.exists(py_spy):
+        return None
+    seconds = os.environ.get("BENCH_STATE_PROFILE_SECONDS", "20")
+    command = [
+        py_spy,
+        "record",
+        "-p",
+        str(pid),
+        "-d",
+        seconds,
+        "-r",
+        "100",
+        "--idle",
+        "-f",
+        "raw",
+        "-o",
+        str(out),
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # noqa: S603
+
+
 async def _run_worker(
     dep: Deployment, rules: Path, templates: Path, users: int, label: str, *, stop_timed: bool = False
 ) -> dict[str, Any]:
     env = {**dep.env, **provider_env(dep, rules, templates, free_port(), free_port())}
     worker = StateWorker(dep, env, log_name=f"state-{label}")
+    profiles = os.environ.get("BENCH_STATE_PROFILE")
+    if profiles and label.startswith("cold"):
+        Path(profiles).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the worker
+        worker.profile_to = Path(profiles) / f"state-{label}.txt"
     result: dict[str, Any] = {"store": env["HERALD_STORE"], "users": users, "ok": False}
     try:
         await worker.start()

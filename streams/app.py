@@ -17,6 +17,7 @@ from kernel.logs import worker_logging_config
 from kernel.ports import ensure_port_free
 from kernel.settings import RECORD_FRAMING_BYTES, Settings, load_settings
 from kernel.topics import TopicNames
+from streams.runtime.bulk_recovery import BulkRecoveryTableManager
 from streams.runtime.provisioning import provision_topics
 from streams.runtime.stores import claim_tables, mark_clean_stop, rocksdb_options, store_url, tables_dir
 
@@ -69,6 +70,8 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(tables_dir(settings)),
         rocksdb_options=rocksdb_options(settings),
         autodiscover=False,
+        # Tables come back from their changelogs by a bulk load, then Faust's per-record path for the rest.
+        TableManager=BulkRecoveryTableManager,
         # Herald decodes payloads itself with pydantic; Faust's codecs stay raw, so pickle is never used.
         key_serializer="raw",
         value_serializer="raw",

@@ -29,7 +29,7 @@ from streams.delivery.providers import Providers
 from streams.delivery.steps import ChannelSpec, Decision, Verdict
 from streams.effects import Effects, Rejected, TableWrite
 from streams.runtime.batches import chunks, coalesced, records_of
-from streams.runtime.outbox import Outbox
+from streams.runtime.outbox import Outbox, bind_event
 from streams.runtime.worker import Worker
 
 log = logging.getLogger("herald.delivery")
@@ -176,6 +176,9 @@ class ChannelAgents(Generic[N]):
 
     async def _run_recipient(self, outbox: Outbox, items: list[_Input], wait_until_due: bool) -> None:
         for item in items:
+            # Faust's RocksDB store reads the current event's partition: this message's (the delivered ids
+            # and the profile are read here). Set in this task only: each recipient runs in a task of its own.
+            bind_event(item.event)
             if item.effects is None:
                 await self._deliver(outbox, item, wait_until_due)
             else:

@@ -9,7 +9,7 @@ from typing import Any
 
 from schemas.deadletter import DeadLetterStage
 from streams.effects import Effects, Rejected
-from streams.runtime.outbox import Outbox
+from streams.runtime.outbox import Outbox, bind_event
 from streams.runtime.worker import Worker
 from streams.state.directory import Applied, StateChange, apply_preferences, apply_profile
 from streams.state.history import History
@@ -59,6 +59,9 @@ async def _apply_batch(
     # Each record's effects are applied before the next one is read, so a user's records in one batch
     # build on each other.
     for event in events:
+        # Faust's RocksDB store reads the current event's partition, and a batch holds several partitions'
+        # records: the user's current profile or preferences are read from this record's.
+        bind_event(event)
         try:
             change = step(worker, event.message)
         except Exception as exc:  # an unexpected error is dead-lettered, never lost

@@ -1,4 +1,5 @@
-"""The gateway's composition root: the app (`/ws`, `/inbox`, `/demo`, health, metrics) and its server."""
+"""The gateway's composition root: the app (`/ws`, `/inbox`, `/preferences`, `/demo`, health, metrics) and its
+server."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from gateway.keys import verifier_from_settings
 from gateway.metrics import GatewayMetrics
 from gateway.origins import OriginPolicy
 from gateway.owner import owner_from_settings
+from gateway.preference_center import PreferenceCenter
+from gateway.preferences_http import PreferencesHttp
+from gateway.preferences_writer import KafkaPreferencesWriter, PreferencesWriter
 from gateway.session import SessionPolicy, Sessions
 from kernel import access_logs
 from kernel.logs import gateway_logging_config
@@ -47,9 +51,10 @@ def create_app(
     registry: CollectorRegistry | None = None,
     feed: FeedSource | None = None,
     writer: CommandWriter | None = None,
+    preferences_writer: PreferencesWriter | None = None,
 ) -> Starlette:
-    """Wire the gateway; `feed` and `writer` default to Kafka, the owner is the workers' internal endpoint
-    (HERALD_GATEWAY_WORKER_URL). `app.state` exposes the parts tests look at."""
+    """Wire the gateway; `feed`, `writer` and `preferences_writer` default to Kafka, the owner is the workers'
+    internal endpoint (HERALD_GATEWAY_WORKER_URL). `app.state` exposes the parts tests look at."""
     verifier = verifier_from_settings(settings)
     owner = owner_from_settings(settings)
     origins = OriginPolicy.parse(settings.gateway_allowed_origins)
@@ -68,6 +73,12 @@ def create_app(
     service = InboxService(
         owner, writer, connections, metrics, answer_timeout_seconds=settings.gateway_owner_timeout_seconds
     )
+    kafka_preferences = None
+    if preferences_writer is None:
+        preferences_writer = kafka_preferences = KafkaPreferencesWriter(
+            settings.bootstrap_servers, names.preferences
+        )
+    center = PreferenceCenter(owner, preferences_writer, metrics)
     if feed is None:
         feed = KafkaFeed(
             settings.bootstrap_servers,
@@ -80,6 +91,7 @@ def create_app(
         verifier,
         origins,
         service,
+        center,
         connections,
         metrics,
         SessionPolicy(idle_timeout_seconds=settings.gateway_idle_timeout_seconds),
@@ -110,15 +122,17 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            if kafka_writer is not None:
-                with contextlib.suppress(Exception):
-                    await kafka_writer.stop()
+            for producer in (kafka_writer, kafka_preferences):
+                if producer is not None:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
             await owner.aclose()
 
     app = Starlette(
         routes=[
             WebSocketRoute("/ws", sessions.endpoint),
             *InboxHttp(verifier, service, metrics).routes(),
+            *PreferencesHttp(verifier, center, metrics).routes(),
             Route("/demo", demo),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

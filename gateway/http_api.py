@@ -10,10 +10,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import AuthError, TokenVerifier, bearer_token
+from gateway.auth import TokenVerifier
+from gateway.bearer import user_of
 from gateway.inbox_service import InboxService
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import close_for
 from kernel.errors import InboxUnavailable
 from schemas.events import Identifier
 from schemas.inbox import InboxAction
@@ -52,13 +52,7 @@ class InboxHttp:
         ]
 
     def _user(self, request: Request) -> str | Response:
-        # Header only: a token in a URL ends up in proxies' and browsers' histories.
-        try:
-            return self._verifier.verify(bearer_token(request.headers.get("authorization"), None)).user_id
-        except AuthError as exc:
-            self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
-            reason = close_for(exc.reason).value
-            return _json({"error": reason}, 401, {"WWW-Authenticate": f'Bearer error="{reason}"'})
+        return user_of(request, self._verifier, self._metrics)
 
     def _unready(self) -> Response | None:
         # A change is answered on the feed: without it, the answer could go by unseen.

@@ -18,7 +18,7 @@ from gateway.commands import CommandWriter
 from gateway.connections import ConnectionRegistry
 from gateway.feed import FeedRecord
 from gateway.metrics import GatewayMetrics
-from gateway.owner import InboxOwner
+from gateway.owner import Owner
 from kernel.errors import InboxUnavailable
 from schemas.inbox import FeedKind, InboxAction, InboxCommand, PageRequest, SessionReply, SessionRequest
 from schemas.websocket import CloseReason, RecoveryOutcome
@@ -39,7 +39,7 @@ class InboxService:
 
     def __init__(
         self,
-        owner: InboxOwner,
+        owner: Owner,
         writer: CommandWriter,
         connections: ConnectionRegistry,
         metrics: GatewayMetrics,

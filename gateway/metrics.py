@@ -71,6 +71,11 @@ class GatewayMetrics:
             "Read/archive changes from clients that the inbox's owner applied and answered.",
             registry=registry,
         )
+        self.preference_changes = Counter(
+            "herald_gateway_preference_changes_total",
+            "Users' preference changes written to the preferences topic from the preference center.",
+            registry=registry,
+        )
         self.invalid_records = Counter(
             "herald_gateway_invalid_records_total",
             "Records on the inbox feed without a key, a frame or the headers it needs, skipped.",

@@ -1,5 +1,5 @@
-"""The worker that owns a user's inbox, over the workers' internal HTTP endpoint: any worker answers,
-forwarding to the owner of the user's partition."""
+"""The worker that owns a user's partition (the user's inbox and preferences), over the workers' internal HTTP
+endpoint: any worker answers, forwarding to the owner."""
 
 from __future__ import annotations
 
@@ -10,19 +10,22 @@ import httpx
 import orjson
 from pydantic import ValidationError
 
-from kernel.errors import ConfigurationError, InboxUnavailable
+from kernel.errors import ConfigurationError, HeraldError, InboxUnavailable, PreferencesUnavailable
 from kernel.settings import Settings
 from schemas.inbox import PageRequest, SessionReply, SessionRequest
+from schemas.preference_center import PreferencesRequest, PreferencesSnapshot
 
 log = logging.getLogger(__name__)
 
 SESSION_PATH = "/internal/inbox/session"
 PAGE_PATH = "/internal/inbox/page"
+PREFERENCES_PATH = "/internal/preferences"
 
 
-class InboxOwner:
-    """`session` and `page` of a user's inbox; InboxUnavailable when no worker answers in time, or the owner
-    is not ready (rebalancing, recovering). One pooled client for every request."""
+class Owner:
+    """`session` and `page` of a user's inbox, the user's `preferences`; InboxUnavailable (or
+    PreferencesUnavailable) when no worker answers in time, or the owner is not ready (rebalancing,
+    recovering). One pooled client for every request."""
 
     def __init__(
         self,
@@ -41,7 +44,7 @@ class InboxOwner:
         )
 
     async def session(self, request: SessionRequest) -> SessionReply:
-        body = await self._post(SESSION_PATH, request.to_json())
+        body = await self._post(SESSION_PATH, request.to_json(), InboxUnavailable)
         try:
             return SessionReply.model_validate(body)
         except ValidationError:
@@ -49,7 +52,7 @@ class InboxOwner:
 
     async def page(self, request: PageRequest) -> dict[str, Any]:
         """The `inbox` frame's body (`items`, `unread`, `next_before`), without the owner's `seq`."""
-        body = await self._post(PAGE_PATH, request.to_json())
+        body = await self._post(PAGE_PATH, request.to_json(), InboxUnavailable)
         body.pop("seq", None)
         items, unread, cursor = body.get("items"), body.get("unread"), body.get("next_before")
         if (
@@ -61,22 +64,31 @@ class InboxOwner:
             raise InboxUnavailable("the inbox's owner sent a page that does not decode")
         return body
 
-    async def _post(self, path: str, content: bytes) -> dict[str, Any]:
+    async def preferences(self, request: PreferencesRequest) -> PreferencesSnapshot:
+        """What the rules in force offer and the user's stored preferences."""
+        body = await self._post(PREFERENCES_PATH, request.to_json(), PreferencesUnavailable)
+        try:
+            # As JSON again, so strict validation takes the strings JSON has for channels, days and times.
+            return PreferencesSnapshot.model_validate_json(orjson.dumps(body))
+        except ValidationError:
+            raise PreferencesUnavailable("the owner sent preferences that do not decode") from None
+
+    async def _post(self, path: str, content: bytes, unavailable: type[HeraldError]) -> dict[str, Any]:
         try:
             response = await self._client.post(path, content=content)
         except httpx.HTTPError as exc:
-            raise InboxUnavailable(f"the inbox's owner did not answer: {type(exc).__name__}") from exc
+            raise unavailable(f"the owner did not answer: {type(exc).__name__}") from exc
         if response.status_code != 200:
             if response.status_code in (400, 401, 403):
                 # Not a passing state: the two sides disagree on the secret or the contract.
-                log.error("the inbox's owner refused a request: %d on %s", response.status_code, path)
-            raise InboxUnavailable(f"the inbox's owner answered {response.status_code}")
+                log.error("the owner refused a request: %d on %s", response.status_code, path)
+            raise unavailable(f"the owner answered {response.status_code}")
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
-            raise InboxUnavailable("the inbox's owner sent a reply that is not a JSON object")
+            raise unavailable("the owner sent a reply that is not a JSON object")
         return body
 
     async def aclose(self) -> None:
@@ -94,8 +106,8 @@ def internal_secret(settings: Settings) -> str:
     return secret
 
 
-def owner_from_settings(settings: Settings) -> InboxOwner:
-    return InboxOwner(
+def owner_from_settings(settings: Settings) -> Owner:
+    return Owner(
         settings.gateway_worker_url,
         internal_secret(settings),
         timeout_seconds=settings.gateway_owner_timeout_seconds,

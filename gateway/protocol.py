@@ -11,6 +11,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.frames import frame
+from schemas.preference_center import PreferencesView
 from schemas.websocket import COMMANDS, VERSION, AuthReason, CloseReason, Command, ErrorCode
 
 _AUTH_CLOSES: Final = {
@@ -65,7 +66,9 @@ def parse(text: str | None) -> Command:
             ErrorCode.UNKNOWN_TYPE, "'type' must be one of: " + ", ".join(sorted(_COMMANDS)), request_id
         )
     try:
-        command: Command = adapter.validate_python(frame)
+        # From the text, not the parsed dict: strict JSON validation takes enum values, times and dates as the
+        # strings JSON has for them (a preference change's channels, days and quiet hours).
+        command: Command = adapter.validate_json(text)
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "(frame)" for e in exc.errors()})
         raise ProtocolError(
@@ -97,6 +100,10 @@ def ack_frame(*, unread: int, request_id: str | None) -> bytes:
 
 def refreshed_frame(*, expires_at: float, request_id: str | None) -> bytes:
     return frame("refreshed", request_id, expires_at=int(expires_at))
+
+
+def preferences_frame(view: PreferencesView, *, request_id: str | None) -> bytes:
+    return frame("preferences", request_id, preferences=view.model_dump(mode="json"))
 
 
 def error_frame(error: ProtocolError) -> bytes:

@@ -16,6 +16,7 @@ from gateway.connections import Connection, ConnectionRegistry, Draining, TooMan
 from gateway.inbox_service import InboxService
 from gateway.metrics import GatewayMetrics
 from gateway.origins import OriginPolicy
+from gateway.preference_center import PreferenceCenter
 from gateway.protocol import (
     ProtocolError,
     ack_frame,
@@ -24,21 +25,24 @@ from gateway.protocol import (
     inbox_frame,
     parse,
     pong_frame,
+    preferences_frame,
     refreshed_frame,
     welcome_frame,
 )
-from kernel.errors import InboxUnavailable
+from kernel.errors import InboxUnavailable, PreferencesRefused, PreferencesUnavailable
 from schemas.inbox import InboxAction
 from schemas.websocket import (
     AuthReason,
     CloseReason,
     Command,
     ErrorCode,
+    GetPreferences,
     ListInbox,
     Mark,
     MarkAllRead,
     Ping,
     Refresh,
+    SetPreferences,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ class Sessions:
         verifier: TokenVerifier,
         origins: OriginPolicy,
         service: InboxService,
+        preferences: PreferenceCenter,
         connections: ConnectionRegistry,
         metrics: GatewayMetrics,
         policy: SessionPolicy,
@@ -64,6 +69,7 @@ class Sessions:
         self._verifier = verifier
         self._origins = origins
         self._service = service
+        self._preferences = preferences
         self._connections = connections
         self._metrics = metrics
         self._policy = policy
@@ -175,6 +181,8 @@ class Sessions:
             return pong_frame(command.id)
         if isinstance(command, Refresh):
             return self._refresh(connection, user_id, command)
+        if isinstance(command, GetPreferences | SetPreferences):
+            return await self._preference_center(user_id, command)
         try:
             if isinstance(command, ListInbox):
                 page = await self._service.page(
@@ -189,6 +197,18 @@ class Sessions:
         except InboxUnavailable as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc), command.id) from None
         return ack_frame(unread=unread, request_id=command.id)
+
+    async def _preference_center(self, user_id: str, command: GetPreferences | SetPreferences) -> bytes:
+        try:
+            if isinstance(command, SetPreferences):
+                view = await self._preferences.change(user_id, command.changes)
+            else:
+                view = await self._preferences.view(user_id)
+        except PreferencesRefused as exc:
+            raise ProtocolError(ErrorCode(exc.reason), exc.detail, command.id) from None
+        except PreferencesUnavailable as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc), command.id) from None
+        return preferences_frame(view, request_id=command.id)
 
     def _refresh(self, connection: Connection, user_id: str, command: Refresh) -> bytes:
         try:

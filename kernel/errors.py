@@ -9,6 +9,8 @@ HeraldError
 │   ├── BrokerPortInUse      the embedded broker's port is taken
 │   └── TopicCreationError   the broker refused to create a topic
 ├── InboxUnavailable         an inbox change could not be made durable (retriable)
+├── PreferencesUnavailable   a user's preferences could not be read or a change made durable (retriable)
+├── PreferencesRefused       a preference-center change the rules in force do not allow (locked, not offered)
 ├── RejectedInput            the input itself is wrong; retrying never helps  → DLQ
 │   ├── InvalidEvent         not JSON, or not a valid envelope
 │   ├── InvalidProfile       a user profile that fails validation
@@ -85,6 +87,23 @@ class InboxUnavailable(HeraldError):
 
     reason = "inbox_unavailable"
     retriable = True
+
+
+class PreferencesUnavailable(HeraldError):
+    """The owner of the user's preferences did not answer, or the broker did not take a change; retriable."""
+
+    reason = "preferences_unavailable"
+    retriable = True
+
+
+class PreferencesRefused(HeraldError):
+    """A user's change the rules in force do not allow: `reason` is the error code (`locked`: a critical
+    category's channel, always sent; `not_offered`: a category or channel no rule defines), `choices` the
+    `category:channel` pairs at fault."""
+
+    def __init__(self, reason: str, detail: str, choices: list[str]) -> None:
+        super().__init__(detail, reason=reason)
+        self.choices = choices
 
 
 class RejectedInput(HeraldError):

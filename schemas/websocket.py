@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.base import open_ended
 from schemas.events import Identifier, UserId
 from schemas.notifications import InAppNotification
+from schemas.preference_center import PreferenceChanges, PreferencesView
 
 VERSION: Final = 1
 
@@ -74,7 +75,9 @@ class ErrorCode(StrEnum):
     UNKNOWN_TYPE = "unknown_type"  # `type` missing or not one the server understands
     INVALID_FRAME = "invalid_frame"  # a known type with missing, extra or wrong fields
     INVALID_TOKEN = "invalid_token"  # noqa: S105 - a refresh token that failed verification
-    UNAVAILABLE = "unavailable"  # the inbox could not be updated (broker down); retry later
+    UNAVAILABLE = "unavailable"  # the inbox or the preferences could not be read or changed now; retry later
+    LOCKED = "locked"  # a preference change for a critical category's channel, which is always sent
+    NOT_OFFERED = "not_offered"  # a preference change for a category or channel the rules do not define
 
 
 class RecoveryOutcome(StrEnum):
@@ -123,8 +126,17 @@ class MarkAllRead(_Command):
     type: Literal["mark_all_read"]
 
 
-COMMANDS: Final = (Ping, Refresh, ListInbox, Mark, MarkAllRead)
-Command = Ping | Refresh | ListInbox | Mark | MarkAllRead
+class GetPreferences(_Command):
+    type: Literal["get_preferences"]
+
+
+class SetPreferences(_Command):
+    type: Literal["set_preferences"]
+    changes: PreferenceChanges
+
+
+COMMANDS: Final = (Ping, Refresh, ListInbox, Mark, MarkAllRead, GetPreferences, SetPreferences)
+Command = Ping | Refresh | ListInbox | Mark | MarkAllRead | GetPreferences | SetPreferences
 ClientFrame = Annotated[Command, Field(discriminator="type")]
 
 
@@ -194,6 +206,13 @@ class Pong(_Reply):
     type: Literal["pong"]
 
 
+class PreferencesFrame(_Reply):
+    """The answer to `get_preferences`, and to `set_preferences` with the change applied."""
+
+    type: Literal["preferences"]
+    preferences: PreferencesView
+
+
 class ErrorFrame(_Reply):
     type: Literal["error"]
     code: Annotated[ErrorCode, Field(json_schema_extra=open_ended)]
@@ -201,6 +220,14 @@ class ErrorFrame(_Reply):
 
 
 ServerFrame = Annotated[
-    Welcome | NotificationFrame | InboxFrame | InboxUpdate | Ack | Refreshed | Pong | ErrorFrame,
+    Welcome
+    | NotificationFrame
+    | InboxFrame
+    | InboxUpdate
+    | Ack
+    | Refreshed
+    | Pong
+    | PreferencesFrame
+    | ErrorFrame,
     Field(discriminator="type"),
 ]

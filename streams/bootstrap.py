@@ -15,8 +15,9 @@ from streams.app import create_app, herald_version
 from streams.delivery.agents import register_delivery
 from streams.delivery.providers import build_providers
 from streams.inbox.agents import register_inbox
-from streams.inbox.api import InboxApi, Ownership
+from streams.inbox.api import InboxApi
 from streams.ops.bounce_webhook import WebhookMetrics, bounce_webhook_route, load_public_key, publisher
+from streams.ops.internal import OwnerRoutes, Ownership
 from streams.ops.lag import ConsumerLag, TableKeys
 from streams.ops.metrics import WorkerMetrics
 from streams.ops.receipts import ReceiptMemory, Receipts, status_publisher, twilio_status_route
@@ -31,6 +32,7 @@ from streams.runtime.topics import declare_topics
 from streams.runtime.worker import Worker, utc_now
 from streams.scheduling.agents import register_scheduling
 from streams.state.agents import register_state
+from streams.state.preferences_api import PreferencesApi
 from streams.state.rules_feed import RuleSource
 from streams.state.services import RulesFeed
 
@@ -117,6 +119,22 @@ def build_inbox_api(settings: Settings, worker: Worker) -> InboxApi | None:
     )
 
 
+def build_preferences_api(settings: Settings, worker: Worker) -> PreferencesApi | None:
+    """The preference center's way to the preferences this worker owns; not served without
+    HERALD_INTERNAL_SECRET."""
+    if settings.internal_secret is None:
+        return None
+    names = worker.topics.names
+    ownership = Ownership(worker.app, names.preferences, names.changelogs["preferences"], settings.partitions)
+    routes = OwnerRoutes(
+        ownership,
+        secret=settings.internal_secret.get_secret_value(),
+        own_url=settings.advertised_worker_url,
+        timeout_seconds=settings.gateway_owner_timeout_seconds,
+    )
+    return PreferencesApi(routes, lambda: worker.rules.book, worker.tables.preferences.faust.data.get)
+
+
 def create_worker(settings: Settings, *, registry: CollectorRegistry | None = None) -> Worker:
     """Wire the worker: the app, its topics, tables, agents and services, with real or given dependencies."""
     privacy.configure(settings.pseudonym_key)
@@ -157,6 +175,7 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     register_delivery(worker, providers)
     register_inbox(worker)
     inbox_api = build_inbox_api(settings, worker)
+    preferences_api = build_preferences_api(settings, worker)
 
     lag = ConsumerLag(settings.bootstrap_servers, app.conf.id, lambda: app.topics.acking_topics, registry)
     TableKeys(
@@ -181,6 +200,7 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
             extra_routes=[
                 *webhook_routes(settings, worker, registry),
                 *(inbox_api.routes() if inbox_api is not None else ()),
+                *(preferences_api.routes() if preferences_api is not None else ()),
             ],
             limits=ReadLimits(
                 header_seconds=settings.worker_header_timeout_seconds,
@@ -189,5 +209,6 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
             ),
         )
     )
-    app.add_dependency(Closing([providers.aclose, *([inbox_api.aclose] if inbox_api is not None else [])]))
+    internal = [api.aclose for api in (inbox_api, preferences_api) if api is not None]
+    app.add_dependency(Closing([providers.aclose, *internal]))
     return worker

@@ -1,13 +1,15 @@
-"""Fixtures for integration tests: a local SMTP server and isolated Herald stacks on the test broker."""
+"""Fixtures for integration tests: a local SMTP server, isolated Herald stacks on the test broker, and
+headless Chromium for the demo page."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from adapters.email.sink import SmtpSink
+from tests.integration.browser import Browser, chromium
 from tests.integration.stack import Stack
 
 
@@ -35,3 +37,9 @@ def stack_factory(
     yield make  # type: ignore[misc]
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as started:
+        yield started

@@ -7,16 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,13 +24,13 @@ from adapters.broker.embedded import free_port
 from gateway.auth import issue_token
 from schemas.notifications import InAppNotification
 from streams.state.directory import home_partition
+from tests.integration.browser import Browser
 from tests.integration.stack import Stack, produce, wait_ready
 
 pytestmark = pytest.mark.integration
 
 SECRET = "integration-secret-" + "x" * 48
 TIMEOUT = 20.0
-CHROMIUM = "chromium"
 PARTITIONS = 4
 
 
@@ -201,6 +198,11 @@ async def test_two_workers_and_two_gateways_keep_every_inbox_whole_when_a_worker
                 {"notification_id": sent[u][0].notification_id, "read": True, "archived": False}
             ]
 
+        # Preferences are read from the owner the same way: gateway B asks the second worker, which forwards.
+        for u in users:
+            view = await _preferences(b, u)
+            assert [c["category"] for c in view["categories"]] == ["messages", "orders", "security", "social"]
+
         # The first worker dies: the second takes its partitions, reading their inboxes from the changelog.
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
@@ -248,6 +250,21 @@ async def test_a_reconnect_recovers_what_was_produced_while_away_even_on_another
         assert (await _frame(ws))["recovered"] is False
 
 
+async def _preferences(gateway: Process, user: str) -> dict[str, Any]:
+    """`GET /preferences`, again while the owner is unavailable (a rebalance under way)."""
+    async with httpx.AsyncClient() as http:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                response = await http.get(
+                    f"{gateway.http}/preferences", headers={"Authorization": f"Bearer {_token(user)}"}
+                )
+                if response.status_code != 503:
+                    assert response.status_code == 200, response.text
+                    view: dict[str, Any] = response.json()
+                    return view
+                await asyncio.sleep(0.2)
+
+
 async def _eventually_unread(gateway: Process, user: str, unread: int) -> None:
     async with httpx.AsyncClient() as http:
         async with asyncio.timeout(TIMEOUT):
@@ -287,90 +304,12 @@ async def test_a_gateway_restart_changes_nothing_in_the_inbox(shared: Deployment
 
 
 # --- the demo page in headless Chromium ---------------------------------------------------------------------
-class Browser:
-    """Headless Chromium driven over the DevTools protocol: one page, and JavaScript evaluated in it."""
-
-    def __init__(self, process: subprocess.Popen[bytes], page: ClientConnection) -> None:
-        self._process = process
-        self._page = page
-        self._ids = 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self._ids += 1
-        await self._page.send(json.dumps({"id": self._ids, "method": method, "params": params}))
-        while True:
-            message = json.loads(await asyncio.wait_for(self._page.recv(), TIMEOUT))
-            if message.get("id") == self._ids:
-                assert "error" not in message, message
-                result: dict[str, Any] = message["result"]
-                return result
-
-    async def eval(self, expression: str) -> Any:
-        result = await self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
-        )
-        assert "exceptionDetails" not in result, result
-        return result["result"].get("value")
-
-    async def wait_for(self, expression: str, expected: Any) -> None:
-        value = None
-        for _ in range(int(TIMEOUT / 0.05)):
-            value = await self.eval(expression)
-            if value == expected:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{expression} is {value!r}, not {expected!r}")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    executable = shutil.which(CHROMIUM)
-    if executable is None:
-        pytest.fail("Chromium is required for the demo-page test: apt-get install -y chromium")
-    with tempfile.TemporaryDirectory() as profile:
-        process = subprocess.Popen(
-            [
-                executable,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-extensions",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                f"--user-data-dir={profile}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            port_file = Path(profile) / "DevToolsActivePort"
-            await _eventually(lambda: port_file.exists() and len(port_file.read_text().splitlines()) >= 2, 30)
-            port = int(port_file.read_text().splitlines()[0])
-            async with httpx.AsyncClient() as http:
-                targets = (await http.get(f"http://127.0.0.1:{port}/json/list")).json()
-            page_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-            async with connect(page_url, max_size=None) as page:
-                yield Browser(process, page)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 async def test_the_demo_page_shows_notifications_live_with_a_badge_and_mark_read(
     shared: Deployment, browser: Browser
 ) -> None:
     gateway = await shared.start_gateway(shared.workers[0])
     user = f"u{uuid.uuid4().hex[:6]}"
-    await browser.call("Page.enable")
-    await browser.call("Page.navigate", url=f"{gateway.http}/demo")
-    await browser.wait_for("document.readyState", "complete")
+    await browser.open(f"{gateway.http}/demo")
     await browser.eval(
         f"document.getElementById('token').value = {json.dumps(_token(user))};"
         "document.getElementById('connect').click();"

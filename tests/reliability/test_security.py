@@ -413,7 +413,7 @@ async def test_oversized_frames_floods_and_slow_loris_clients_are_cut_off_and_ot
     )
     sender = asyncio.create_task(raw.send(flood))
     # Each `list` is a page from the worker that keeps the inbox, answered one after the other: the replies
-    # first fill the kernel's socket buffers (megabytes on loopback), so on a loaded machine this takes a while.
+    # first fill the kernel's socket buffers (megabytes on loopback): on a loaded machine that takes a while.
     await _until_metric(gateway, "herald_gateway_slow_client_disconnects_total", 1, timeout=120)
     await bystander_is_served("flood")
     sender.cancel()

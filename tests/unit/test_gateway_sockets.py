@@ -1,6 +1,7 @@
 """The gateway over real loopback sockets. The inbox's owner is a real HTTP server on loopback serving a small
-in-memory inbox (`FakeInbox`, the worker's side in miniature); the feed and the command writer are fakes
-behind the gateway's own interfaces, the writer answering each command on the feed as the owner would."""
+in-memory inbox (`FakeInbox`, the worker's side in miniature) and users' preferences; the feed and the
+writers are fakes behind the gateway's own interfaces, the command writer answering each command on the feed
+as the owner would, the preferences writer storing each change as the owner's directory would."""
 
 from __future__ import annotations
 
@@ -33,12 +34,15 @@ from gateway.auth import issue_token
 from gateway.connections import ConnectionRegistry
 from gateway.feed import FeedRecord, FeedSink
 from gateway.inbox_service import InboxService
-from kernel.errors import ConfigurationError, InboxUnavailable
+from kernel.errors import ConfigurationError, InboxUnavailable, PreferencesUnavailable
 from kernel.readiness import Readiness
 from kernel.settings import GATEWAY_FRAME_OVERHEAD_BYTES, Settings
+from schemas.channels import Channel
 from schemas.frames import Item, Page, fit, inbox_body, notification_frame, update_frame
 from schemas.inbox import FeedKind, InboxAction, InboxCommand, PageRequest, SessionRequest
 from schemas.notifications import InAppNotification
+from schemas.preference_center import OfferedCategory, OfferedChannel, PreferencesRequest, PreferencesSnapshot
+from schemas.preferences import Preferences, PreferencesUpdate, merge
 from schemas.websocket import CloseReason
 
 SECRET = "k" * 64
@@ -153,15 +157,30 @@ class FakeInbox:
         }
 
 
+def _offered(category: str, locked: bool, *channels: Channel) -> OfferedCategory:
+    offered = [OfferedChannel(channel=channel, locked=locked) for channel in channels]
+    return OfferedCategory(category=category, locked=locked, channels=offered)
+
+
+# What the fake owner's rules offer: orders in-app and by email, security (critical) by email and SMS.
+OFFERED = [
+    _offered("orders", False, Channel.INAPP, Channel.EMAIL),
+    _offered("security", True, Channel.EMAIL, Channel.SMS),
+]
+
+
 class OwnerServer:
     """The workers' internal endpoint: checks the bearer secret, records what it was asked, and can be down
-    (503) or hold its replies (`gate`) after taking its snapshot."""
+    (503) or hold its replies (`gate`) after taking its snapshot. Preferences are `stored` per user, offered
+    as `offered`."""
 
     def __init__(self, inbox: FakeInbox, secret: str = INTERNAL_SECRET) -> None:
         self.inbox = inbox
         self._secret = secret
         self.authorizations: list[str | None] = []
-        self.requests: list[SessionRequest | PageRequest] = []
+        self.requests: list[SessionRequest | PageRequest | PreferencesRequest] = []
+        self.offered = list(OFFERED)
+        self.stored: dict[str, Preferences] = {}
         self.down = False
         self.gate: asyncio.Event | None = None
         self.waiting = 0
@@ -173,6 +192,7 @@ class OwnerServer:
             routes=[
                 Route("/internal/inbox/session", self._session, methods=["POST"]),
                 Route("/internal/inbox/page", self._page, methods=["POST"]),
+                Route("/internal/preferences", self._preferences, methods=["POST"]),
             ]
         )
 
@@ -182,7 +202,12 @@ class OwnerServer:
     async def _page(self, request: Request) -> Response:
         return await self._answer(request, PageRequest)
 
-    async def _answer(self, request: Request, model: type[SessionRequest] | type[PageRequest]) -> Response:
+    async def _preferences(self, request: Request) -> Response:
+        return await self._answer(request, PreferencesRequest)
+
+    async def _answer(
+        self, request: Request, model: type[SessionRequest] | type[PageRequest] | type[PreferencesRequest]
+    ) -> Response:
         authorization = request.headers.get("authorization")
         self.authorizations.append(authorization)
         if authorization != f"Bearer {self._secret}":
@@ -198,6 +223,9 @@ class OwnerServer:
             if self.ignore_max_frames:
                 asked = asked.model_copy(update={"max_frames": 100_000})
             reply = self.inbox.session(asked)
+        elif isinstance(asked, PreferencesRequest):
+            stored = self.stored.get(asked.user_id, Preferences(user_id=asked.user_id))
+            reply = PreferencesSnapshot(categories=self.offered, preferences=stored).model_dump(mode="json")
         else:
             reply = self.inbox.page(asked)
         if self.gate is not None:  # the snapshot is taken; the reply waits
@@ -260,6 +288,23 @@ class RecordingWriter:
             asyncio.get_running_loop().call_soon(self._feed.push, self._inbox.apply(command))
 
 
+class RecordingPreferencesWriter:
+    """Stands in for the preferences topic: records each update, or refuses while `down`; with an owner,
+    stores it there as the worker's directory would apply it."""
+
+    def __init__(self, owner: OwnerServer | None = None) -> None:
+        self.written: list[PreferencesUpdate] = []
+        self.down = False
+        self._owner = owner
+
+    async def write(self, update: PreferencesUpdate) -> None:
+        if self.down:
+            raise PreferencesUnavailable("broker down")
+        self.written.append(update)
+        if self._owner is not None:
+            self._owner.stored[update.user_id] = merge(self._owner.stored.get(update.user_id), update)
+
+
 @dataclass
 class Owner:
     server: OwnerServer
@@ -315,6 +360,7 @@ class Gateway:
     port: int
     server: uvicorn.Server
     task: asyncio.Task[None]
+    preferences: RecordingPreferencesWriter
 
     async def stop(self) -> None:
         self.server.should_exit = True
@@ -370,10 +416,11 @@ async def start_gateway() -> AsyncIterator[GatewayFactory]:
         settings = _settings(**{"gateway_port": port, "gateway_worker_url": owner.url, **overrides})
         feed = feed or FakeFeed()
         writer, metrics = RecordingWriter(inbox, feed), CollectorRegistry()
-        app = create_app(settings, registry=metrics, feed=feed, writer=writer)
+        preferences = RecordingPreferencesWriter(owner.server)
+        app = create_app(settings, registry=metrics, feed=feed, writer=writer, preferences_writer=preferences)
         server = build_server(app, settings)
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        gateway = Gateway(app, feed, writer, inbox, owner.server, metrics, port, server, task)
+        gateway = Gateway(app, feed, writer, inbox, owner.server, metrics, port, server, task, preferences)
         running.append(gateway)
         await _eventually(lambda: server.started)
         return gateway
@@ -1251,6 +1298,7 @@ async def test_metrics_are_exposed_without_user_ids(gateway: Gateway) -> None:
         "herald_gateway_slow_client_disconnects_total 0.0",
         "herald_gateway_invalid_records_total 0.0",
         "herald_gateway_inbox_changes_total 0.0",
+        "herald_gateway_preference_changes_total 0.0",
     ):
         assert name in body
     assert "alice" not in body

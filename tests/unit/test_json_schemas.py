@@ -12,19 +12,24 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from gateway.preference_center import view
 from gateway.protocol import (
     ProtocolError,
     ack_frame,
     error_frame,
     pong_frame,
+    preferences_frame,
     refreshed_frame,
     welcome_frame,
 )
 from kernel.errors import PermanentDeliveryError
 from schemas import frames as inbox_frames
+from schemas.channels import Channel
 from schemas.export import WIRE_FORMATS, main, rendered
 from schemas.frames import Item, Page, inbox_body, notification_frame, update_frame
 from schemas.notifications import InAppNotification
+from schemas.preference_center import OfferedCategory, OfferedChannel
+from schemas.preferences import Preferences
 from schemas.reasons import DeliveryReason
 from schemas.websocket import ErrorCode
 from streams.runtime.deadletters import dead_letter
@@ -142,3 +147,34 @@ def test_the_documented_client_frames_are_valid() -> None:
     for frame in frames:
         client.validate(frame)
     assert not client.is_valid({"type": "mark_read", "v": 1, "ids": []})
+
+
+def test_the_preference_center_frames_documented_and_written_are_valid() -> None:
+    text = (ROOT / "docs" / "WEBSOCKET.md").read_text(encoding="utf-8")
+    section = text.split("## Preference center", 1)[1]
+    block = re.search(r"```json\n(.*?)```", section, flags=re.DOTALL)
+    assert block is not None
+    documented = [json.loads(line) for line in block.group(1).splitlines()]
+    client, server = validator("websocket.client"), validator("websocket.server")
+    for frame in documented:
+        (client if frame["type"].endswith("_preferences") else server).validate(frame)
+    assert {frame["type"] for frame in documented} == {
+        "get_preferences",
+        "set_preferences",
+        "preferences",
+        "error",
+    }
+    assert not client.is_valid(
+        {"type": "set_preferences", "v": 1, "changes": {"user_id": "bob", "muted": True}}
+    )
+
+    offered = [
+        OfferedCategory(
+            category="security", locked=True, channels=[OfferedChannel(channel=Channel.SMS, locked=True)]
+        )
+    ]
+    stored = Preferences.model_validate_json(
+        '{"user_id":"alice","channels":{"sms":false},"quiet_hours":{"sat":{"start":"23:00","end":"09:00"}}}'
+    )
+    written = preferences_frame(view(offered, stored), request_id="p1")
+    server.validate(json.loads(written))

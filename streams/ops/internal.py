@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-import httpx
+import aiohttp
 import orjson
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
@@ -65,14 +65,14 @@ class OwnerRoutes:
         self._authorization = f"Bearer {secret}".encode()
         self._own_url = own_url.rstrip("/")
         self._timeout = timeout_seconds
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     def route(self, path: str, model: type[M], answer: Callable[[M], bytes]) -> Route:
         return Route(path, self._endpoint(model, answer), methods=["POST"])
 
     async def aclose(self) -> None:
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
 
     def _endpoint(
         self, model: type[M], answer: Callable[[M], bytes]
@@ -101,21 +101,22 @@ class OwnerRoutes:
 
     async def _forward(self, owner: str, path: str, body: bytes) -> Response:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self._timeout)
-        try:
-            answer = await self._http.post(
-                owner.rstrip("/") + path,
-                content=body,
-                headers={
-                    "authorization": self._authorization.decode(),
-                    "content-type": "application/json",
-                    FORWARDED: "1",
-                },
+            # aiohttp: a tenth of httpx's CPU per request (gateway/owner.py).
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout), connector=aiohttp.TCPConnector(limit=100)
             )
-        except httpx.HTTPError as exc:
+        headers = {
+            "authorization": self._authorization.decode(),
+            "content-type": "application/json",
+            FORWARDED: "1",
+        }
+        try:
+            async with self._http.post(owner.rstrip("/") + path, data=body, headers=headers) as answer:
+                status, content = answer.status, await answer.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("cannot reach the owner of %s: %s", path, type(exc).__name__)
             return json_response({"error": "not_ready"}, 503, {"Retry-After": "1"})
-        return Response(answer.content, answer.status_code, media_type="application/json")
+        return Response(content, status, media_type="application/json")
 
 
 def json_response(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:

@@ -17,9 +17,9 @@ from schemas.status import DeliveryStatus
 from schemas.users import UserProfile
 from tests.fakes.fcm import FakeFcm, fcm_error, make_service_account
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.fakes.sns import FakeSns
+from tests.fakes.sns import FakeSns, sns_error
 from tests.fakes.twilio import FakeTwilio, twilio_error
-from tests.integration.stack import Stack, produce, read_topic, wait_for_metric, wait_ready
+from tests.integration.stack import Stack, herald, produce, read_topic, wait_for_metric, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +182,35 @@ async def test_slow_email_provider_does_not_delay_sms_or_push(worker: Stack, fak
     # SMS and push were delivered while SendGrid was still hanging; email then failed over to SMTP.
     assert sms_done < email_timeout and push_done < email_timeout
     assert ("email", "smtp", "delivered") in by_channel
+
+
+async def test_the_trace_of_a_real_run_shows_the_failover_and_the_retry_in_order(
+    worker: Stack, fakes: dict[str, Any]
+) -> None:
+    """`herald trace` on what a worker wrote, not on records made up: the first attempt fails on both SMS
+    providers (failover, then a retry), the second fails over again and goes out through SNS."""
+    await add_user(worker, "tia", "+33612345670", [])
+    fakes["twilio"].fail_next(twilio_error(503, 20500, "Service unavailable"), times=2)
+    fakes["sns"].fail_next(sns_error(500, "InternalError"), times=1)
+    await login(worker, "login-tia", "tia")
+    found = await statuses_of(worker, "tia", delivered("sms"))
+    sms = [(s.provider, s.outcome.value, s.attempt) for s in found if s.channel == "sms"]
+    assert sms == [
+        ("twilio", "failed", 1),
+        ("sns", "failed", 1),
+        ("twilio", "failed", 2),
+        ("sns", "delivered", 2),
+    ]
+
+    result = await asyncio.to_thread(herald, worker, "trace", "login-tia", "--json")
+    assert result.returncode == 0, result.stderr
+    traced = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    journey = [(t["provider"], t["outcome"], t["attempt"]) for t in traced if t["channel"] == "sms"]
+    assert journey == sms
+    table = await asyncio.to_thread(herald, worker, "trace", "login-tia")
+    assert table.returncode == 0, table.stderr
+    # The readable table: [date, time, recipient, channel, provider, outcome, attempt, …], in time order.
+    rows = [line.split() for line in table.stdout.splitlines()[1:] if line.strip()]
+    assert [tuple(row[4:7]) for row in rows if row[3] == "sms"] == [
+        (provider, outcome, str(attempt)) for provider, outcome, attempt in sms
+    ], table.stdout

@@ -51,7 +51,9 @@ FULL = Sizes(
     scale_idle_connections=1_000,
     scale_records=1_000_000,
     scale_users=1_000_000,
-    scale_connections=20_000,
+    # The issue asks 20,000; a process may hold at most 20,000 files here (a hard limit root cannot raise in
+    # this container), and the gateway also holds its broker, worker and listening sockets.
+    scale_connections=19_900,
 )
 
 QUICK = Sizes(

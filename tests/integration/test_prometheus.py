@@ -135,8 +135,12 @@ async def test_promql_counts_delivered_skipped_and_dead_lettered(observed: Any) 
             'sum by (channel) (herald_provider_attempts_total{outcome="delivered"})',
             {"channel=email": 1},
         )
+        # In-app counts from the notification's creation to its being kept in the inbox.
         await eventually(
-            client, prom, "sum by (channel) (herald_end_to_end_seconds_count)", {"channel=email": 1}
+            client,
+            prom,
+            "sum by (channel) (herald_end_to_end_seconds_count)",
+            {"channel=email": 1, "channel=inapp": 1},
         )
         await eventually(
             client,

@@ -16,13 +16,14 @@ from aiokafka.structs import TopicPartition
 log = logging.getLogger("herald.broker")
 
 # Large fetches: a recovery reads whole logs, and each fetch costs a round trip (on the embedded broker, also
-# part of the fetch wait) whatever its size. The partition limit bounds what one fetch holds in memory.
-FETCH_MAX_BYTES = 32 * 1024 * 1024
-PARTITION_FETCH_BYTES = 4 * 1024 * 1024
+# part of the fetch wait) whatever its size. The partition limit bounds what one fetch holds in memory. At
+# 1,000,000 users, 8 MiB fetches and runs of 5,000 read as fast as 32 MiB and 20,000 (bench/RESULTS.md).
+FETCH_MAX_BYTES = 8 * 1024 * 1024
+PARTITION_FETCH_BYTES = 1024 * 1024
 # Short: data is there to read, and the embedded broker holds a fetch for part of its wait even then.
 FETCH_WAIT_MS = 50
 # Records handed over at most per `getmany`: the caller applies each run before the next fetch is read.
-MAX_RECORDS = 20_000
+MAX_RECORDS = 5_000
 DEFAULT_STALL_SECONDS = 30.0
 
 

@@ -12,7 +12,6 @@ answered by one line on stdout. `python -m bench.ws_clients URL JWT_SECRET`.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import time
 from collections import Counter as Codes
@@ -23,7 +22,7 @@ import jwt
 import orjson
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from bench.deployment import ROOT
+from bench.line_process import LineProcess
 from bench.ws_stack_servers import more_open_files
 
 CONCURRENT_HANDSHAKES = 100
@@ -160,32 +159,15 @@ async def main_async(url: str, secret: str) -> None:
         print(answer, flush=True)
 
 
-class ClientsProcess:
+class ClientsProcess(LineProcess):
     """The harness's end: `python -m bench.ws_clients` in its own process, asked one command at a time (each
     `ask` waits in a thread, so the harness's loop keeps producing)."""
 
     def __init__(self, url: str, secret: str, log: IO[bytes]) -> None:
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "bench.ws_clients", url, secret],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            preexec_fn=more_open_files,
-        )
-
-    def _ask(self, line: str) -> list[str]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"the clients exited on {line!r}")
-        return answer.split()
+        super().__init__("bench.ws_clients", [url, secret], log)
 
     async def ask(self, line: str) -> list[str]:
-        return await asyncio.to_thread(self._ask, line)
+        return await asyncio.to_thread(self.ask_now, line)
 
     async def connect(self, n: int, prefix: str) -> tuple[int, int, float]:
         """(opened, welcomed, seconds)."""

@@ -22,6 +22,7 @@ import psutil
 
 from adapters.broker.embedded import free_port
 from bench.deployment import ROOT
+from bench.line_process import LineProcess
 from bench.ws_stack_servers import HOST, STACKS, more_open_files
 
 SETTLE_SECONDS = 3.0  # after connecting, before reading RSS
@@ -114,29 +115,15 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-class ClientProcess:
+class ClientProcess(LineProcess):
     """`bench.ws_stack_clients`, one command line in, one answer line out."""
 
     def __init__(self, url: str, secret: str | None, log: IO[bytes], *, deflate: bool) -> None:
         args = [url, *([secret] if secret else []), *(["--deflate"] if deflate else [])]
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "bench.ws_stack_clients", *args],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            preexec_fn=more_open_files,
-        )
+        super().__init__("bench.ws_stack_clients", args, log)
 
     def ask(self, line: str) -> list[str]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"the clients exited on {line!r}")
-        return answer.split()
+        return self.ask_now(line)
 
     def stop(self) -> None:
         self.process.kill()

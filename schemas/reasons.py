@@ -23,6 +23,7 @@ class DecisionReason(StrEnum):
     THROTTLED = "throttled"  # over the rule's throttle: dropped or deferred, as its `excess` says
     ESCALATION = "escalation"  # a step of the rule's `escalate`: sent later unless the in-app one is read
     CANCELLED_READ = "cancelled_read"  # an escalation step not sent: the in-app notification was read
+    EXPIRED = "expired"  # an in-app notification older than the inbox keeps (HERALD_INBOX_RETENTION_DAYS)
 
 
 # Which decisions drop a notification and which hold it back; a throttle does either.

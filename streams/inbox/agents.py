@@ -102,6 +102,9 @@ async def _batch(
             metrics.inbox_stored.inc()
             delivered = effects.statuses[0]
             metrics.end_to_end_latency.labels(channel="inapp").observe(delivered.latency_seconds or 0.0)
+        elif stage is DeadLetterStage.INAPP and effects.statuses:
+            skipped = effects.statuses[0]
+            metrics.notifications_skipped.labels(channel="inapp", reason=skipped.reason).inc()
         elif stage is DeadLetterStage.INBOX_COMMAND and not effects.rejected:
             metrics.inbox_commands.labels(action=_action(record.value)).inc()
 

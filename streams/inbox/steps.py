@@ -19,7 +19,7 @@ from schemas.deadletter import DeadLetterStage
 from schemas.frames import Item, notification_frame, update_frame
 from schemas.inbox import FeedHeader, FeedKind, InboxAction, InboxCommand
 from schemas.notifications import InAppNotification
-from schemas.reasons import RejectReason
+from schemas.reasons import DecisionReason, RejectReason
 from schemas.status import DeliveryStatus, Outcome
 from streams.effects import Effects, Record, Rejected, TableWrite
 from streams.inbox.model import ARCHIVED, READ, Index, Line, entry_key
@@ -83,21 +83,14 @@ def store(policy: InboxPolicy, read: Reader, raw: bytes, now: datetime) -> Effec
     created_ms = _ms(notification.created_at)
     oldest_ms = _ms(now) - policy.retention_ms
     if created_ms < oldest_ms:
-        return Effects()  # already past the retention: it would be pruned at once
+        # Already past the retention: it would be pruned at once. Said so, rather than dropped unseen.
+        expired = _status(notification, now, Outcome.SKIPPED, reason=DecisionReason.EXPIRED)
+        return Effects(statuses=[expired])
     gone = index.expire(oldest_ms) + index.add(notification_id, created_ms, policy.capacity)
     index.advance(_ms(now))
     frame = notification_frame(raw, unread=index.unread())
-    delivered = DeliveryStatus(
-        notification_id=notification_id,
-        event_id=notification.event_id,
-        recipient=user_id,
-        channel=Channel.INAPP,
-        provider=PROVIDER,
-        outcome=Outcome.DELIVERED,
-        attempt=notification.attempt,
-        at=now,
-        latency_seconds=max(0.0, (now - notification.created_at).total_seconds()),
-    )
+    latency = max(0.0, (now - notification.created_at).total_seconds())
+    delivered = _status(notification, now, Outcome.DELIVERED, latency=latency)
     return Effects(
         records=[_feed(policy, user_id, index.seq, FeedKind.NOTIFICATION, frame, None)],
         statuses=[delivered],
@@ -106,6 +99,28 @@ def store(policy: InboxPolicy, read: Reader, raw: bytes, now: datetime) -> Effec
             TableWrite("inbox", entry_key(user_id, notification_id), raw.decode()),
             *_dropped(user_id, gone),
         ],
+    )
+
+
+def _status(
+    notification: InAppNotification,
+    now: datetime,
+    outcome: Outcome,
+    *,
+    latency: float | None = None,
+    reason: DecisionReason | None = None,
+) -> DeliveryStatus:
+    return DeliveryStatus(
+        notification_id=notification.notification_id,
+        event_id=notification.event_id,
+        recipient=notification.recipient,
+        channel=Channel.INAPP,
+        provider=PROVIDER,
+        outcome=outcome,
+        attempt=notification.attempt,
+        at=now,
+        latency_seconds=latency,
+        reason=reason,
     )
 
 

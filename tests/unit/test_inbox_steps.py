@@ -250,3 +250,11 @@ async def test_the_sweep_finds_the_owned_inboxes_holding_expired_notifications()
     found = await _expiring(worker, POLICY, owned)  # type: ignore[arg-type]
     assert sorted(found) == sorted(u for u in users if home_partition(u, 4) in owned)
     assert found and "fresh" not in found
+
+
+def test_a_notification_already_past_the_retention_is_reported_skipped_not_kept() -> None:
+    table = Table()
+    effects = store(table, notification(1, created=NOW - timedelta(days=8)))
+    (status,) = effects.statuses
+    assert (status.outcome, status.reason) == (Outcome.SKIPPED, "expired")
+    assert not effects.records and not table

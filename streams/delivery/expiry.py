@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streams.delivery.dedup import is_expired, recipient_of
+from streams.runtime.store_keys import walk_keys
 from streams.state.directory import home_partition
 
 CHUNK = 2_000  # keys looked at between two turns of the event loop
@@ -43,7 +44,7 @@ class DedupExpiry:
         (a memory store keeps what it once held) are left to that worker."""
         now = self.clock()
         removed = 0
-        keys = self._keys()
+        keys = walk_keys(self.table.data)
         while chunk := list(itertools.islice(keys, CHUNK)):
             owned = self.owned()
             sends = []
@@ -63,13 +64,3 @@ class DedupExpiry:
                 removed += len(sends)
             await asyncio.sleep(0)
         return removed
-
-    def _keys(self) -> Iterator[Any]:
-        """The table's keys, a chunk at a time. A dict (the memory store) cannot be walked while the agents
-        change it between chunks, so its keys are copied first (references only); RocksDB's iterator reads a
-        consistent view of the database and is walked as it goes, never holding every key at once."""
-        store = self.table.data
-        held = store if isinstance(store, dict) else getattr(store, "data", None)
-        if isinstance(held, dict):
-            return iter(list(held))
-        return iter(store.keys())

@@ -21,6 +21,7 @@ from streams.inbox.model import Index, is_index_key
 from streams.inbox.steps import InboxPolicy
 from streams.runtime.batches import chunks, coalesced, records_of, turns
 from streams.runtime.outbox import Outbox, bind_event
+from streams.runtime.store_keys import walk_keys
 from streams.runtime.topics import BATCH_QUEUE_SIZE
 from streams.runtime.worker import Worker
 from streams.state.directory import home_partition
@@ -144,11 +145,8 @@ async def _expiring(worker: Worker, policy: InboxPolicy, owned: set[int]) -> lis
 
 
 def _index_keys(store: Any) -> Iterator[str]:
-    """The users' index keys. A dict (the memory store) cannot be walked while the agent changes it between
-    chunks, so its keys are copied first (references only); RocksDB's iterator reads a consistent view."""
-    held = store if isinstance(store, dict) else getattr(store, "data", None)
-    keys = iter(list(held)) if isinstance(held, dict) else iter(store.keys())
-    return (key for key in keys if isinstance(key, str) and is_index_key(key))
+    """The users' index keys (not the notifications')."""
+    return (key for key in walk_keys(store) if isinstance(key, str) and is_index_key(key))
 
 
 async def _request_expiry(worker: Worker, users: list[str]) -> None:

@@ -61,13 +61,9 @@ class Settings(BaseSettings):
     rocksdb_write_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     rocksdb_block_cache_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     rocksdb_max_open_files: int = Field(default=64, ge=16)
-    # Short group-membership timeouts keep joins and rebalances fast (about 3 s instead of 30 s). The session
-    # timeout is 6 s (Apache Kafka's smallest allowed by default) rather than 10: on the embedded broker a
-    # first join took 3 s instead of 5, a second member's join 5 s instead of 6 and a member's leave 3 s
-    # instead of 6 (aiokafka probe), and a crashed worker is noticed after 6 s instead of 10. Heartbeats
-    # run on the consumer's own thread every second, so a busy agent does not miss them.
+    # Short group-membership timeouts keep joins and rebalances fast (about 5 s instead of 30 s).
     rebalance_timeout_seconds: float = Field(default=3.0, gt=0)
-    session_timeout_seconds: float = Field(default=6.0, gt=0)
+    session_timeout_seconds: float = Field(default=10.0, gt=0)
     heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
     # How long a fetch may wait on the broker for data, for the worker's and the gateway's consumers. Real
     # Kafka answers as soon as data is there; some brokers (the embedded Tansu) hold a fetch for about half of

@@ -49,3 +49,8 @@ def bootstrap_servers_of(url: str) -> list[str]:
     """`host:port` list from a Faust URL, split on `,` or `;` as Herald's settings do."""
     hosts = url.removeprefix("kafka://")
     return [host.strip() for host in hosts.replace(";", ",").split(",") if host.strip()]
+
+
+# The user property a reliability case's figures travel in, from the case (or a pytest-xdist worker) to the
+# run's summary (tests/conftest.py).
+RELIABILITY_FIGURES = "reliability_figures"

@@ -13,12 +13,12 @@ import pytest
 
 from adapters.email.sink import SmtpSink
 from tests.fakes.fcm import make_service_account
+from tests.helpers import RELIABILITY_FIGURES
 from tests.integration.stack import Stack
 from tests.reliability.harness import RETRY_ENV, Deployment, Providers
 from tests.reliability.invariants import Figures
 from tests.reliability.providers import UnreliableFcm, UnreliableSendGrid, UnreliableSns, UnreliableTwilio
 
-FIGURES: list[Figures] = []
 LOG_DIRS: list[Path] = []
 
 
@@ -83,34 +83,14 @@ def secrets_in_logs(tmp: Path, env: dict[str, str]) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="session")
-def figures_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(tmp_path_factory.getbasetemp()) / "reliability-figures.json"
-
-
 @pytest.fixture
-def report(figures_file: Path) -> Any:
-    """`report(figures)`: keep a case's figures for the run's JSON file and summary."""
+def report(request: pytest.FixtureRequest) -> Any:
+    """`report(figures)`: keep a case's figures for the run's JSON file and summary (tests/conftest.py
+    gathers them from the test reports, so they arrive from pytest-xdist's workers too)."""
 
     def keep(figures: Figures) -> None:
-        FIGURES.append(figures)
-        figures_file.write_text(json.dumps([asdict(f) for f in FIGURES], indent=2, default=str))
-        print(f"\n{figures.case}: {json.dumps(asdict(figures), default=str)}")
+        plain = json.loads(json.dumps(asdict(figures), default=str))
+        request.node.user_properties.append((RELIABILITY_FIGURES, plain))
+        print(f"\n{figures.case}: {json.dumps(plain)}")
 
     return keep
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not FIGURES:
-        return
-    write = terminalreporter.write_line
-    terminalreporter.section("reliability figures")
-    write(f"{'case':28} {'events':>7} {'expect':>7} {'deliv':>7} {'dlq':>5} {'lost':>5} {'dup':>4} faults")
-    for f in FIGURES:
-        faults = sum(f.faults_injected.values()) + f.hostile_inputs
-        write(
-            f"{f.case:28} {f.events:>7} {f.expected:>7} {f.delivered:>7} {f.dead_lettered:>5} "
-            f"{f.lost:>5} {f.duplicated:>4} {faults}"
-        )
-    path = Path(terminalreporter.config._tmp_path_factory.getbasetemp()) / "reliability-figures.json"
-    write(f"figures: {path}")

@@ -8,8 +8,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from gateway.metrics import GatewayMetrics
 from schemas.websocket import CloseReason
@@ -44,8 +44,9 @@ class Draining(Exception):
 
 class Connection:
     """One authenticated socket: frames are queued without waiting and written by a task of its own that runs
-    only while frames are queued (most sockets are idle: a task, a queue and their waiters per socket were
-    about a tenth of an idle socket's memory).
+    only while frames are queued, and the socket is read in the server's own task for it (`serve`): most
+    sockets are idle, and a task, a queue and their waiters per socket were about a tenth of an idle socket's
+    memory.
 
     The queue holds at most `queue_size` frames and `queue_bytes` bytes; a frame's bytes count from when it is
     queued until its write returns, so the frame being written to a stalled client counts too.
@@ -54,6 +55,30 @@ class Connection:
     the owner is asked for the snapshot; `begin` then queues the snapshot's frames and the held records above
     its sequence. From then on a record is queued only if its sequence is above the last one queued, so a
     record read twice, or one the snapshot already covered, is not sent again."""
+
+    __slots__ = (
+        "_closer",
+        "_ended",
+        "_ended_event",
+        "_expiry",
+        "_held",
+        "_held_bytes",
+        "_max_bytes",
+        "_max_frames",
+        "_metrics",
+        "_on_close",
+        "_queue",
+        "_reader",
+        "_reader_stopped",
+        "_sender",
+        "_sink",
+        "closed",
+        "expires_at",
+        "peak_queued_bytes",
+        "queued_bytes",
+        "seen",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -80,16 +105,33 @@ class Connection:
         # The most `queued_bytes` has been: never above `queue_bytes`.
         self.peak_queued_bytes = 0
         self._sender: asyncio.Task[None] | None = None
+        # The task reading the socket (see `serve`), and whether the connection's end stopped it.
+        self._reader: asyncio.Task[Any] | None = None
+        self._reader_stopped = False
         self._closer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self.closed = False
-        # Set once the socket is done: the client left, or the server's close went out (or timed out).
-        self.ended = asyncio.Event()
+        # Whether the socket is done (see `ended`); its event exists only once someone waits for it.
+        self._ended = False
+        self._ended_event: asyncio.Event | None = None
         self.expires_at = expires_at
         # The user's inbox sequence of the last record queued; None while starting.
         self.seen: int | None = None
         self._held: list[tuple[int, bytes, bool]] = []
         self._held_bytes = 0
+
+    @property
+    def ended(self) -> asyncio.Event:
+        """Set once the socket is done: the client left, or the server's close went out (or timed out)."""
+        if self._ended_event is None:
+            self._ended_event = asyncio.Event()
+            if self._ended:
+                self._ended_event.set()
+        return self._ended_event
+
+    def left(self) -> None:
+        """The client went away (or answered the server's close)."""
+        self._end()
 
     def deliver(self, seq: int, frame: bytes, *, notification: bool) -> bool:
         """Queue a feed record's frame unless the socket has seen `seq`; held while starting. False if the
@@ -177,7 +219,37 @@ class Connection:
             # The client may already be gone, or stalled so the close frame cannot be written.
             log.debug("close %d not sent: %s", reason.code, type(exc).__name__)
         finally:
-            self.ended.set()
+            self._end()
+
+    async def serve(self, reader: Coroutine[Any, Any, None]) -> None:
+        """Run `reader` (the socket's receive loop) in the calling task until it returns or the connection
+        ends otherwise (the server's close went out, or a write failed). Reading in the server's task rather
+        than a task of its own keeps an idle socket to one task."""
+        task = asyncio.current_task()
+        assert task is not None
+        if self._ended:
+            reader.close()
+            return
+        self._reader = task
+        try:
+            await reader
+        except asyncio.CancelledError:
+            # Only the cancel `_end` asked for is swallowed: one from elsewhere (the server stopping) stands.
+            if not self._reader_stopped or task.uncancel() > 0:
+                raise
+        finally:
+            self._reader = None
+
+    def _end(self) -> None:
+        """The socket is done: wake whoever waits for it and stop its reader, unless the reader is the one
+        ending it."""
+        self._ended = True
+        if self._ended_event is not None:
+            self._ended_event.set()
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            self._reader_stopped = True
+            reader.cancel()
 
     def expire_at(self, expires_at: float) -> None:
         """(Re)arm the timer that closes the connection when its token expires."""
@@ -206,7 +278,7 @@ class Connection:
         if self._closer is not None:
             with contextlib.suppress(Exception):
                 await self._closer
-        self.ended.set()
+        self._end()
 
     def _drop_queued(self) -> None:
         """Let go of frames that will never be written (the one being written is released by its writer)."""
@@ -233,7 +305,7 @@ class Connection:
             # Almost always the client going away mid-write; the socket's receive side sees the disconnect.
             log.debug("connection sender stopped: %s", type(exc).__name__)
             self.closed = True
-            self.ended.set()
+            self._end()
 
 
 class ConnectionRegistry:

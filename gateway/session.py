@@ -4,11 +4,12 @@ commands until it ends."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 import orjson
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import Scope
 from starlette.websockets import WebSocket
 
 from gateway.auth import AuthError, Identity, TokenVerifier, bearer_token
@@ -76,7 +77,7 @@ class Sessions:
 
     async def endpoint(self, websocket: WebSocket) -> None:
         try:
-            identity = self._authenticate(websocket)
+            identity, since = self._handshake(websocket.scope)
         except AuthError as exc:
             self._metrics.auth_failures.labels(reason=exc.reason.value).inc()
             # Accepted first so the client receives the code and reason; a refused handshake carries neither.
@@ -96,23 +97,23 @@ class Sessions:
         ) as connection:
             # Registered first, so the user's feed records are held from here; the snapshot then says which
             # of them it already covers, and nothing is lost or sent twice in between.
-            if not await self._start(connection, identity, websocket.query_params.get("since")):
+            if not await self._start(connection, identity, since):
                 await connection.ended.wait()
                 return
-            reader = asyncio.create_task(self._read(websocket, connection, identity), name="gateway-reader")
-            try:
-                await connection.ended.wait()
-            finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+            await connection.serve(self._read(websocket, connection, identity))
+            # The server may have closed it: its close frame goes out (or times out) before the socket ends.
+            await connection.ended.wait()
 
-    def _authenticate(self, websocket: WebSocket) -> Identity:
-        headers = websocket.headers
-        if not self._origins.allows(headers.get("origin"), headers.get("host"), websocket.url.scheme):
+    def _handshake(self, scope: Scope) -> tuple[Identity, str | None]:
+        """Whose socket it is, and the `since` it asked for. Read from the ASGI scope rather than through
+        Starlette's `WebSocket`, which would keep its parsed headers, URL and query (the token with them) for
+        as long as the socket is open."""
+        headers = Headers(scope=scope)
+        query = QueryParams(scope.get("query_string", b""))
+        if not self._origins.allows(headers.get("origin"), headers.get("host"), scope.get("scheme", "ws")):
             raise AuthError(AuthReason.ORIGIN_NOT_ALLOWED)
-        token = bearer_token(websocket.headers.get("authorization"), websocket.query_params.get("token"))
-        return self._verifier.verify(token)
+        token = bearer_token(headers.get("authorization"), query.get("token"))
+        return self._verifier.verify(token), query.get("since")
 
     def _refusal(self, user_id: str) -> CloseReason | None:
         if not self._service.ready:
@@ -163,7 +164,7 @@ class Sessions:
                 return
             if message["type"] == "websocket.disconnect":
                 # The client left (or answered the server's close): the session is over.
-                connection.ended.set()
+                connection.left()
                 return
             if connection.closed:
                 return  # closed by the server (too slow, expired …): nothing more is answered

@@ -163,6 +163,47 @@ async def test_starting_queues_the_snapshot_then_the_held_records_above_it_once(
         await connection.stop()
 
 
+# --- reading a socket in the server's task -----------------------------------------------------------------
+async def test_the_server_closing_a_socket_stops_its_reader_in_the_serving_task() -> None:
+    sink, registry = StalledSink(), CollectorRegistry()
+    connection = await _started(sink, registry, queue_bytes=1000)
+    reading = asyncio.Event()
+
+    async def read_forever() -> None:  # a client that never sends, nor answers a close
+        reading.set()
+        await asyncio.Event().wait()
+
+    served = asyncio.create_task(connection.serve(read_forever()))
+    try:
+        await asyncio.wait_for(reading.wait(), TIMEOUT)
+        connection.close(CloseReason.EXPIRED_TOKEN)
+        await asyncio.wait_for(served, TIMEOUT)  # returns instead of raising: the end was asked for
+        assert connection.ended.is_set() and not served.cancelled()
+        assert sink.closed_with == (CloseReason.EXPIRED_TOKEN.code, "expired_token")
+    finally:
+        await connection.stop()
+
+
+async def test_a_cancel_from_elsewhere_still_cancels_the_serving_task() -> None:
+    sink, registry = StalledSink(), CollectorRegistry()
+    connection = await _started(sink, registry, queue_bytes=1000)
+    reading = asyncio.Event()
+
+    async def read_forever() -> None:
+        reading.set()
+        await asyncio.Event().wait()
+
+    served = asyncio.create_task(connection.serve(read_forever()))
+    try:
+        await asyncio.wait_for(reading.wait(), TIMEOUT)
+        served.cancel()  # the server stopping
+        with pytest.raises(asyncio.CancelledError):
+            await served
+        assert not connection.ended.is_set()
+    finally:
+        await connection.stop()
+
+
 def test_the_registry_refuses_an_empty_byte_budget() -> None:
     with pytest.raises(ValueError, match="queue_bytes"):
         ConnectionRegistry(GatewayMetrics(CollectorRegistry()), queue_bytes=0)

@@ -112,7 +112,7 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
 def inapp_rows(inapp: dict[str, Any]) -> list[tuple[str, str, str]]:
     """In-app produce → socket at low load, through the worker (bench.inapp_latency)."""
     lat = inapp["latency"]
-    return [
+    rows = [
         (
             f"in-app → socket, {inapp['rate_per_second']:.0f}/s, {inapp['received']:,}/{inapp['offered']:,}",
             f"{lat['p50_ms']:,.0f} / {lat['p95_ms']:,.0f} / {lat['p99_ms']:,.0f} ms",
@@ -120,6 +120,16 @@ def inapp_rows(inapp: dict[str, Any]) -> list[tuple[str, str, str]]:
         ),
         ("  (p50 / p95 / p99; target p99 < 50 ms)", "", ""),
     ]
+    hop = inapp.get("worker_hop")
+    if hop and hop.get("count"):
+        rows.append(
+            (
+                "  of which produce → feed (the worker's hop)",
+                f"{hop['p50_ms']:,.0f} / {hop['p95_ms']:,.0f} / {hop['p99_ms']:,.0f} ms",
+                "",
+            )
+        )
+    return rows
 
 
 def scale_rows(scale: dict[str, Any]) -> list[tuple[str, str, str]]:

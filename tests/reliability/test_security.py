@@ -481,7 +481,7 @@ async def test_oversized_frames_floods_and_slow_loris_clients_are_cut_off_and_ot
             outcomes["fragmented oversized message"][0],
             outcomes["frame announcing 1 TB"][0],
         ].count(1009)
-        + (outcomes["flood, never reading"][0] == 1013)
+        + 1  # the flood: cut off as slow (the metric), with or without its close frame (below)
         + (outcomes["ping flood, reading"][0] == 1013)
         + sum(closed)
     )
@@ -492,7 +492,12 @@ async def test_oversized_frames_floods_and_slow_loris_clients_are_cut_off_and_ot
     assert outcomes["oversized frame"] == 1009
     assert outcomes["fragmented oversized message"][0] == 1009
     assert outcomes["frame announcing 1 TB"][0] == 1009
-    assert outcomes["flood, never reading"] == (1013, "slow_client")
+    # Cut off as slow either way (the metric above). Whether a client that reads nothing also gets the 1013
+    # frame is a race it sets up itself: the frame can only be written once the client drains what is
+    # already queued to it (uvicorn waits for the transport to be writable, the gateway 5 s), and a socket
+    # closed with the client's unread flood still in it is reset, which discards what the client had not read
+    # yet. Twice under load (two test processes) it ended with no close frame.
+    assert outcomes["flood, never reading"] in ((1013, "slow_client"), None), outcomes["flood, never reading"]
     assert ping_flood_closed, outcomes["ping flood, reading"]
     assert closed[11], "a client that never answers pings was not dropped"
     assert all(closed[:11]), (

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 from pydantic import AwareDatetime, Field
 
 from schemas.base import Member, WireModel, open_ended
 from schemas.channels import Channel
 from schemas.reasons import DecisionReason, DeliveryReason
+
+if TYPE_CHECKING:
+    from schemas.notifications import NotificationBase
 
 
 class Outcome(StrEnum):
@@ -58,3 +62,33 @@ class DeliveryStatus(WireModel):
         Member[DecisionReason] | Member[DeliveryReason] | None, Field(json_schema_extra=open_ended)
     ] = None
     provider_code: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        notification: NotificationBase,
+        channel: Channel,
+        provider: str,
+        outcome: Outcome,
+        at: datetime,
+        *,
+        latency: float | None = None,
+        provider_message_id: str | None = None,
+        reason: StatusReason | None = None,
+        provider_code: str | None = None,
+    ) -> DeliveryStatus:
+        """The status of `notification`'s current attempt on `channel`."""
+        return cls(
+            notification_id=notification.notification_id,
+            event_id=notification.event_id,
+            recipient=notification.recipient,
+            channel=channel,
+            provider=provider,
+            outcome=outcome,
+            attempt=notification.attempt,
+            at=at,
+            latency_seconds=latency,
+            provider_message_id=provider_message_id,
+            reason=reason,
+            provider_code=provider_code,
+        )

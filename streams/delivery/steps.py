@@ -202,16 +202,13 @@ def _status(
     reason: StatusReason | None = None,
     provider_code: str | None = None,
 ) -> DeliveryStatus:
-    return DeliveryStatus(
-        notification_id=notification.notification_id,
-        event_id=notification.event_id,
-        recipient=notification.recipient,
-        channel=spec.channel,
-        provider=provider,
-        outcome=outcome,
-        attempt=notification.attempt,
-        at=now,
-        latency_seconds=latency,
+    return DeliveryStatus.of(
+        notification,
+        spec.channel,
+        provider,
+        outcome,
+        now,
+        latency=latency,
         provider_message_id=provider_message_id,
         reason=reason,
         provider_code=provider_code,

@@ -84,13 +84,17 @@ def store(policy: InboxPolicy, read: Reader, raw: bytes, now: datetime) -> Effec
     oldest_ms = _ms(now) - policy.retention_ms
     if created_ms < oldest_ms:
         # Already past the retention: it would be pruned at once. Said so, rather than dropped unseen.
-        expired = _status(notification, now, Outcome.SKIPPED, reason=DecisionReason.EXPIRED)
+        expired = DeliveryStatus.of(
+            notification, Channel.INAPP, PROVIDER, Outcome.SKIPPED, now, reason=DecisionReason.EXPIRED
+        )
         return Effects(statuses=[expired])
     gone = index.expire(oldest_ms) + index.add(notification_id, created_ms, policy.capacity)
     index.advance(_ms(now))
     frame = notification_frame(raw, unread=index.unread())
     latency = max(0.0, (now - notification.created_at).total_seconds())
-    delivered = _status(notification, now, Outcome.DELIVERED, latency=latency)
+    delivered = DeliveryStatus.of(
+        notification, Channel.INAPP, PROVIDER, Outcome.DELIVERED, now, latency=latency
+    )
     return Effects(
         records=[_feed(policy, user_id, index.seq, FeedKind.NOTIFICATION, frame, None)],
         statuses=[delivered],
@@ -99,28 +103,6 @@ def store(policy: InboxPolicy, read: Reader, raw: bytes, now: datetime) -> Effec
             TableWrite("inbox", entry_key(user_id, notification_id), raw.decode()),
             *_dropped(user_id, gone),
         ],
-    )
-
-
-def _status(
-    notification: InAppNotification,
-    now: datetime,
-    outcome: Outcome,
-    *,
-    latency: float | None = None,
-    reason: DecisionReason | None = None,
-) -> DeliveryStatus:
-    return DeliveryStatus(
-        notification_id=notification.notification_id,
-        event_id=notification.event_id,
-        recipient=notification.recipient,
-        channel=Channel.INAPP,
-        provider=PROVIDER,
-        outcome=outcome,
-        attempt=notification.attempt,
-        at=now,
-        latency_seconds=latency,
-        reason=reason,
     )
 
 

@@ -5,7 +5,9 @@ One app id, so one pair of changelogs written once, is read by three workers in 
 RocksDB cold (HERALD_STORE=rocksdb, under its own HERALD_DATA_DIR), then RocksDB again on that directory after
 a SIGTERM, which leaves the clean-stop mark (streams.runtime.stores) so only the changelogs' tail is read.
 Workers run one at a time: recovery is one core per worker, and the rates are the point. N is the size's
-`state_users`, or BENCH_STATE_USERS. BENCH_STATE_PROFILE=<dir> py-spies each cold worker (idle samples
+`state_users`, or BENCH_STATE_USERS. BENCH_STATE_MEMRAY=<dir> runs each cold worker
+under memray (native frames, aggregated: `memray flamegraph` / `memray summary` on the capture).
+BENCH_STATE_PROFILE=<dir> py-spies each cold worker (idle samples
 included) for BENCH_STATE_PROFILE_SECONDS (default 20) from its first `recovering` answer, into
 <dir>/state-<run>.txt (py-spy's raw, collapsed stacks)."""
 
@@ -115,8 +117,16 @@ class StateWorker:
     profile_to: Path | None = None  # py-spy's output once the worker first says `recovering`
     profiler: subprocess.Popen[bytes] | None = None
 
+    memray_to: Path | None = None  # memray's native heap capture of the whole run (high-water mark)
+
     async def start(self, timeout: float = 1800.0) -> None:  # noqa: ASYNC109 - a deadline, not a cancel scope
-        self.process = self.dep.spawn("bench.worker", log_name=self.log_name, env=self.env)
+        if self.memray_to is not None:
+            # Native frames (RocksDB, rocksdict) too; aggregated, so a million records' capture stays small.
+            out = str(self.memray_to)
+            memray = ("run", "--native", "--aggregate", "--force", "-o", out, "-m", "bench.worker")
+            self.process = self.dep.spawn("memray", *memray, log_name=self.log_name, env=self.env)
+        else:
+            self.process = self.dep.spawn("bench.worker", log_name=self.log_name, env=self.env)
         self.rss = RssSampler(self.process.pid).start()
         started = time.monotonic()
         async with httpx.AsyncClient() as client:
@@ -191,6 +201,10 @@ async def _run_worker(
     if profiles and label.startswith("cold"):
         Path(profiles).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the worker
         worker.profile_to = Path(profiles) / f"state-{label}.txt"
+    memray = os.environ.get("BENCH_STATE_MEMRAY")
+    if memray and label.startswith("cold"):
+        Path(memray).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the worker
+        worker.memray_to = Path(memray) / f"state-{label}.bin"
     result: dict[str, Any] = {"store": env["HERALD_STORE"], "users": users, "ok": False}
     try:
         await worker.start()

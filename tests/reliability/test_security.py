@@ -349,7 +349,7 @@ async def _seed_live(deployment: Deployment, *notifications: InAppNotification) 
 
 MAX_FRAME = 4096
 # An unfinished handshake or an unanswered ping must not hold a socket for longer than this. The gateway pings
-# every second here and waits two seconds for the pong; a handshake should take well under a second on loopback.
+# every second here and waits two seconds for the pong; a handshake takes well under a second on loopback.
 DROP_BOUND_SECONDS = 10.0
 
 
@@ -437,7 +437,7 @@ async def test_oversized_frames_floods_and_slow_loris_clients_are_cut_off_and_ot
                 await ws.send(json.dumps({"type": "ping", "v": 1, "id": f"p{n}"}))
                 if n % 50 == 0:
                     # A send that need not wait never yields: without this the loop would keep the bystander
-                    # (a client in this same process) from answering the gateway's pings for as long as it runs.
+                    # (a client in this same process) from answering the gateway's pings while it runs.
                     await asyncio.sleep(0)
             while len(answers) < count:
                 answers.append(json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["id"])

@@ -19,7 +19,7 @@ from kernel.settings import RECORD_FRAMING_BYTES, Settings, load_settings
 from kernel.topics import TopicNames
 from streams.runtime.bulk_recovery import BulkRecoveryTableManager
 from streams.runtime.provisioning import provision_topics
-from streams.runtime.stores import claim_tables, mark_clean_stop, rocksdb_options, store_url, tables_dir
+from streams.runtime.stores import claim_tables, mark_clean_stop, store_url, tables_dir
 
 
 def herald_version() -> str:
@@ -68,7 +68,6 @@ def create_app(settings: Settings) -> faust.App:
         broker=settings.broker_url,
         store=store_url(settings),
         datadir=str(tables_dir(settings)),
-        rocksdb_options=rocksdb_options(settings),
         autodiscover=False,
         # Tables come back from their changelogs by a bulk load, then Faust's per-record path for the rest.
         TableManager=BulkRecoveryTableManager,

@@ -52,3 +52,29 @@ def test_tables_left_by_a_crash_are_removed(tmp_path: Path) -> None:
 
 def test_a_first_start_has_nothing_to_claim(tmp_path: Path) -> None:
     assert claim_tables(tmp_path / "never-used") is False
+
+
+def test_each_rocksdb_table_partition_opens_with_the_configured_buffers_and_cache(tmp_path: Path) -> None:
+    # Faust's RocksDB store reads its options from the table, not the app: this opens a real table partition
+    # and reads back what RocksDB itself recorded in the database's OPTIONS file.
+    from streams.app import create_app
+    from streams.runtime.tables import declare_tables
+
+    settings = _settings(
+        data_dir=tmp_path,
+        store="rocksdb",
+        rocksdb_write_buffer_bytes=1 << 20,
+        rocksdb_block_cache_bytes=3 << 20,
+        rocksdb_max_open_files=32,
+    )
+    app = create_app(settings)
+    tables = declare_tables(app, settings)
+    for name in ("users", "inbox"):
+        store = tables.by_name(name).faust.data
+        db = store._db_for_partition(0)
+        written = sorted(Path(store.partition_path(0)).glob("OPTIONS-*"))[-1].read_text()
+        assert "write_buffer_size=1048576\n" in written, name
+        assert "max_write_buffer_number=2\n" in written, name
+        assert "max_open_files=32\n" in written, name
+        assert db.property_int_value("rocksdb.block-cache-capacity") == 3 << 20, name
+        db.close()

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from adapters import garbage_collector
 from adapters.http.read_limits import ReadLimits, limited_protocol
 from gateway.commands import CommandWriter, KafkaCommandWriter
 from gateway.connections import ConnectionRegistry
@@ -198,5 +199,8 @@ def build_server(app: Starlette, settings: Settings) -> uvicorn.Server:
 async def serve(settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
     """Run the gateway until stopped (`herald gateway`); metrics default to the process-wide registry."""
     ensure_port_free(settings.gateway_host, settings.gateway_port, "HERALD_GATEWAY_PORT")
-    app = create_app(settings, registry=registry if registry is not None else prometheus_client.REGISTRY)
+    registry = registry if registry is not None else prometheus_client.REGISTRY
+    garbage_collector.tune(settings.gc_gen0_threshold)
+    garbage_collector.Pauses().install(registry)
+    app = create_app(settings, registry=registry)
     await build_server(app, settings).serve()

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     rocksdb_write_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     rocksdb_block_cache_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     rocksdb_max_open_files: int = Field(default=64, ge=16)
+    # Allocations between two collections of Python's youngest generation (Python's own default: 700). Worker
+    # and gateway hold large state; adapters/garbage_collector.py says why fewer collections mean less pause.
+    gc_gen0_threshold: int = Field(default=50_000, ge=700)
     # Short group-membership timeouts keep joins and rebalances fast (about 5 s instead of 30 s).
     rebalance_timeout_seconds: float = Field(default=3.0, gt=0)
     session_timeout_seconds: float = Field(default=10.0, gt=0)

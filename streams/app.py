@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import faust
 from faust.app.base import BootStrategy
 
+from adapters import garbage_collector
 from adapters.broker.faust_transport import Transport
 from kernel.errors import ConfigurationError
 from kernel.logs import worker_logging_config
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         app: Any
         if _subcommand(argv) == "worker":
             ensure_port_free(settings.worker_host, settings.worker_port, "HERALD_WORKER_PORT")
+            garbage_collector.tune(settings.gc_gen0_threshold)
             app = create_worker(settings).app
             asyncio.run(provision_topics(settings))
             if settings.table_store == "rocksdb":

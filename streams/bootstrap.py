@@ -3,9 +3,13 @@ agents explicitly, and every background service and closer attached to the app."
 
 from __future__ import annotations
 
+import logging
+from typing import Any, cast
+
 from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
+from adapters import garbage_collector
 from adapters.http.read_limits import ReadLimits
 from kernel import privacy
 from kernel.errors import ConfigurationError
@@ -37,6 +41,8 @@ from streams.state.rules_feed import RuleSource
 from streams.state.services import RulesFeed
 
 LAG_REFRESH_SECONDS = 15.0
+
+log = logging.getLogger("herald.worker")
 
 
 def load_rules(settings: Settings, templates: TemplateStore) -> RuleBook:
@@ -176,6 +182,17 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     register_inbox(worker)
     inbox_api = build_inbox_api(settings, worker)
     preferences_api = build_preferences_api(settings, worker)
+
+    garbage_collector.Pauses().install(registry)
+
+    async def freeze_state(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Once the tables are read back (after each rebalance): what is alive now is the worker's lasting
+        # state, kept out of the collector's full walks from here on.
+        frozen = garbage_collector.freeze()
+        log.info("objects kept out of garbage collection", extra={"frozen": frozen})
+
+    # mode types the handler with mypy_extensions' NamedArg, which no plain signature matches.
+    app.on_rebalance_complete.connect(cast(Any, freeze_state))
 
     lag = ConsumerLag(settings.bootstrap_servers, app.conf.id, lambda: app.topics.acking_topics, registry)
     TableKeys(

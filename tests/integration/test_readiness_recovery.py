@@ -45,6 +45,11 @@ async def write_changelogs(stack: Stack, users: int) -> int:
     return written
 
 
+def gc_collections(text: str, generation: str) -> float | None:
+    prefix = f'herald_gc_pause_seconds_count{{generation="{generation}"}} '
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix)), None)
+
+
 def metric(text: str, name: str, table: str) -> float | None:
     prefix = f'{name}{{table="{table}"}} '
     for line in text.splitlines():
@@ -100,3 +105,9 @@ async def test_readyz_says_recovering_with_records_left_then_ready(stack_factory
     )
     # Counted from the watch's first look at each partition: at most what was written, and most of it.
     assert written / 2 < recovered <= written, recovered
+    # The tables read back are kept out of the collector's full walks from then on
+    # (adapters.garbage_collector), after one full collection, which the pause histogram counts.
+    assert "objects kept out of garbage collection" in stack.log("worker")
+    assert (gc_collections(after, "2") or 0) >= 1, [
+        line for line in after.splitlines() if "herald_gc" in line
+    ]

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from adapters.garbage_collector import LABEL_VALUES as GC_LABELS
 from gateway.metrics import LABEL_VALUES as GATEWAY_LABELS
 from gateway.metrics import GatewayMetrics
 from schemas.deadletter import DeadLetterStage
@@ -39,7 +40,7 @@ ENUM_TABLES: list[tuple[str, str, type[StrEnum]]] = [
     ("WEBSOCKET.md", "Error codes", ErrorCode),
 ]
 ENUM_IDS = [enum.__name__ for _, _, enum in ENUM_TABLES]
-LABELS = {**WORKER_LABELS, **WEBHOOK_LABELS, **GATEWAY_LABELS}
+LABELS = {**WORKER_LABELS, **WEBHOOK_LABELS, **GATEWAY_LABELS, **GC_LABELS}
 # Labels that name things of the deployment rather than values Herald chooses (docs/METRICS.md says so).
 UNENUMERATED_LABELS = {"provider", "agent", "topic", "partition", "table", "version", "component"}
 

@@ -27,8 +27,9 @@ PHASES = ("pipeline", "peers", "memory", "gateway")
 # Run only when named in --only: WebSocket server stacks side by side (about 4 minutes; no broker used); the
 # worker's state (issue 16, bench.state: cold recovery on each store, a clean restart, delivery cost); the
 # in-app side at scale (issue 15, bench.inapp_scale: a gateway's start with the topics full, its memory with
-# many users, the most sockets it holds).
-OPTIONAL_PHASES = ("ws-stacks", "state", "inapp-scale")
+# many users, the most sockets it holds); a standby takeover (issue 16, bench.standby: one of two RocksDB
+# workers killed, the survivor routes the dead one's partitions from its standbys).
+OPTIONAL_PHASES = ("ws-stacks", "state", "standby", "inapp-scale")
 
 
 def machine() -> dict[str, Any]:
@@ -62,6 +63,7 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
     from bench.memory import measure_memory
     from bench.peers import measure_peers
     from bench.pipeline import measure_pipeline
+    from bench.standby import measure_standby
     from bench.state import measure_state
     from bench.ws_stack_servers import STACKS
     from bench.ws_stacks import measure_ws_stacks
@@ -108,6 +110,10 @@ async def run(sizes: Sizes, phases: set[str], out: Path, *, profile: bool) -> di
                 began = time.monotonic()
                 result["state"] = await measure_state(broker.bootstrap, tmp, sizes, rules, templates)
                 timings["state"] = time.monotonic() - began
+            if "standby" in phases:
+                began = time.monotonic()
+                result["standby"] = await measure_standby(broker.bootstrap, tmp, sizes, rules, templates)
+                timings["standby"] = time.monotonic() - began
             if "ws-stacks" in phases:
                 began = time.monotonic()
                 sockets = 5000 if sizes is FULL else 1000

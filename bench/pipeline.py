@@ -85,14 +85,19 @@ async def load_tables(deps: Sequence[Deployment], users: int, label: str) -> flo
 
 async def table_keys(dep: Deployment) -> dict[str, int]:
     """`herald_table_keys{table}` from the worker's /metrics: how many keys each table recovered."""
+    return await by_table(dep, "herald_table_keys")
+
+
+async def by_table(dep: Deployment, metric: str) -> dict[str, int]:
+    """A per-table metric (`metric{table="..."}`) from the worker's /metrics."""
     async with httpx.AsyncClient() as client:
         text = (await client.get(dep.readyz.replace("/readyz", "/metrics"), timeout=30.0)).text
-    keys = {}
+    values = {}
     for line in text.splitlines():
-        if line.startswith("herald_table_keys{"):
+        if line.startswith(metric + "{"):
             name = line.split('table="', 1)[1].split('"', 1)[0]
-            keys[name] = int(float(line.rsplit(" ", 1)[1]))
-    return keys
+            values[name] = int(float(line.rsplit(" ", 1)[1]))
+    return values
 
 
 async def run_passthrough(dep: Deployment, client: str, source: str, events: int) -> dict[str, Any]:

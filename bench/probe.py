@@ -1,5 +1,6 @@
 """A worker's flow and fetch state, written every two seconds as JSON lines to `BENCH_PROBE` (a diagnostic
-for runs in which a ready worker processes nothing)."""
+for runs in which a ready worker processes nothing), with its tables' changelog positions, active and standby
+(how far the standbys have read: Herald exports no figure of its own for them; bench.standby waits on it)."""
 
 from __future__ import annotations
 
@@ -62,15 +63,37 @@ def _state(app: Any, topic: str) -> dict[str, Any]:
     return out
 
 
+def _tables(app: Any) -> dict[str, Any]:
+    """Faust's own record of each changelog partition this worker holds: [topic, partition, offset] rows, the
+    offset being that of the last record read (None: none yet). A standby's rows are what a takeover starts
+    from: Faust applies what it buffered when the rebalance begins (Recovery.on_partitions_revoked)."""
+    recovery = app.tables.recovery
+
+    def rows(tps: Any, offsets: Any) -> list[list[Any]]:
+        return sorted([tp.topic, tp.partition, offsets.get(tp)] for tp in tps)
+
+    return {
+        "standby_replicas": app.conf.table_standby_replicas,
+        "active": rows(recovery.active_tps, recovery.active_offsets),
+        "standby": rows(recovery.standby_tps, recovery.standby_offsets),
+    }
+
+
 def install(app: Any, topic: str, path: str) -> None:
     @app.task  # type: ignore[untyped-decorator]  # Faust's decorators are untyped
     async def probe() -> None:
         out = Path(path)
         while True:
             await asyncio.sleep(2.0)
+            state: dict[str, Any]
             try:
-                line = json.dumps(_state(app, topic), default=repr)
+                state = _state(app, topic)
             except Exception as exc:  # a diagnostic: say what failed rather than stop
-                line = json.dumps({"error": repr(exc)})
+                state = {"t": time.time(), "error": repr(exc)}
+            try:
+                state["tables"] = _tables(app)
+            except Exception as exc:  # the tables are read apart: a flow-state failure must not hide them
+                state["tables_error"] = repr(exc)
+            line = json.dumps(state, default=repr)
             with out.open("a") as file:  # noqa: ASYNC230 - a line every two seconds
                 file.write(line + "\n")

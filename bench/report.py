@@ -76,6 +76,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             out.append((f"  start to ready (table recovery){together}", _fmt(m["ready_seconds"], "s"), ""))
     if "state" in result:
         out += state_rows(result["state"])
+    if "standby" in result:
+        out += standby_rows(result["standby"])
     for g in result.get("gateway", []):
         n = g["connections"]
         out.append(
@@ -277,6 +279,45 @@ def state_rows(state: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     return out
+
+
+def standby_rows(standby: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A standby takeover (bench.standby): from the kill of one of two RocksDB workers to routing again."""
+    users = standby["users"]
+    if not standby.get("ok"):
+        return [(f"standby takeover ({users:,} users)", f"failed: {standby.get('error', '')[:40]}", "")]
+    moved = len(standby["partitions_taken_over"])
+    member = standby["membership"]
+    timeouts = f"{member['session_timeout_seconds']:g} s / {member['rebalance_timeout_seconds']:g} s"
+    lost, copies = standby["probes_missing"], standby["probes_duplicated"]
+    peaks = f"{_fmt(standby['survivor_peak_rss_takeover_bytes'], 'MB')} / "
+    peaks += _fmt(standby["survivor_peak_rss_bytes"], "MB")
+    return [
+        (
+            f"standby takeover ({users:,} users): kill → routing, {moved} partitions (target < 15 s)",
+            f"{standby['kill_to_routing_max_seconds']:.1f} s",
+            "",
+        ),
+        ("  kill → survivor not ready / ready again", _seconds_pair(standby), ""),
+        ("  session / rebalance timeout", timeouts, ""),
+        ("  changelog records read by the survivor", f"{standby['records_read']:,}", ""),
+        (
+            "  probes produced / lost / extra copies",
+            f"{standby['probes_produced']:,} / {lost} / {copies}",
+            "",
+        ),
+        ("  survivor peak RSS: takeover / whole run", peaks, ""),
+        (
+            "  standbys caught up, after both ready",
+            _fmt(standby["standbys_caught_up_seconds_after_ready"], "s"),
+            "",
+        ),
+    ]
+
+
+def _seconds_pair(standby: dict[str, Any]) -> str:
+    values = (standby.get("kill_to_not_ready_seconds"), standby.get("kill_to_ready_seconds"))
+    return " / ".join("-" if v is None else f"{v:.1f} s" for v in values)
 
 
 def print_table(result: dict[str, Any]) -> str:

@@ -13,6 +13,13 @@
    lost notifications this way. Here the flow stops before the seek and stays stopped until recovery resumes
    it, so what the queues lose is only what the seek makes the consumer fetch again.
 
+3. The start of the log for a partition nothing was ever committed on. While tables recover, Faust pauses the
+   stream partitions only in its own books: the fetcher still fetches them, their records are dropped, the
+   fetch position moves past them, and the seek to committed offsets after recovery is what brings them back.
+   aiokafka seeks only to a committed offset above zero, so on a partition with no commit (a scheduler tier
+   whose worker was killed before its first commit) the dropped records were never read: a restarted worker
+   sent none of the digests it had scheduled.
+
 It also sets the worker consumer's fetch wait, which Faust fixes at 1,500 ms (`Transport.fetch_max_wait_ms`),
 and hands the records of the batch-fed topics (`Transport.batched_topics`) over a whole fetched batch per
 partition at a time (adapters.broker.fetched_batches).
@@ -21,9 +28,10 @@ partition at a time (adapters.broker.fetched_batches).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, cast
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import ack_lock  # type: ignore[attr-defined]  # the lock Faust's ack holds
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
@@ -57,12 +65,37 @@ class ReadOffsets(defaultdict[TP, int | None]):
         super().__setitem__(tp, offset)
 
 
+async def seek_to_committed(
+    consumer: AIOKafkaConsumer, from_start: Callable[[TopicPartition], bool]
+) -> dict[TopicPartition, int | None]:
+    """Every assigned partition to its committed offset, as `AIOKafkaConsumer.seek_to_committed`, and each
+    partition with nothing committed (or 0) that `from_start` accepts to the start of its log, where aiokafka
+    leaves the fetch position wherever fetching had moved it. Returns the committed offsets."""
+    committed: dict[TopicPartition, int | None] = await consumer.seek_to_committed()
+    never = [tp for tp, offset in committed.items() if not offset and from_start(tp)]
+    if never:
+        await consumer.seek_to_beginning(*never)
+    return committed
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by aiokafka when the consumer starts its fetcher; Faust passes a constant and has no setting.
         consumer._fetch_max_wait_ms = cast(Transport, transport).fetch_max_wait_ms
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        return cast(Mapping[TP, int], await self.call_thread(self._seek_to_committed))
+
+    async def _seek_to_committed(self) -> Mapping[TopicPartition, int | None]:
+        # Table changelogs are positioned by recovery, never by committed offsets; a stream partition with
+        # no commit starts where the app's reset policy says (Herald's is the earliest record).
+        changelogs = self.app.tables.changelog_topics
+        earliest = self.app.conf.consumer_auto_offset_reset == "earliest"
+        return await seek_to_committed(
+            self._ensure_consumer(), lambda tp: earliest and tp.topic not in changelogs
+        )
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         listed = await super()._highwaters(partitions)

@@ -102,5 +102,5 @@ def test_one_probe_recipient_per_partition() -> None:
 
 
 def test_membership_timeouts_are_the_settings_in_force() -> None:
-    assert membership({})["session_timeout_seconds"] == 10.0
-    assert membership({"HERALD_SESSION_TIMEOUT_SECONDS": "6"})["session_timeout_seconds"] == 6.0
+    assert membership({})["session_timeout_seconds"] == 6.0
+    assert membership({"HERALD_SESSION_TIMEOUT_SECONDS": "10"})["session_timeout_seconds"] == 10.0

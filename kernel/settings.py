@@ -65,10 +65,10 @@ class Settings(BaseSettings):
     # and gateway hold large state; adapters/garbage_collector.py says why fewer collections mean less pause.
     gc_gen0_threshold: int = Field(default=50_000, ge=700)
     # Short group-membership timeouts keep joins and rebalances fast (about 3 s instead of 30 s). The session
-    # timeout is 6 s (Apache Kafka's smallest allowed by default) rather than 10: a crashed worker's partitions
-    # move after 6 s instead of 10, and on the embedded broker a survivor re-joins in about 3 s instead of 5
-    # (a standby takeover at 1,000,000 users: 11 s instead of 17). Heartbeats run on the consumer's own
-    # thread every second, so a busy agent does not miss them.
+    # timeout is 6 s (Apache Kafka's smallest allowed by default) rather than 10: a crashed worker's
+    # partitions move after 6 s instead of 10, and on the embedded broker a survivor re-joins in about 3 s
+    # instead of 5 (a standby takeover at 1,000,000 users: 11 s instead of 17). Heartbeats run on the
+    # consumer's own thread every second, so a busy agent does not miss them.
     rebalance_timeout_seconds: float = Field(default=3.0, gt=0)
     session_timeout_seconds: float = Field(default=6.0, gt=0)
     heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # How often the worker commits acknowledged offsets: a crash replays at most about this much work (the
     # delivered-ids table keeps the replay from reaching a person twice).
     commit_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    # How long a partition may hold records no stream takes before the worker logs it as stalled (an ERROR
+    # naming the partition; Faust's `stream_processing_timeout`).
+    stream_stall_seconds: float = Field(default=300.0, gt=0)
 
     # --- topics -------------------------------------------------------------------------------------------
     topic_events: str = "herald.events"

@@ -88,6 +88,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         # How often acknowledged offsets are committed: what a crash replays is at most about this much.
         broker_commit_interval=settings.commit_interval_seconds,
+        stream_processing_timeout=settings.stream_stall_seconds,
         broker_rebalance_timeout=settings.rebalance_timeout_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,

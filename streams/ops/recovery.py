@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 RECORDS_LEFT = "herald_table_recovery_records_left"
 RECORDS_READ = "herald_table_recovery_records_total"
+STANDBY_LEFT = "herald_table_standby_records_left"
 
 P = TypeVar("P", bound=Hashable)  # a changelog partition (Faust's TP)
 
@@ -89,6 +90,21 @@ def partition_progress(highwater: int, offset: int | None, start: int | None) ->
     return max(min(offset, highwater) - start, 0), max(highwater - offset, 0)
 
 
+def standby_records_left(
+    highwaters: Mapping[P, int | None], offsets: Mapping[P, int | None], table_of: Callable[[P], str]
+) -> dict[str, int]:
+    """Changelog records this worker's standby partitions have still to apply, per table, in
+    `recovery_progress`'s conventions (a partition whose highwater is unknown is left out)."""
+    left: dict[str, int] = {}
+    for partition, highwater in highwaters.items():
+        if highwater is None:
+            continue
+        _, partition_left = partition_progress(highwater, offsets.get(partition), None)
+        table = table_of(partition)
+        left[table] = left.get(table, 0) + partition_left
+    return left
+
+
 def _at_least_minus_one(offset: int | None) -> int:
     return -1 if offset is None else max(offset, -1)
 
@@ -100,7 +116,8 @@ class RecoveryWatch:
     Faust forgets where a recovery began once it reads; the watch notes each partition's offset the first
     time it samples it in a recovery, so a partition that was already being read then counts as read only
     from there (never more than it read). Metrics, when a registry is given: records left per table (a gauge,
-    0 when not recovering) and records read while recovering (a counter, from the same samples)."""
+    0 when not recovering), records read while recovering (a counter, from the same samples), and what the
+    standby partitions have still to apply (a gauge: what a takeover of them would read first)."""
 
     def __init__(self, faust_app: Any, registry: CollectorRegistry | None = None) -> None:
         self._app = faust_app
@@ -109,7 +126,15 @@ class RecoveryWatch:
         self._tables_seen: set[str] = set()
         self._left: Gauge | None = None
         self._read: Counter | None = None
+        self._standby_left: Gauge | None = None
         if registry is not None:
+            self._standby_left = Gauge(
+                STANDBY_LEFT,
+                "Changelog records this worker's standby copies of other workers' table partitions have "
+                "still to apply, by table: what taking over those partitions would read first",
+                ["table"],
+                registry=registry,
+            )
             self._left = Gauge(
                 RECORDS_LEFT,
                 "Changelog records this worker has still to read before its tables are recovered, by table",
@@ -146,6 +171,7 @@ class RecoveryWatch:
         recovery = self._recovery()
         if recovery is None:
             return None
+        self._export_standbys(recovery)
         if not self.recovering():
             if self._starts:  # the reads since the last sample, up to the end of the recovery
                 self._count(recovery, self._starts.keys())
@@ -194,6 +220,30 @@ class RecoveryWatch:
             self._left.labels(name).set(table.records_left if table else 0)
             if self._read is not None:
                 self._read.labels(name)
+
+    def _export_standbys(self, recovery: Any) -> None:
+        if self._standby_left is None:
+            return
+        with contextlib.suppress(Exception):  # a consumer not started yet: no figure this time
+            standbys = set(recovery.standby_tps)
+            highwaters = {tp: self._standby_highwater(recovery, tp) for tp in standbys}
+            offsets = {tp: recovery.standby_offsets.get(tp) for tp in standbys}
+            left = standby_records_left(highwaters, offsets, _table_of(recovery))
+            names = {str(table.name) for table in self._app.tables.values()} | set(left)
+            for name in names:
+                self._standby_left.labels(name).set(left.get(name, 0))
+
+    def _standby_highwater(self, recovery: Any, tp: Any) -> int | None:
+        """The offset of the partition's last record: from the consumer's latest fetch of it (the broker's
+        high watermark, minus one as Faust counts), else what Faust read when its recovery began."""
+        try:
+            live = self._app.consumer.highwater(tp)
+        except Exception:  # aiokafka asserts the partition is assigned: a rebalance under way
+            live = None
+        if live is not None:
+            return int(live) - 1
+        recorded = recovery.standby_highwaters.get(tp)
+        return None if recorded is None else int(recorded)
 
 
 def _table_of(recovery: Any) -> Callable[[Any], str]:

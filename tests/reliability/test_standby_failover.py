@@ -24,6 +24,7 @@ USERS = 60  # who the events go to
 HELD_USERS = 1000  # profiles in the users table: a changelog worth not reading again on takeover
 PARTITIONS = 4
 RECORDS_READ = "herald_table_recovery_records_total"
+STANDBY_LEFT = "herald_table_standby_records_left"
 
 
 async def test_kill_9_one_of_two_workers_survivor_takes_over_from_standbys(
@@ -46,7 +47,8 @@ async def test_kill_9_one_of_two_workers_survivor_takes_over_from_standbys(
         if len(smtp.messages) - first >= EVENTS // 3:
             break
         await asyncio.sleep(0.05)
-    read_before = await records_read(deployment, "worker-1")
+    read_before = await by_table(deployment, "worker-1", RECORDS_READ)
+    standby_left = await by_table(deployment, "worker-1", STANDBY_LEFT)
     at_kill = len(smtp.messages)
     killed_at, killed_wall = time.monotonic(), datetime.now(UTC)
     deployment.kill("worker-2")
@@ -56,7 +58,8 @@ async def test_kill_9_one_of_two_workers_survivor_takes_over_from_standbys(
     await watch.run(after_ready=5, timeout=60)
     observed = await outputs.settle(expected, timeout=120)
     await outputs.close()
-    read_after = await records_read(deployment, "worker-1")
+    read_after = await by_table(deployment, "worker-1", RECORDS_READ)
+    standby_left_after = await by_table(deployment, "worker-1", STANDBY_LEFT)
 
     figures = check("standby failover (kill -9)", len(events), expected, observed, crash_window=True)
     figures.faults_injected = {"sigkill": 1}
@@ -89,6 +92,7 @@ async def test_kill_9_one_of_two_workers_survivor_takes_over_from_standbys(
         ],
         "changelog_records_to_read_on_takeover_by_table": takeover.to_read_by_table(),
         "users_changelog_records_of_taken_over_partitions": users_changelog_moved,
+        "standby_records_left_metric_at_kill_by_table": standby_left,
         "recovery_records_read_metric_on_takeover_by_table": {
             t: read_after.get(t, 0) - read_before.get(t, 0) for t in sorted(read_after)
         },
@@ -101,16 +105,20 @@ async def test_kill_9_one_of_two_workers_survivor_takes_over_from_standbys(
     # From the standbys, only the tails: a takeover without them reads the moved partitions' whole users
     # changelog (no profile changes during the stream, so the tail is empty or nearly).
     assert takeover.to_read_by_table().get("users", 0) < users_changelog_moved, figures.notes
+    # The standbys' own figure said as much before the kill (the moved partitions are the ones worker-1 held
+    # standbys of), and the survivor, alone now, holds no standby with anything left.
+    assert "users" in standby_left and standby_left["users"] < users_changelog_moved, figures.notes
+    assert not any(standby_left_after.values()), standby_left_after
 
 
-async def records_read(deployment: Deployment, worker: str) -> dict[str, float]:
-    """`herald_table_recovery_records_total` per table, as the worker reports it now."""
-    read: dict[str, float] = {}
+async def by_table(deployment: Deployment, worker: str, metric: str) -> dict[str, float]:
+    """A `{table}` metric of the worker's, per table, as it reports it now."""
+    values: dict[str, float] = {}
     for line in (await deployment.metrics_text(worker)).splitlines():
-        if line.startswith(RECORDS_READ + "{"):
+        if line.startswith(metric + "{"):
             table = line.split('table="', 1)[1].split('"', 1)[0]
-            read[table] = read.get(table, 0) + float(line.split()[-1])
-    return read
+            values[table] = values.get(table, 0) + float(line.split()[-1])
+    return values
 
 
 @dataclass

@@ -67,5 +67,6 @@ def test_freeze_keeps_what_is_alive_out_of_collections_and_collects_cycles_first
     frozen = garbage_collector.freeze()
     assert gone() is None
     assert frozen >= len(kept)
-    assert gc.get_freeze_count() == frozen
+    # Frozen objects may still die (another thread of the test process freed one in CI), never join.
+    assert len(kept) <= gc.get_freeze_count() <= frozen
     assert not any(type(obj) is Node for obj in gc.get_objects())  # the kept nodes are out of reach now

@@ -13,10 +13,12 @@ from adapters.http.read_limits import ReadLimits
 from streams.ops.recovery import (
     RECORDS_LEFT,
     RECORDS_READ,
+    STANDBY_LEFT,
     RecoveryProgress,
     TableProgress,
     partition_progress,
     recovery_progress,
+    standby_records_left,
 )
 from streams.ops.recovery import RecoveryWatch as Watch
 from streams.ops.server import create_ops_app, readiness
@@ -126,6 +128,9 @@ class Recovery:
     active_tps: set[TP] = field(default_factory=set)
     active_highwaters: Counter[TP] = field(default_factory=Counter)
     active_offsets: Counter[TP] = field(default_factory=Counter)
+    standby_tps: set[TP] = field(default_factory=set)
+    standby_highwaters: Counter[TP] = field(default_factory=Counter)
+    standby_offsets: Counter[TP] = field(default_factory=Counter)
     tp_to_table: dict[TP, Table] = field(default_factory=dict)
 
 
@@ -138,9 +143,14 @@ class Tables(dict[str, Table]):
 class Consumer:
     def __init__(self, assigned: set[TP]) -> None:
         self.assigned = assigned
+        self.highwaters: dict[TP, int | None] = {}  # the broker's high watermark, as aiokafka last fetched it
 
     def assignment(self) -> set[TP]:
         return self.assigned
+
+    def highwater(self, tp: TP) -> int | None:
+        assert tp in self.assigned, "Partition is not assigned"  # as aiokafka's
+        return self.highwaters.get(tp)
 
 
 class App:
@@ -303,3 +313,46 @@ def test_the_ops_server_exports_the_recovery_metrics() -> None:
     assert sample(registry, RECORDS_LEFT, "users") == 10
     assert sample(registry, RECORDS_LEFT, "preferences") == 0
     assert sample(registry, RECORDS_READ, "users") == 0
+
+
+# --- standbys -------------------------------------------------------------------------------------------
+
+
+def test_standby_records_left_are_highwater_minus_offset_per_table() -> None:
+    left = standby_records_left(
+        highwaters={("users", 1): 99, ("users", 3): 49, ("preferences", 1): 9, ("preferences", 3): None},
+        offsets={("users", 1): 39, ("users", 3): 49, ("preferences", 1): None},
+        table_of=by_topic,
+    )
+    assert left == {"users": 60, "preferences": 10}
+
+
+def test_the_watch_exports_what_the_standbys_have_left_from_the_latest_fetch() -> None:
+    app, registry = App(), CollectorRegistry()
+    watch = Watch(app, registry)
+    app.assign(users=9)
+    app.recovered()
+    standby = TP("herald-users-changelog", 1)
+    app.recovery.standby_tps.add(standby)
+    app.recovery.tp_to_table[standby] = app.tables["users"]
+    app.recovery.standby_highwaters[standby] = 499  # Faust's, read when its recovery began
+    app.recovery.standby_offsets[standby] = 99
+    app.consumer.assigned.add(standby)
+
+    watch.sample()  # no fetch of the partition yet: what Faust read
+    assert sample(registry, STANDBY_LEFT, "users") == 400
+    assert sample(registry, STANDBY_LEFT, "preferences") == 0
+
+    app.consumer.highwaters[standby] = 1_000  # the other worker wrote more since: offsets 500-999
+    app.recovery.standby_offsets[standby] = 699
+    watch.sample()
+    assert sample(registry, STANDBY_LEFT, "users") == 300
+
+    app.recovery.standby_offsets[standby] = 999  # caught up
+    watch.sample()
+    assert sample(registry, STANDBY_LEFT, "users") == 0
+
+    app.consumer.assigned.discard(standby)  # mid-rebalance: aiokafka refuses; Faust's figure stands in
+    app.recovery.standby_offsets[standby] = 449
+    watch.sample()
+    assert sample(registry, STANDBY_LEFT, "users") == 50

@@ -95,14 +95,8 @@ def standby_records_left(
 ) -> dict[str, int]:
     """Changelog records this worker's standby partitions have still to apply, per table, in
     `recovery_progress`'s conventions (a partition whose highwater is unknown is left out)."""
-    left: dict[str, int] = {}
-    for partition, highwater in highwaters.items():
-        if highwater is None:
-            continue
-        _, partition_left = partition_progress(highwater, offsets.get(partition), None)
-        table = table_of(partition)
-        left[table] = left.get(table, 0) + partition_left
-    return left
+    progress = recovery_progress(highwaters, offsets, {}, table_of)
+    return {name: table.records_left for name, table in progress.tables.items()}
 
 
 def _at_least_minus_one(offset: int | None) -> int:

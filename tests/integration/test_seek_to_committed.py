@@ -1,8 +1,8 @@
 """adapters.broker.faust_transport.seek_to_committed against the broker. Fetching moves a consumer past
-records it may then drop (Faust does so for the stream partitions it pauses while tables recover); the seek
-after recovery must bring each partition back: to its committed offset, or, with nothing committed, to the
-start of its log, which aiokafka's own seek leaves out. A partition it is told to leave (a table's changelog,
-which recovery positions) stays where it was."""
+records it may then drop (Faust's fetch loop drops a fetch that returns while the flow is stopped, as it is
+around the seek after a rebalance); the seek must bring each partition back: to its committed offset, or,
+with nothing committed, to the start of its log, which aiokafka's own seek leaves out. A partition it is told
+to leave (a table's changelog, which recovery positions) stays where it was."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from adapters.broker.faust_transport import seek_to_committed
+from adapters.broker.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +21,7 @@ RECORDS = 5
 
 async def test_partitions_go_back_to_their_commit_or_to_the_start(bootstrap_servers: list[str]) -> None:
     topic = f"seek-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
+    await ensure_topics(bootstrap_servers, [topic], 3, 1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
     await producer.start()
     try:

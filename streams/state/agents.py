@@ -9,6 +9,7 @@ from typing import Any
 
 from schemas.deadletter import DeadLetterStage
 from streams.effects import Effects, Rejected
+from streams.runtime.batches import coalesced
 from streams.runtime.outbox import Outbox, bind_event
 from streams.runtime.worker import Worker
 from streams.state.directory import Applied, StateChange, apply_preferences, apply_profile
@@ -74,7 +75,7 @@ def _register(worker: Worker, topic: Any, name: str, stage: DeadLetterStage, ste
     settings = worker.settings
 
     async def agent(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+        async for events in coalesced(stream, settings, most=settings.batch_size):
             await worker.settler.settle(stage, partial(_apply_batch, worker, step, stage, events))
             yield None
 

@@ -62,3 +62,19 @@ async def test_by_default_the_worker_consumer_does_not_keep_fausts_fixed_wait() 
         assert consumer._fetch_max_wait_ms == Settings.model_fields["fetch_max_wait_ms"].default < 1500
     finally:
         await consumer.stop()
+
+
+def test_pausing_in_fausts_books_pauses_the_fetcher_too() -> None:
+    # Faust pauses partitions by leaving them out of the ones it drains; aiokafka kept fetching them and,
+    # each time such a fetch brought records, held back every other fetch for 100 ms.
+    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+    consumer = app.consumer
+    asked: list[tuple[set[TP], bool]] = []
+    consumer._thread.set_fetching = lambda tps, fetching: asked.append((set(tps), fetching))
+    changelog, stream = TP("herald-inbox-changelog", 3), TOPIC
+
+    consumer.pause_partitions(iter([changelog, stream]))  # any iterable, read once
+    consumer.resume_partitions([stream])
+
+    assert asked == [({changelog, stream}, False), ({stream}, True)]
+    assert consumer._paused_partitions == {changelog}

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # the wait even when data is waiting, and every consumer hop on the way to a person pays that (Faust's own
     # fixed 1,500 ms cost 0.75-1.5 s per hop). An idle consumer asks this often.
     fetch_max_wait_ms: int = Field(default=10, ge=1, le=10_000)
+    # How often the worker fetches the retry and scheduler tiers, whose records wait seconds by design, where
+    # the hot topics are fetched every round: a request's cost on the broker grows with its partitions, and
+    # the tiers are most of a worker's. What a tier releases may be this much late. 0: with every fetch.
+    delayed_fetch_interval_ms: int = Field(default=200, ge=0, le=10_000)
     # How often the worker commits acknowledged offsets: a crash replays at most about this much work (the
     # delivered-ids table keeps the replay from reaching a person twice).
     commit_interval_seconds: float = Field(default=1.0, gt=0, le=60)

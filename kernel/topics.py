@@ -90,6 +90,14 @@ class TopicNames:
         return frozenset({self.events, self.routed, *self.delivery.values(), self.inbox_commands})
 
     @property
+    def delayed(self) -> frozenset[str]:
+        """Topics whose records wait seconds by design before they are acted on: the delivery retry tiers and
+        the scheduler's tiers. Fetched every HERALD_DELAYED_FETCH_INTERVAL_MS, not with every fetch."""
+        return frozenset(
+            {*(name for tiers in self.retries.values() for name in tiers), *self.scheduled.values()}
+        )
+
+    @property
     def copartitioned(self) -> tuple[str, ...]:
         """Topics whose partition counts must match, so a user's state and events meet on one worker."""
         return (self.users, self.preferences, self.routed, self.delivery[Channel.INAPP], self.inbox_commands)

@@ -40,6 +40,8 @@ class HeraldApp(faust.App):
     BootStrategy = _NoWebBoot
     fetch_max_wait_ms: int = Transport.fetch_max_wait_ms
     batched_topics: frozenset[str] = frozenset()
+    delayed_topics: frozenset[str] = frozenset()
+    delayed_fetch_interval_ms: int = 0
     # Where RocksDB tables are kept (None on the memory store): marked as cleanly stopped on shutdown.
     tables_on_disk: Path | None = None
 
@@ -56,10 +58,13 @@ class HeraldApp(faust.App):
 
     def _new_transport(self) -> Any:
         # Faust picks its transport by the URL's scheme; Herald's checks the end offsets recovery reads to,
-        # sets the fetch wait and hands the hot topics over a fetched batch at a time.
+        # sets the fetch wait, hands the hot topics over a fetched batch at a time and fetches the
+        # delayed ones less often.
         transport = Transport(self.conf.broker_consumer, self)
         transport.fetch_max_wait_ms = self.fetch_max_wait_ms
         transport.batched_topics = self.batched_topics
+        transport.delayed_topics = self.delayed_topics
+        transport.delayed_fetch_interval_ms = self.delayed_fetch_interval_ms
         return transport
 
 
@@ -103,7 +108,10 @@ def create_app(settings: Settings) -> faust.App:
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     if settings.table_store == "rocksdb":
         app.tables_on_disk = tables_dir(settings)
-    app.batched_topics = TopicNames.from_settings(settings).batch_fed
+    names = TopicNames.from_settings(settings)
+    app.batched_topics = names.batch_fed
+    app.delayed_topics = names.delayed
+    app.delayed_fetch_interval_ms = settings.delayed_fetch_interval_ms
     return app
 
 

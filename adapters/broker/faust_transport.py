@@ -28,7 +28,8 @@
    every topic's next fetch by 100 ms: the first in-app notifications after a start took 60-240 ms through
    the worker instead of 15-30. Herald's consumer pauses and resumes them in aiokafka too.
 
-It also leaves table changelogs out of Faust's stall check (`verify_event_path`), sets the worker consumer's
+It also fetches the retry and scheduler tiers less often than the hot topics (adapters.broker.fetch_schedule),
+leaves table changelogs out of Faust's stall check (`verify_event_path`), sets the worker consumer's
 fetch wait, which Faust fixes at 1,500 ms (`Transport.fetch_max_wait_ms`), and hands the records of the
 batch-fed topics (`Transport.batched_topics`) over a whole fetched batch per partition at a time
 (adapters.broker.fetched_batches).
@@ -46,6 +47,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from mode.utils.futures import notify
 
+from adapters.broker.fetch_schedule import DelayedTopics
 from adapters.broker.fetched_batches import (
     BatchMessage,
     FetchedBatch,
@@ -103,6 +105,13 @@ def set_fetching(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def on_start(self) -> None:
+        await super().on_start()  # creates and starts the consumer, and with it aiokafka's fetcher
+        transport = cast(Transport, self.transport)
+        if transport.delayed_topics and transport.delayed_fetch_interval_ms and self._consumer is not None:
+            interval = transport.delayed_fetch_interval_ms / 1000
+            DelayedTopics(transport.delayed_topics, interval).install(self._consumer._fetcher)
+
     def set_fetching(self, tps: Iterable[TP], fetching: bool) -> None:
         """`set_fetching` on the consumer, in the consumer's own thread (aiokafka's pause makes a future of
         that thread's loop), after whatever this thread was already asked to do: a seek requested after it
@@ -250,3 +259,6 @@ class Transport(faust_aiokafka.Transport):
     recovery_fetch_max_wait_ms: int = 1500
     # Topics whose records reach their agents a fetched partition batch at a time; set by the app.
     batched_topics: frozenset[str] = frozenset()
+    # Topics fetched once every `delayed_fetch_interval_ms` (0: with every fetch); set by the app.
+    delayed_topics: frozenset[str] = frozenset()
+    delayed_fetch_interval_ms: int = 0

@@ -14,8 +14,9 @@ import psutil
 from tqdm import tqdm
 
 from bench.deployment import Deployment
+from bench.event_latency import measure_event_latency, rules_env
 from bench.feed_records import feed_headers, feed_value, notification, notification_template
-from bench.inapp_latency import measure_inapp_latency
+from bench.inapp_latency import USERS, measure_inapp_latency
 from bench.inapp_stack import InAppStack
 from bench.observe import RssSampler, latency_summary
 from bench.sizes import Sizes
@@ -46,7 +47,10 @@ def rss(pid: int) -> int:
 async def _one(
     bootstrap: str, tmp: Path, sizes: Sizes, n: int, *, with_inapp: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    stack = InAppStack(Deployment(bootstrap, tmp, prefix=f"gw{n}", partitions=sizes.partitions))
+    rules = rules_env(tmp / f"rules-gw{n}")  # events of bench.event_latency, for the first size's worker
+    stack = InAppStack(
+        Deployment(bootstrap, tmp, prefix=f"gw{n}", partitions=sizes.partitions, extra_env=rules)
+    )
     result: dict[str, Any] = {"connections": n}
     inapp: dict[str, Any] = {}
     clients: ClientsProcess | None = None
@@ -87,6 +91,10 @@ async def _one(
         latencies: list[float] = seen["latencies"]
         if with_inapp:
             inapp = await measure_inapp_latency(stack, clients, sizes, tmp)
+            users = [f"lat{i}" for i in range(USERS)]  # the sockets measure_inapp_latency opened
+            inapp["from_event"] = await measure_event_latency(
+                stack, clients, users, sizes.inapp_latency_seconds, tmp
+            )
         if gateway.poll() is not None:
             raise RuntimeError(f"the gateway exited with {gateway.returncode}")
     finally:

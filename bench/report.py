@@ -131,6 +131,17 @@ def inapp_rows(inapp: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "",
             )
         )
+    event = inapp.get("from_event")
+    if event and event["latency"].get("count"):
+        lat = event["latency"]
+        rows += [
+            (
+                f"event → socket, {event['rate_per_second']:.0f}/s, {event['received']}/{event['offered']}",
+                f"{lat['p50_ms']:,.0f} / {lat['p95_ms']:,.0f} / {lat['p99_ms']:,.0f} ms",
+                "",
+            ),
+            ("  (p50 / p95 / p99; target p50 < 50, p99 < 100 ms)", "", ""),
+        ]
     return rows
 
 

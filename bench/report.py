@@ -54,6 +54,9 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{p['notifications_per_second'] / limit:.3f}" if limit else "-",
             )
         )
+        if "delivered_in_window" in p:
+            counts = " / ".join(f"{channel} {n:,}" for channel, n in p["delivered_in_window"].items())
+            out.append((f"  delivered in the {p['window_seconds']:.0f} s window", counts, ""))
         if "worker_cpu_us_per_notification" in p:
             out.append(
                 ("  worker CPU per notification", _fmt(p["worker_cpu_us_per_notification"], "µs"), "-")

@@ -148,7 +148,8 @@ async def measure_peers(
     ceiling = await delivery_ceiling(PeerRun(bootstrap, tmp, sizes, rules, templates, "ceiling"), sizes)
 
     herald_routing = pipeline.get("routing_events_per_second") if pipeline else None
-    herald_delivery = pipeline.get("by_channel_per_second", {}) if pipeline else {}
+    # Per channel, delivered in the pipeline's window (email and SMS as the sinks received them).
+    herald_delivery = pipeline.get("delivered_per_second", {}) if pipeline else {}
     herald_pipeline = pipeline.get("events_per_second") if pipeline else None
     # Every event of the workload needs one delivery on each channel, so the slowest channel's ceiling is the
     # provider-bound ceiling of the whole pipeline in events/s.

@@ -319,6 +319,7 @@ async def measure_pipeline(
             "events_per_second": events_per_second,
             "notifications_per_second": notifications_per_second,
             "delivered_in_window": delivered,
+            "delivered_per_second": {channel: n / window for channel, n in delivered.items()},
             # The estimate earlier sessions reported: the 10-90% rate of the completions seen on the topics.
             "status_steady_notifications_per_second": steady_rate(arrivals.times),
             "ratio_to_limit": events_per_second / float(best["events_per_second"]),

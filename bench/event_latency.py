@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bench.inapp_stack import InAppStack
 from bench.observe import latency_summary
-from bench.workload import fast_producer
+from bench.workload import event, fast_producer
 from bench.ws_clients import ClientsProcess
 from schemas.users import UserProfile
 
@@ -88,16 +85,8 @@ def _events(stack: InAppStack, users: list[str], total: int, run: str, rate: flo
     for seq in range(total):
         time.sleep(max(0.0, began + seq / rate - time.monotonic()))
         user = users[seq % len(users)]
-        sent_at = time.time()
-        event = {
-            "schema_version": 1,
-            "event_id": f"evt-{stack.dep.prefix}-{run}-{seq}",
-            "type": EVENT_TYPE,
-            "occurred_at": datetime.fromtimestamp(sent_at, UTC).isoformat(),
-            "recipients": [user],
-            "data": {"seq": seq, "sent_at": round(sent_at, 6)},
-        }
-        producer.produce(topic, orjson.dumps(event), user.encode())
+        raw = event(seq, user, time.time(), f"{stack.dep.prefix}-{run}", EVENT_TYPE)
+        producer.produce(topic, raw, user.encode())
         producer.poll(0)
     producer.flush(30)
     return time.monotonic() - began

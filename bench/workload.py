@@ -104,13 +104,13 @@ def table_records(users: int, partitions: int) -> Iterator[tuple[str, int, bytes
         yield "preferences", partition, key, orjson.dumps(preferences)
 
 
-def event(seq: int, recipient: str, sent_at: float, run: str) -> bytes:
+def event(seq: int, recipient: str, sent_at: float, run: str, event_type: str = EVENT_TYPE) -> bytes:
     """Event ids differ per run: runs share the delivered-ids table, which would skip a repeated id."""
     return orjson.dumps(
         {
             "schema_version": 1,
             "event_id": f"evt-{run}-{seq}",
-            "type": EVENT_TYPE,
+            "type": event_type,
             "occurred_at": datetime.fromtimestamp(sent_at, UTC).isoformat(),
             "recipients": [recipient],
             "data": {"seq": seq, "sent_at": round(sent_at, 6)},

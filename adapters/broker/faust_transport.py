@@ -117,8 +117,8 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         that thread's loop), after whatever this thread was already asked to do: a seek requested after it
         sees the partitions in the state asked for here."""
         consumer = self._consumer
-        if consumer is None:
-            return  # not started: nothing is assigned, so nothing is fetched
+        if consumer is None or self.thread_loop.is_closed():
+            return  # not started, or stopped: nothing is fetched
         partitions = [TopicPartition(tp.topic, tp.partition) for tp in tps]
         self.thread_loop.call_soon_threadsafe(set_fetching, consumer, partitions, fetching)
 

@@ -195,8 +195,6 @@ class ChannelArrivals:
             channel = "inapp"
         else:
             channel = orjson.loads(record.value).get("channel", "")
-            if channel == "inapp":
-                return  # its record on the in-app topic counted it
         self.times.setdefault(channel, []).append(time.time())
 
     def rates(self) -> dict[str, float]:
@@ -326,10 +324,10 @@ async def measure_pipeline(
             "worker_peak_rss_bytes": herald.rss.peak if herald.rss else 0,
             "drained": len(arrivals.times) >= expected,
             "latency_worker_idle_cpu_seconds": idle_cpu,
-            # The worker's own CPU (all its threads) over the window, per notification it completed: Herald's
-            # work per notification, whatever the sinks and the broker on the same cores could take.
+            # The worker's own CPU (all its threads) over the window, per notification delivered in it (as
+            # counted above): Herald's work per notification, whatever the sinks and the broker could take.
             "worker_cpu_seconds": worker_cpu,
-            "worker_cpu_us_per_notification": worker_cpu / max(1, len(arrivals.times)) * 1e6,
+            "worker_cpu_us_per_notification": worker_cpu / max(1, sum(delivered.values())) * 1e6,
             "window_seconds": window,
             # Per channel, the same steady window: in-app records are the router's output (one per event,
             # so this is Herald's routing rate, while the same worker delivers), email and SMS deliveries.

@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_base_url: str = "https://api.twilio.com"
     twilio_timeout_seconds: float = Field(default=10.0, gt=0)
+    twilio_connections: int = Field(default=16, ge=1, le=1000)
     sns_region: str | None = None
     sns_endpoint_url: str | None = None
     sns_access_key_id: str | None = None

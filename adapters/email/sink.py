@@ -44,7 +44,10 @@ class SmtpSink:
         on_message: Callable[[EmailMessage], None] | None = None,
     ) -> None:
         # aiosmtpd checks its own listener by connecting to the configured port, so 0 cannot be used as is.
-        self._controller = Controller(_Handler(self), hostname=host, port=port or _free_port(host))
+        # SMTPUTF8 offered, as Postfix and the large providers do: internationalized addresses go through.
+        self._controller = Controller(
+            _Handler(self), hostname=host, port=port or _free_port(host), enable_SMTPUTF8=True
+        )
         self._lock = threading.Lock()
         self._messages: list[tuple[EmailMessage, list[str]]] = []
         self._on_message = on_message

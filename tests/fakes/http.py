@@ -48,15 +48,24 @@ class _Hang:
     seconds: float
 
 
+@dataclass(frozen=True)
+class _Late:
+    reply: Reply
+    seconds: float
+
+
 class ScriptedHttpServer:
     """Subclasses answer requests in `answer`; `fail_next` and `hang_next` override the next N of them."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, keep_alive: bool = False) -> None:
         self._lock = threading.Lock()
-        self._script: deque[Reply | _Hang] = deque()
+        self._script: deque[Reply | _Hang | _Late] = deque()
         self._requests: list[RecordedRequest] = []
+        self._peers: set[tuple[Any, ...]] = set()  # the client ends of the connections requests came over
         self._released = threading.Event()
-        self._server = ThreadingHTTPServer((host, 0), _handler_for(self))
+        # HTTP/1.1 keeps a connection open between requests, as real providers do; by default each answer
+        # closes it (HTTP/1.0).
+        self._server = ThreadingHTTPServer((host, 0), _handler_for(self, keep_alive))
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(
@@ -82,6 +91,11 @@ class ScriptedHttpServer:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def peers(self) -> set[tuple[Any, ...]]:
+        with self._lock:
+            return set(self._peers)
+
     def fail_next(self, reply: Reply, times: int = 1) -> None:
         with self._lock:
             self._script.extend([reply] * times)
@@ -90,6 +104,11 @@ class ScriptedHttpServer:
         """Accept the next requests but answer nothing for `seconds` (or until the server stops)."""
         with self._lock:
             self._script.extend([_Hang(seconds)] * times)
+
+    def answer_late(self, reply: Reply, seconds: float, times: int = 1) -> None:
+        """Answer the next requests with `reply` after `seconds`, on the connection they came over."""
+        with self._lock:
+            self._script.extend([_Late(reply, seconds)] * times)
 
     def start(self) -> Self:
         self._thread.start()
@@ -107,15 +126,18 @@ class ScriptedHttpServer:
         self.stop()
 
     # --- for the handler --------------------------------------------------------------------------------
-    def _take(self, request: RecordedRequest) -> Reply | _Hang:
+    def _take(self, request: RecordedRequest, peer: tuple[Any, ...]) -> Reply | _Hang | _Late:
         with self._lock:
             self._requests.append(request)
+            self._peers.add(peer)
             scripted = self._script.popleft() if self._script and self.scriptable(request) else None
         return scripted if scripted is not None else self.answer(request)
 
 
-def _handler_for(server: ScriptedHttpServer) -> type[BaseHTTPRequestHandler]:
+def _handler_for(server: ScriptedHttpServer, keep_alive: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -130,11 +152,14 @@ def _handler_for(server: ScriptedHttpServer) -> type[BaseHTTPRequestHandler]:
                 headers={name.lower(): value for name, value in self.headers.items()},
                 body=body,
             )
-            reply = server._take(request)
+            reply = server._take(request, tuple(self.client_address))
             if isinstance(reply, _Hang):
                 server._released.wait(reply.seconds)
                 self.close_connection = True
                 return
+            if isinstance(reply, _Late):
+                server._released.wait(reply.seconds)
+                reply = reply.reply
             self.send_response(reply.status)
             for name, value in reply.headers.items():
                 self.send_header(name, value)

@@ -23,8 +23,14 @@ def twilio_error(status: int, code: int, message: str, headers: dict[str, str] |
 
 
 class FakeTwilio(ScriptedHttpServer):
-    def __init__(self, account_sid: str = "AC" + "0" * 32, auth_token: str = "twilio-token") -> None:
-        super().__init__()
+    def __init__(
+        self,
+        account_sid: str = "AC" + "0" * 32,
+        auth_token: str = "twilio-token",
+        *,
+        keep_alive: bool = False,
+    ) -> None:
+        super().__init__(keep_alive=keep_alive)
         self.account_sid = account_sid
         self.auth_token = auth_token
         self._ids = itertools.count(1)

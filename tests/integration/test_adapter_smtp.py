@@ -61,6 +61,54 @@ async def test_delivers_multipart_with_notification_id(sink: SmtpSink) -> None:
     assert received.get_body(preferencelist=("html",)).get_content().strip() == "<p>HTML body</p>"
 
 
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Your order #123 shipped",
+        "Ça a été expédié ✓",
+        "a literal =?utf-8?q?encoded_word?= is not decoded",
+        "x" * 200,
+        "word " * 40 + "end",
+    ],
+)
+async def test_headers_and_bodies_read_back_as_written(sink: SmtpSink, subject: str) -> None:
+    # Built on compat32 for speed (adapters/email/smtp.py): what the EmailMessage API checked still holds.
+    text = "From the warehouse:\n.\n" + "é" * 3000 + "\nend"
+    sender = SmtpEmailSender(
+        "127.0.0.1", sink.address[1], tls=SmtpTls.NONE, sender="Équipe Herald <h@example.com>"
+    )
+    await sender.send(email(subject=subject, text=text, html="<p>Ünïcode</p>"))
+    [received] = sink.messages
+    assert received["Subject"] == subject
+    assert received["From"].addresses[0].display_name == "Équipe Herald"
+    assert received["From"].addresses[0].addr_spec == "h@example.com"
+    # No ">From " (mbox mangling), the lone dot kept (dot-stuffing), a 6,000-byte line folded and rejoined;
+    # line breaks arrive as SMTP's CRLF.
+    assert received.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n") == text
+    assert received.get_body(preferencelist=("html",)).get_content() == "<p>Ünïcode</p>"
+
+
+async def test_a_text_only_message_is_a_single_part(sink: SmtpSink) -> None:
+    await sender_for(*sink.address).send(email(html=None, text="Just text"))
+    [received] = sink.messages
+    assert not received.is_multipart() and received.get_content_type() == "text/plain"
+    assert received.get_content().strip() == "Just text"
+
+
+async def test_an_internationalized_address_goes_over_smtputf8(sink: SmtpSink) -> None:
+    await sender_for(*sink.address).send(email(to="jörg@bücher.example", subject="Grüße"))
+    [received] = sink.messages
+    assert received["To"] == "jörg@bücher.example" and received["Subject"] == "Grüße"
+    assert received.get_body(preferencelist=("plain",)).get_content().strip() == "Plain body"
+
+
+@pytest.mark.parametrize("subject", ["two\nlines", "carriage\rreturn"])
+async def test_a_line_break_in_a_header_is_refused_before_sending(sink: SmtpSink, subject: str) -> None:
+    with pytest.raises(ValueError, match="Subject header holds a line break"):
+        await sender_for(*sink.address).send(email(subject=subject))
+    assert sink.calls == 0
+
+
 async def test_5xx_is_permanent_with_the_code(sink: SmtpSink) -> None:
     sink.refusal = "550 5.1.1 No such user"
     with pytest.raises(PermanentDeliveryError) as info:

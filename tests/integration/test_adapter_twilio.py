@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -119,6 +120,40 @@ async def test_a_hanging_server_times_out_as_retriable(fake: FakeTwilio, sender:
         await sender.send(sms())
 
     assert caught.value.reason == "provider_unavailable"
+
+
+async def test_a_timed_out_connection_is_not_reused_for_the_next_send() -> None:
+    # A kept-alive connection whose request timed out still has that request's answer coming. Reused, it
+    # would hand the next send the late 500: that send would be retried although Twilio accepted it, and
+    # the person would get it twice (the fourth session's unexplained duplicate under provider faults).
+    with FakeTwilio(keep_alive=True) as fake:
+        adapter = TwilioSmsSender(
+            fake.account_sid, fake.auth_token, sender=SENDER, base_url=fake.url, timeout=0.3, connections=1
+        )
+        try:
+            assert (await adapter.send(sms())) is not None  # a connection to keep
+            fake.answer_late(twilio_error(500, 20500, "late"), seconds=0.8)
+            with pytest.raises(RetriableDeliveryError):
+                await adapter.send(sms())
+            sids = [await adapter.send(sms()) for _ in range(3)]
+        finally:
+            await adapter.aclose()
+    assert all(sid is not None and sid.startswith("SM") for sid in sids)
+    assert len(fake.sends) == 5
+    assert len(set(sids)) == 3
+
+
+async def test_sends_reuse_kept_alive_connections() -> None:
+    with FakeTwilio(keep_alive=True) as fake:
+        adapter = TwilioSmsSender(
+            fake.account_sid, fake.auth_token, sender=SENDER, base_url=fake.url, connections=2
+        )
+        try:
+            await asyncio.gather(*(adapter.send(sms()) for _ in range(20)))
+        finally:
+            await adapter.aclose()
+    assert len(fake.sends) == 20
+    assert len(fake.peers) <= 2
 
 
 async def test_a_refusal_naming_the_number_keeps_only_its_pseudonym(

@@ -42,11 +42,13 @@ class SmtpSink:
         port: int = 0,
         *,
         on_message: Callable[[EmailMessage], None] | None = None,
+        smtputf8: bool = True,
     ) -> None:
         # aiosmtpd checks its own listener by connecting to the configured port, so 0 cannot be used as is.
-        # SMTPUTF8 offered, as Postfix and the large providers do: internationalized addresses go through.
+        # SMTPUTF8 offered by default, as Postfix and the large providers do: internationalized addresses go
+        # through.
         self._controller = Controller(
-            _Handler(self), hostname=host, port=port or _free_port(host), enable_SMTPUTF8=True
+            _Handler(self), hostname=host, port=port or _free_port(host), enable_SMTPUTF8=smtputf8
         )
         self._lock = threading.Lock()
         self._messages: list[tuple[EmailMessage, list[str]]] = []

@@ -240,6 +240,13 @@ class SmtpEmailSender:
                 reason=DeliveryReason.RECIPIENT_REFUSED,
                 provider_code=",".join(sorted(codes)),
             ) from exc
+        except aiosmtplib.SMTPNotSupported as exc:
+            # An internationalized address to a server without SMTPUTF8: the next attempt would meet the same.
+            raise PermanentDeliveryError(
+                f"the server does not support SMTPUTF8 for an internationalized address: "
+                f"{scrub(str(exc), message.to)}",
+                reason=DeliveryReason.PROVIDER_REFUSED,
+            ) from exc
         except aiosmtplib.SMTPResponseException as exc:
             # 5xx replies are final; 4xx (greylisting, mailbox busy, rate limits) are worth retrying. Servers
             # often quote the address ("<ada@…>: Recipient address rejected"): pseudonymized.

@@ -102,6 +102,18 @@ async def test_an_internationalized_address_goes_over_smtputf8(sink: SmtpSink) -
     assert received.get_body(preferencelist=("plain",)).get_content().strip() == "Plain body"
 
 
+async def test_an_internationalized_address_to_a_server_without_smtputf8_is_permanent() -> None:
+    server = SmtpSink("127.0.0.1", 0, smtputf8=False)
+    server.start()
+    try:
+        with pytest.raises(PermanentDeliveryError) as info:
+            await sender_for(*server.address).send(email(to="jörg@bücher.example"))
+    finally:
+        server.stop()
+    assert info.value.reason == "provider_refused" and "jörg" not in info.value.detail
+    assert not server.messages
+
+
 @pytest.mark.parametrize("subject", ["two\nlines", "carriage\rreturn"])
 async def test_a_line_break_in_a_header_is_refused_before_sending(sink: SmtpSink, subject: str) -> None:
     with pytest.raises(ValueError, match="Subject header holds a line break"):

@@ -136,11 +136,15 @@ class SmtpEmailSender:
         headers = self._headers(message, message_id)
         if not (message.to.isascii() and self._envelope_from.isascii()):
             return _Mail(message_id, self._envelope_from, message.to, self._compose_utf8(message, headers))
+        encoded: dict[str, str | Header] = {
+            "From": self._from_header,
+            "Subject": _text_header(message.subject),
+        }
         mail: Message[str, str | Header] = Message()
         for name, value in headers:
-            if "\r" in str(value) or "\n" in str(value):
+            if "\r" in value or "\n" in value:
                 raise ValueError(f"the {name} header holds a line break")
-            mail[name] = value
+            mail[name] = encoded.get(name, value)
         if message.html is None:
             mail.set_payload(message.text, _BODY_CHARSET)  # with MIME-Version and the Content-* headers
         else:
@@ -152,22 +156,20 @@ class SmtpEmailSender:
         BytesGenerator(flat, policy=_FLAT).flatten(mail)
         return _Mail(message_id, self._envelope_from, message.to, flat.getvalue())
 
-    def _headers(self, message: EmailNotification, message_id: str) -> list[tuple[str, str | Header]]:
+    def _headers(self, message: EmailNotification, message_id: str) -> list[tuple[str, str]]:
         return [
-            ("From", self._from_header),
+            ("From", self._sender),
             ("To", message.to),
-            ("Subject", _text_header(message.subject)),
+            ("Subject", message.subject),
             ("Date", formatdate(localtime=False)),
             ("Message-ID", message_id),
             ("X-Herald-Notification-Id", message.notification_id),
         ]
 
-    def _compose_utf8(
-        self, message: EmailNotification, headers: list[tuple[str, str | Header]]
-    ) -> EmailMessage:
+    def _compose_utf8(self, message: EmailNotification, headers: list[tuple[str, str]]) -> EmailMessage:
         mail = EmailMessage()
         for name, value in headers:
-            mail[name] = self._sender if name == "From" else message.subject if name == "Subject" else value
+            mail[name] = value
         mail.set_content(message.text)
         if message.html is not None:
             mail.add_alternative(message.html, subtype="html")

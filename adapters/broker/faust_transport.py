@@ -28,7 +28,8 @@
    every topic's next fetch by 100 ms: the first in-app notifications after a start took 60-240 ms through
    the worker instead of 15-30. Herald's consumer pauses and resumes them in aiokafka too.
 
-It also fetches the retry and scheduler tiers less often than the hot topics (adapters.broker.fetch_schedule),
+It also fetches the retry and scheduler tiers less often than the hot topics (adapters.broker.fetch_schedule,
+which also mends a race in aiokafka's fetch routine that held every fetch back 200 ms now and then),
 leaves table changelogs out of Faust's stall check (`verify_event_path`), sets the worker consumer's
 fetch wait, which Faust fixes at 1,500 ms (`Transport.fetch_max_wait_ms`), and hands the records of the
 batch-fed topics (`Transport.batched_topics`) over a whole fetched batch per partition at a time
@@ -47,7 +48,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from mode.utils.futures import notify
 
-from adapters.broker.fetch_schedule import DelayedTopics
+from adapters.broker.fetch_schedule import DelayedTopics, wake_after_reaped_fetches
 from adapters.broker.fetched_batches import (
     BatchMessage,
     FetchedBatch,
@@ -108,9 +109,13 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def on_start(self) -> None:
         await super().on_start()  # creates and starts the consumer, and with it aiokafka's fetcher
         transport = cast(Transport, self.transport)
-        if transport.delayed_topics and transport.delayed_fetch_interval_ms and self._consumer is not None:
+        if self._consumer is None:
+            return
+        # Around the delayed topics' schedule, so it sees the requests and timeout that schedule made.
+        if transport.delayed_topics and transport.delayed_fetch_interval_ms:
             interval = transport.delayed_fetch_interval_ms / 1000
             DelayedTopics(transport.delayed_topics, interval).install(self._consumer._fetcher)
+        wake_after_reaped_fetches(self._consumer._fetcher)
 
     def set_fetching(self, tps: Iterable[TP], fetching: bool) -> None:
         """`set_fetching` on the consumer, in the consumer's own thread (aiokafka's pause makes a future of

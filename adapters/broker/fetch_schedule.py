@@ -63,6 +63,27 @@ class DelayedTopics:
         fetcher._get_actions_per_node = actions
 
 
+def wake_after_reaped_fetches(fetcher: Any) -> None:
+    """Mend a race in aiokafka's fetch routine that held every fetch back for its full wait (200 ms).
+
+    The routine waits for its fetch tasks or a timeout. When the timeout fires in the same loop turn a fetch
+    task finishes, the routine reaps the finished task at once, but the task's done-callback that frees its
+    broker (`_in_flight`) is still queued: the next round sees the broker busy, sends nothing, and waits
+    `fetcher_timeout` with no task left to wake it. The delayed topics' schedule shortens the routine's
+    timeouts, so this happened often enough to be the in-app hop's p99 (bench/RESULTS.md, eleventh session:
+    in-app records handed over 80-215 ms late). When a round sends nothing while a broker counts as busy
+    with no fetch task left, the routine waits 0 s instead: one turn of the loop, which runs that callback."""
+    build = fetcher._get_actions_per_node
+
+    def actions(assignment: Any) -> tuple[Any, ...]:
+        requests, resets, timeout, invalid_metadata, resumes = build(assignment)
+        if not requests and fetcher._in_flight and not fetcher._pending_tasks:
+            timeout = 0
+        return requests, resets, timeout, invalid_metadata, resumes
+
+    fetcher._get_actions_per_node = actions
+
+
 def _with_topics(request: FetchRequest, topics: list[tuple[str, list[tuple[int, int, int]]]]) -> FetchRequest:
     return FetchRequest(
         request._max_wait_ms,

@@ -1,11 +1,12 @@
 """adapters.broker.fetch_schedule: the retry and scheduler tiers go into a fetch round once per interval, the
-hot topics into every round, and a round with nothing hot to ask for waits no longer than the tiers' turn."""
+hot topics into every round, and a round with nothing hot to ask for waits no longer than the tiers' turn;
+and a round that finds a broker busy with no fetch task left does not wait."""
 
 from __future__ import annotations
 
 from aiokafka.protocol.fetch import FetchRequest
 
-from adapters.broker.fetch_schedule import DelayedTopics
+from adapters.broker.fetch_schedule import DelayedTopics, wake_after_reaped_fetches
 from kernel.settings import Settings
 from kernel.topics import TopicNames
 
@@ -99,3 +100,34 @@ def test_the_delayed_topics_are_the_retry_and_scheduler_tiers() -> None:
 
     assert names.delayed == tiers
     assert tiers and not tiers & (names.batch_fed | {names.users, names.preferences})
+
+
+class Fetcher:
+    """What `wake_after_reaped_fetches` reads of aiokafka's fetcher, and the round it wraps."""
+
+    def __init__(self, requests: list[tuple[int, FetchRequest]], in_flight: set[int], pending: int) -> None:
+        self._requests = requests
+        self._in_flight = in_flight
+        self._pending_tasks = {object() for _ in range(pending)}
+
+    def _get_actions_per_node(self, assignment: object) -> tuple[object, ...]:
+        return self._requests, {}, FETCHER_TIMEOUT, False, []
+
+
+def timeout_of(fetcher: Fetcher) -> float:
+    wake_after_reaped_fetches(fetcher)
+    _, _, timeout, _, _ = fetcher._get_actions_per_node(None)
+    assert isinstance(timeout, float | int)
+    return timeout
+
+
+def test_a_broker_left_busy_by_a_reaped_fetch_does_not_hold_the_next_round() -> None:
+    # aiokafka reaped the finished task, but the callback that frees its broker has not run yet: nothing
+    # would wake a 200 ms wait.
+    assert timeout_of(Fetcher([], in_flight={1}, pending=0)) == 0
+
+
+def test_a_fetch_still_running_or_a_round_that_sends_keeps_its_wait() -> None:
+    assert timeout_of(Fetcher([], in_flight={1}, pending=1)) == FETCHER_TIMEOUT  # its end wakes the routine
+    assert timeout_of(Fetcher([(1, request(HOT))], in_flight=set(), pending=0)) == FETCHER_TIMEOUT
+    assert timeout_of(Fetcher([], in_flight=set(), pending=0)) == FETCHER_TIMEOUT  # idle: nothing to fetch

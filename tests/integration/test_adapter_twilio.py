@@ -125,7 +125,7 @@ async def test_a_hanging_server_times_out_as_retriable(fake: FakeTwilio, sender:
 async def test_a_timed_out_connection_is_not_reused_for_the_next_send() -> None:
     # A kept-alive connection whose request timed out still has that request's answer coming. Reused, it
     # would hand the next send the late 500: that send would be retried although Twilio accepted it, and
-    # the person would get it twice (the fourth session's unexplained duplicate under provider faults).
+    # the person would get it twice.
     with FakeTwilio(keep_alive=True) as fake:
         adapter = TwilioSmsSender(
             fake.account_sid, fake.auth_token, sender=SENDER, base_url=fake.url, timeout=0.3, connections=1

@@ -6,13 +6,18 @@ on the first size, the in-app produce → socket latency at low load goes throug
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
+from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 
+from adapters.broker.topics import ensure_topics
 from bench.deployment import Deployment
 from bench.event_latency import measure_event_latency, rules_env
 from bench.feed_records import feed_headers, feed_value, notification, notification_template
@@ -22,6 +27,10 @@ from bench.observe import RssSampler, latency_summary
 from bench.sizes import Sizes
 from bench.workload import fast_producer, user_id
 from bench.ws_clients import ClientsProcess
+from gateway.feed import FeedRecord
+from gateway.feed_kafka import KafkaFeed
+from gateway.metrics import GatewayMetrics
+from kernel.settings import Settings
 
 SETTLE_SECONDS = 2.0  # after connecting, before reading RSS
 GRACE_SECONDS = 5.0  # after the last frame is produced, for the last ones to arrive
@@ -35,9 +44,62 @@ async def measure_gateway(
     inapp: dict[str, Any] = {}
     for index, n in enumerate(sizes.gateway_connections):
         run, latency = await _one(bootstrap, tmp, sizes, n, with_inapp=index == 0)
+        run["broker_hop_alone"] = await _broker_hop_alone(bootstrap, sizes, n)
         runs.append(run)
         inapp = latency or inapp
     return runs, inapp
+
+
+async def _broker_hop_alone(bootstrap: str, sizes: Sizes, n: int) -> dict[str, Any]:
+    """The limit under feed → client: the same records at the same rate, read by the gateway's own feed reader
+    with its default fetch settings, and nothing else running (no gateway, sockets or worker). Latency from a
+    record's send stamp to its hand-over."""
+    topic = f"gw-alone-{n}-{time.time_ns()}"
+    await ensure_topics([bootstrap], [topic], sizes.partitions, 1, compacted=set())
+    defaults = Settings.model_fields
+    feed = KafkaFeed(
+        [bootstrap],
+        topic,
+        GatewayMetrics(CollectorRegistry()),
+        fetch_max_wait_ms=defaults["fetch_max_wait_ms"].default,
+        busy_fetch_max_wait_ms=defaults["gateway_busy_fetch_max_wait_ms"].default,
+    )
+    sink = _StampSink(int(n * sizes.gateway_seconds))
+    reader = asyncio.create_task(feed.run(sink))
+    try:
+        await asyncio.wait_for(sink.positioned_event.wait(), 60)
+        await asyncio.to_thread(_produce_feed, bootstrap, topic, n, sizes)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sink.done.wait(), GRACE_SECONDS)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    return {"received": len(sink.latencies), "latency": latency_summary(sink.latencies)}
+
+
+class _StampSink:
+    """A FeedSink noting, for each notification, the time from its send stamp to now."""
+
+    def __init__(self, expected: int) -> None:
+        self.latencies: list[float] = []
+        self.positioned_event = asyncio.Event()
+        self.done = asyncio.Event()
+        self._expected = expected
+
+    def positioned(self) -> None:
+        self.positioned_event.set()
+
+    def lost(self) -> None:
+        pass
+
+    def feed(self, records: Sequence[FeedRecord]) -> None:
+        now = time.time()
+        for record in records:
+            sent_at = orjson.loads(record.frame)["notification"]["data"]["sent_at"]
+            self.latencies.append(now - sent_at)
+        if len(self.latencies) >= self._expected:
+            self.done.set()
 
 
 def rss(pid: int) -> int:

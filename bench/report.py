@@ -100,6 +100,15 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         lat = g["latency"]
         quantiles = f"{lat['p50_ms']:,.0f} / {lat['p95_ms']:,.0f} / {lat['p99_ms']:,.0f} ms"
         out.append(("  feed→client p50 / p95 / p99 (target p99 < 100)", quantiles, ""))
+        if "broker_hop_alone" in g:
+            alone = g["broker_hop_alone"]["latency"]
+            out.append(
+                (
+                    "  limit: broker hop alone, same feed, no gateway",
+                    f"{alone['p50_ms']:,.0f} / {alone['p95_ms']:,.0f} / {alone['p99_ms']:,.0f} ms",
+                    "",
+                )
+            )
         out.append(
             ("  gateway RSS per idle socket (target ≤ 30 KB)", _fmt(g["rss_per_connection_bytes"], "KB"), "")
         )

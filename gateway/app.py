@@ -86,6 +86,7 @@ def create_app(
             names.inbox_feed,
             metrics,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            busy_fetch_max_wait_ms=settings.gateway_busy_fetch_max_wait_ms,
         )
     source: FeedSource = feed
     sessions = Sessions(

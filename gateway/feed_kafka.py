@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from adapters.broker.fetch_schedule import wake_after_reaped_fetches
 from gateway.feed import FeedRecord, FeedSink, InvalidFeedRecord, decode
 from gateway.metrics import GatewayMetrics
 from kernel.readiness import Readiness
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Records handed over per fetch: the feed is small frames, and every instance reads all of it.
 MAX_RECORDS = 10_000
+# At this rate or above, the feed is fetched with the busy wait (see `FetchPace`).
+BUSY_RECORDS_PER_SECOND = 2_000
 
 
 class KafkaFeed:
@@ -34,10 +38,12 @@ class KafkaFeed:
         retry_seconds: float = 2.0,
         client_id: str = "herald-gateway",
         fetch_max_wait_ms: int | None = None,
+        busy_fetch_max_wait_ms: int = 100,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         # None: aiokafka's own default (500 ms).
         self._fetch_max_wait_ms = fetch_max_wait_ms if fetch_max_wait_ms is not None else 500
+        self._busy_fetch_max_wait_ms = busy_fetch_max_wait_ms
         self._topic = topic
         self._metrics = metrics
         self._retry_seconds = retry_seconds
@@ -76,6 +82,8 @@ class KafkaFeed:
         live = False
         try:
             await consumer.start()
+            # aiokafka's fetch routine can otherwise sit out its whole wait after a fetch (see the function).
+            wake_after_reaped_fetches(consumer._fetcher)
             partitions = consumer.partitions_for_topic(self._topic)
             if not partitions:
                 # The worker creates it; a fresh consumer fetches fresh metadata, so the next attempt sees it.
@@ -88,8 +96,10 @@ class KafkaFeed:
             live = True
             sink.positioned()
             self._become(True, f"reading {len(assignment)} partitions of {self._topic}", logging.INFO)
+            pace = FetchPace(consumer._fetcher, self._fetch_max_wait_ms, self._busy_fetch_max_wait_ms)
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)
+                pace.handed_over(sum(len(records) for records in batches.values()))
                 for records in batches.values():
                     sink.feed(self._decoded(records))
         finally:
@@ -117,6 +127,37 @@ class KafkaFeed:
                 )
                 self._metrics.invalid_records.inc()
         return decoded
+
+
+class FetchPace:
+    """The feed's fetch wait, short when it is quiet and long when it is busy.
+
+    The embedded broker holds a fetch for about half its wait even when records are waiting: a short wait
+    keeps a quiet feed's latency low, but at thousands of records a second it makes a fetch request every few
+    ms, and the broker, sharing the cores, fell behind (records 200-300 ms old when fetched at 10,000/s with a
+    10 ms wait; bench/RESULTS.md, twelfth session). A broker that answers as soon as records are there (Apache
+    Kafka) returns a busy feed's fetches at once whatever the wait, so the long wait costs nothing there."""
+
+    def __init__(
+        self, fetcher: Any, quiet_ms: int, busy_ms: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._fetcher = fetcher
+        self._quiet_ms = quiet_ms
+        self._busy_ms = max(quiet_ms, busy_ms)
+        self._clock = clock
+        self._since = clock()
+        self._records = 0
+
+    def handed_over(self, records: int) -> None:
+        """Count what one `getmany` handed over; once a second, set the wait from the rate in that second."""
+        self._records += records
+        now = self._clock()
+        elapsed = now - self._since
+        if elapsed < 1.0:
+            return
+        busy = self._records / elapsed >= BUSY_RECORDS_PER_SECOND
+        self._fetcher._fetch_max_wait_ms = self._busy_ms if busy else self._quiet_ms
+        self._since, self._records = now, 0
 
 
 def _cancelling() -> bool:

@@ -223,6 +223,9 @@ class Settings(BaseSettings):
     # forwards the request to the one that does), and the shared secret of that internal endpoint.
     gateway_worker_url: str = "http://127.0.0.1:6066"
     gateway_owner_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # The gateway's fetch wait while its feed carries 2,000 records a second or more (`fetch_max_wait_ms`
+    # below that): on a broker that holds fetches, fewer and larger fetches when busy (gateway.feed_kafka).
+    gateway_busy_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     internal_secret: SecretStr | None = Field(default=None, min_length=32)
 
     # --- in-app inbox (kept by the worker: streams/inbox) -------------------------------------------------

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from adapters.broker.fetch_schedule import wake_after_reaped_fetches
+from adapters.broker.fetch_schedule import FetchPace, wake_after_reaped_fetches
 from gateway.feed import FeedRecord, FeedSink, InvalidFeedRecord, decode
 from gateway.metrics import GatewayMetrics
 from kernel.readiness import Readiness
@@ -21,8 +20,6 @@ log = logging.getLogger(__name__)
 
 # Records handed over per fetch: the feed is small frames, and every instance reads all of it.
 MAX_RECORDS = 10_000
-# At this rate or above, the feed is fetched with the busy wait (see `FetchPace`).
-BUSY_RECORDS_PER_SECOND = 2_000
 
 
 class KafkaFeed:
@@ -96,10 +93,13 @@ class KafkaFeed:
             live = True
             sink.positioned()
             self._become(True, f"reading {len(assignment)} partitions of {self._topic}", logging.INFO)
-            pace = FetchPace(consumer._fetcher, self._fetch_max_wait_ms, self._busy_fetch_max_wait_ms)
+            # Fewer, larger fetches while the feed is busy (see FetchPace).
+            pace = FetchPace(self._fetch_max_wait_ms, self._busy_fetch_max_wait_ms)
+            fetcher = consumer._fetcher
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)
-                pace.handed_over(sum(len(records) for records in batches.values()))
+                handed = sum(len(records) for records in batches.values())
+                fetcher._fetch_max_wait_ms = pace.handed_over(handed)  # read for each request it builds
                 for records in batches.values():
                     sink.feed(self._decoded(records))
         finally:
@@ -127,37 +127,6 @@ class KafkaFeed:
                 )
                 self._metrics.invalid_records.inc()
         return decoded
-
-
-class FetchPace:
-    """The feed's fetch wait, short when it is quiet and long when it is busy.
-
-    The embedded broker holds a fetch for about half its wait even when records are waiting: a short wait
-    keeps a quiet feed's latency low, but at thousands of records a second it makes a fetch request every few
-    ms, and the broker, sharing the cores, fell behind (records 200-300 ms old when fetched at 10,000/s with a
-    10 ms wait; bench/RESULTS.md, twelfth session). A broker that answers as soon as records are there (Apache
-    Kafka) returns a busy feed's fetches at once whatever the wait, so the long wait costs nothing there."""
-
-    def __init__(
-        self, fetcher: Any, quiet_ms: int, busy_ms: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._fetcher = fetcher
-        self._quiet_ms = quiet_ms
-        self._busy_ms = max(quiet_ms, busy_ms)
-        self._clock = clock
-        self._since = clock()
-        self._records = 0
-
-    def handed_over(self, records: int) -> None:
-        """Count what one `getmany` handed over; once a second, set the wait from the rate in that second."""
-        self._records += records
-        now = self._clock()
-        elapsed = now - self._since
-        if elapsed < 1.0:
-            return
-        busy = self._records / elapsed >= BUSY_RECORDS_PER_SECOND
-        self._fetcher._fetch_max_wait_ms = self._busy_ms if busy else self._quiet_ms
-        self._since, self._records = now, 0
 
 
 def _cancelling() -> bool:

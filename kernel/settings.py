@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # the wait even when data is waiting, and every consumer hop on the way to a person pays that (Faust's own
     # fixed 1,500 ms cost 0.75-1.5 s per hop). An idle consumer asks this often.
     fetch_max_wait_ms: int = Field(default=10, ge=1, le=10_000)
+    # The fetch wait of a gateway's feed while it hands over 2,000 records a second or more
+    # (`fetch_max_wait_ms` below that): fewer and larger fetches when busy, on a broker that holds them
+    # (adapters.broker.fetch_schedule.FetchPace).
+    gateway_busy_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     # How often the worker fetches the retry and scheduler tiers, whose records wait seconds by design, where
     # the hot topics are fetched every round: a request's cost on the broker grows with its partitions, and
     # the tiers are most of a worker's. What a tier releases may be this much late. 0: with every fetch.
@@ -223,9 +227,6 @@ class Settings(BaseSettings):
     # forwards the request to the one that does), and the shared secret of that internal endpoint.
     gateway_worker_url: str = "http://127.0.0.1:6066"
     gateway_owner_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
-    # The gateway's fetch wait while its feed carries 2,000 records a second or more (`fetch_max_wait_ms`
-    # below that): on a broker that holds fetches, fewer and larger fetches when busy (gateway.feed_kafka).
-    gateway_busy_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     internal_secret: SecretStr | None = Field(default=None, min_length=32)
 
     # --- in-app inbox (kept by the worker: streams/inbox) -------------------------------------------------

@@ -9,7 +9,8 @@ Leaving a partition out of a request changes nothing else: its position stays wh
 over left it, and what it holds is fetched with the next request that includes it.
 
 Also here, as it wraps the same step of aiokafka's fetcher: `wake_after_reaped_fetches`, the mend of a race in
-aiokafka's fetch routine that the schedule's short waits made frequent."""
+aiokafka's fetch routine that the schedule's short waits made frequent; and `FetchPace`, the fetch wait a
+consumer's rate asks for."""
 
 from __future__ import annotations
 
@@ -20,6 +21,44 @@ from typing import Any
 from aiokafka.protocol.fetch import FetchRequest
 
 NodeRequests = list[tuple[int, FetchRequest]]
+
+# A consumer fetches with its busy wait (see `FetchPace`) after a second in which it handed over this many
+# records a second or more.
+BUSY_RECORDS_PER_SECOND = 2_000
+
+
+class FetchPace:
+    """A consumer's fetch wait: short while it is quiet, long while it is busy, from the records it handed
+    over in the last second. Used by the gateway's feed reader. (Not by the worker: a worker slower than its
+    input hands over only what it can process, so its rate does not say it is behind; bench/RESULTS.md,
+    twelfth session.)
+
+    The embedded broker holds a fetch for about half its wait even when records are waiting. A short wait
+    keeps a quiet hop's latency low, but at thousands of records a second it makes a fetch request every few
+    ms, and the broker, on the same cores, falls behind: the gateway's feed at 10,000 records/s and a 10 ms
+    wait had records 200-300 ms old when fetched (bench/RESULTS.md, twelfth session). A broker that answers as
+    soon as records are there (Apache Kafka) returns a busy consumer's fetches at once whatever the wait, so
+    the long wait costs nothing there."""
+
+    def __init__(self, quiet_ms: int, busy_ms: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.quiet_ms = quiet_ms
+        self.busy_ms = max(quiet_ms, busy_ms)
+        self.wait_ms = quiet_ms
+        self._clock = clock
+        self._since = clock()
+        self._records = 0
+
+    def handed_over(self, records: int) -> int:
+        """Count what one fetch hand-over gave; once a second has passed, set `wait_ms` from the rate in it.
+        Returns `wait_ms`."""
+        self._records += records
+        now = self._clock()
+        elapsed = now - self._since
+        if elapsed >= 1.0:
+            busy = self._records / elapsed >= BUSY_RECORDS_PER_SECOND
+            self.wait_ms = self.busy_ms if busy else self.quiet_ms
+            self._since, self._records = now, 0
+        return self.wait_ms
 
 
 class DelayedTopics:

@@ -1,12 +1,18 @@
 """adapters.broker.fetch_schedule: the retry and scheduler tiers go into a fetch round once per interval, the
 hot topics into every round, and a round with nothing hot to ask for waits no longer than the tiers' turn;
-and a round that finds a broker busy with no fetch task left does not wait."""
+and a round that finds a broker busy with no fetch task left does not wait; FetchPace's wait follows the
+records a consumer hands over, measured each second."""
 
 from __future__ import annotations
 
 from aiokafka.protocol.fetch import FetchRequest
 
-from adapters.broker.fetch_schedule import DelayedTopics, wake_after_reaped_fetches
+from adapters.broker.fetch_schedule import (
+    BUSY_RECORDS_PER_SECOND,
+    DelayedTopics,
+    FetchPace,
+    wake_after_reaped_fetches,
+)
 from kernel.settings import Settings
 from kernel.topics import TopicNames
 
@@ -131,3 +137,32 @@ def test_a_fetch_still_running_or_a_round_that_sends_keeps_its_wait() -> None:
     assert timeout_of(Fetcher([], in_flight={1}, pending=1)) == FETCHER_TIMEOUT  # its end wakes the routine
     assert timeout_of(Fetcher([(1, request(HOT))], in_flight=set(), pending=0)) == FETCHER_TIMEOUT
     assert timeout_of(Fetcher([], in_flight=set(), pending=0)) == FETCHER_TIMEOUT  # idle: nothing to fetch
+
+
+def test_a_busy_second_lengthens_the_wait_and_a_quiet_one_shortens_it_again() -> None:
+    clock = Clock()
+    pace = FetchPace(10, 100, clock)
+    for _ in range(8):
+        clock.now += 0.125
+        pace.handed_over(BUSY_RECORDS_PER_SECOND // 8)
+    assert pace.wait_ms == 100
+    for _ in range(8):
+        clock.now += 0.125
+        waited = pace.handed_over(BUSY_RECORDS_PER_SECOND // 8 - 1)
+    assert pace.wait_ms == waited == 10
+
+
+def test_the_wait_changes_only_once_a_second_has_passed() -> None:
+    clock = Clock()
+    pace = FetchPace(10, 100, clock)
+    clock.now += 0.5
+    assert pace.handed_over(50_000) == 10
+    clock.now += 0.5
+    assert pace.handed_over(0) == 100
+
+
+def test_the_busy_wait_is_never_shorter_than_the_quiet_one() -> None:
+    clock = Clock()
+    pace = FetchPace(500, 100, clock)
+    clock.now += 1.0
+    assert pace.handed_over(50_000) == 500

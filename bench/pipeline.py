@@ -344,7 +344,9 @@ async def measure_pipeline(
             "client": best["client"],
             "events_per_second": best["events_per_second"],
         }
-        latency = await measure_latency(waiting, sizes, max(1.0, events_per_second / 2))
+        # BENCH_LATENCY_RATE fixes the rate, to compare latency between runs of different throughput.
+        rate = float(os.environ.get("BENCH_LATENCY_RATE", "0")) or max(1.0, events_per_second / 2)
+        latency = await measure_latency(waiting, sizes, rate)
     finally:
         waiting.stop()
     latency["worker_ready_seconds"] = waiting.ready_seconds

@@ -40,6 +40,7 @@ class _NoWebBoot(BootStrategy):
 class HeraldApp(faust.App):
     BootStrategy = _NoWebBoot
     fetch_max_wait_ms: int = Transport.fetch_max_wait_ms
+    idle_fetch_max_wait_ms: int = Transport.idle_fetch_max_wait_ms
     batched_topics: frozenset[str] = frozenset()
     delayed_topics: frozenset[str] = frozenset()
     delayed_fetch_interval_ms: int = 0
@@ -63,6 +64,7 @@ class HeraldApp(faust.App):
         # delayed ones less often.
         transport = Transport(self.conf.broker_consumer, self)
         transport.fetch_max_wait_ms = self.fetch_max_wait_ms
+        transport.idle_fetch_max_wait_ms = self.idle_fetch_max_wait_ms
         transport.batched_topics = self.batched_topics
         transport.delayed_topics = self.delayed_topics
         transport.delayed_fetch_interval_ms = self.delayed_fetch_interval_ms
@@ -107,6 +109,7 @@ def create_app(settings: Settings) -> faust.App:
         canonical_url=settings.advertised_worker_url,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.idle_fetch_max_wait_ms = settings.worker_idle_fetch_max_wait_ms
     if settings.table_store == "rocksdb":
         app.tables_on_disk = tables_dir(settings)
     names = TopicNames.from_settings(settings)

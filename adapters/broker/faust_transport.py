@@ -31,13 +31,15 @@
 It also fetches the retry and scheduler tiers less often than the hot topics (adapters.broker.fetch_schedule,
 which also mends a race in aiokafka's fetch routine that held every fetch back 200 ms now and then),
 leaves table changelogs out of Faust's stall check (`verify_event_path`), sets the worker consumer's
-fetch wait, which Faust fixes at 1,500 ms (`Transport.fetch_max_wait_ms`), and hands the records of the
-batch-fed topics (`Transport.batched_topics`) over a whole fetched batch per partition at a time
+fetch wait, which Faust fixes at 1,500 ms (`Transport.fetch_max_wait_ms`; longer while tables recover and
+once the worker has handed nothing over for a second: `_Consumer._tune_fetch_wait`), and hands the records
+of the batch-fed topics (`Transport.batched_topics`) over a whole fetched batch per partition at a time
 (adapters.broker.fetched_batches).
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, cast
@@ -56,6 +58,9 @@ from adapters.broker.fetched_batches import (
     to_batch_message,
 )
 from adapters.broker.offsets import checked_end_offsets
+
+# A worker that handed nothing over for this long fetches with its idle wait (`idle_fetch_max_wait_ms`).
+IDLE_SECONDS = 1.0
 
 
 class ReadOffsets(defaultdict[TP, int | None]):
@@ -166,6 +171,7 @@ class _Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = ReadOffsets()
+        self._last_handed_over = 0.0  # monotonic time of the last fetch that handed records over
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -178,12 +184,23 @@ class _Consumer(faust_aiokafka.Consumer):
         """A long fetch wait while tables recover, the configured one after. A broker that holds a fetch for
         part of its wait (the embedded one) returns what gathered meanwhile, so reading a long changelog in
         10 ms fetches took 20 s for 20,000 records where 1,500 ms fetches took 8; streams are paused then, so
-        nothing waits on the latency."""
+        nothing waits on the latency.
+
+        The idle wait once nothing was handed over for IDLE_SECONDS: the worker is idle, or every partition
+        with records is held back because its agent's queue is full (Faust then leaves it out of `getmany`).
+        Either way a fetch answered sooner finds nothing to hand over, and on the embedded broker an idle
+        worker's 10 ms fetches cost it about 0.3 of a core (bench/RESULTS.md, thirteenth session). The first
+        record handed over brings the configured wait back for the next request."""
         fetcher = getattr(self._thread._ensure_consumer(), "_fetcher", None)
         if fetcher is None:
             return
         transport = cast(Transport, self.transport)
-        wanted = transport.recovery_fetch_max_wait_ms if self.app.in_recovery else transport.fetch_max_wait_ms
+        if self.app.in_recovery:
+            wanted = transport.recovery_fetch_max_wait_ms
+        elif time.monotonic() - self._last_handed_over >= IDLE_SECONDS:
+            wanted = max(transport.fetch_max_wait_ms, transport.idle_fetch_max_wait_ms)
+        else:
+            wanted = transport.fetch_max_wait_ms
         if fetcher._fetch_max_wait_ms != wanted:
             fetcher._fetch_max_wait_ms = wanted  # read by the fetcher for each request it builds
 
@@ -191,6 +208,8 @@ class _Consumer(faust_aiokafka.Consumer):
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:  # noqa: ASYNC109
         self._tune_fetch_wait()
         records = await super()._getmany(active_partitions, timeout)
+        if records:
+            self._last_handed_over = time.monotonic()
         batched = self._batched
         if not batched or not records:
             return records
@@ -260,6 +279,8 @@ class Transport(faust_aiokafka.Transport):
     Consumer: ClassVar[Any] = _Consumer
     # How long a worker's fetch may wait on the broker for data (HERALD_FETCH_MAX_WAIT_MS); set by the app.
     fetch_max_wait_ms: int = 1500
+    # The fetch wait once nothing was handed over for IDLE_SECONDS; set by the app.
+    idle_fetch_max_wait_ms: int = 1500
     # The fetch wait while tables recover (Faust's own).
     recovery_fetch_max_wait_ms: int = 1500
     # Topics whose records reach their agents a fetched partition batch at a time; set by the app.

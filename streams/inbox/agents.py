@@ -22,7 +22,7 @@ from streams.inbox.steps import InboxPolicy
 from streams.runtime.batches import chunks, coalesced, records_of, turns
 from streams.runtime.outbox import Outbox, bind_event
 from streams.runtime.store_keys import walk_keys
-from streams.runtime.topics import BATCH_QUEUE_SIZE
+from streams.runtime.topics import batch_fed_topic
 from streams.runtime.worker import Worker
 from streams.state.directory import home_partition
 
@@ -47,10 +47,10 @@ def register_inbox(worker: Worker) -> None:
     app, settings, names = worker.app, worker.settings, worker.topics.names
     policy = inbox_policy(worker)
     inapp, commands = names.delivery[Channel.INAPP], names.inbox_commands
-    source = app.topic(
+    source = batch_fed_topic(
+        app,
         inapp,
         commands,
-        maxsize=BATCH_QUEUE_SIZE,
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,

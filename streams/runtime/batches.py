@@ -28,22 +28,26 @@ async def coalesced(
     stream: Any, settings: Settings, most: int = FETCHES_PER_STEP
 ) -> AsyncIterator[list[Any]]:
     """The stream's events in lists: a list starts with the first event to arrive and takes what else comes
-    while the stream's queue still holds some, for at most HERALD_BATCH_SECONDS and `most` events. A fetch
-    hands its partitions' batches over together, so they go through one step; under load, what queued up
-    while a step was being settled goes through the next.
+    while the stream's queue still holds some, for at most HERALD_BATCH_SECONDS, `most` events and
+    HERALD_BATCH_SIZE records (a fetched batch counts its records). A fetch hands its partitions' batches over
+    together, so they go through one step; under load, what queued up while a step was being settled goes
+    through the next. A step's events are acknowledged when it ends, so the records bound is also what a
+    crash replays beyond the commit interval: a backlog's step took every queued batch, 38,000 emails that
+    took minutes to settle (bench/RESULTS.md, thirteenth session).
 
     Faust's `take_events`, with its wait changed: Faust wakes a taking agent every `within` seconds, whether
     anything came or not (nine agents at 5 ms: 1,800 wake-ups a second, about an eighth of a core of an idle
     worker), and a lone record waits for the next tick. Here an idle agent sleeps until an event arrives. The
     buffering, the acks after the step and the back-pressure are Faust's, as in `take_events`."""
     events: list[Any] = []
+    records = 0
     arrived, full, consumed = asyncio.Event(), asyncio.Event(), asyncio.Event()
     consuming: asyncio.Future[None] | None = None
     channel = aiter(stream.channel)
     loop = asyncio.get_running_loop()
 
     async def add(value: Any) -> Any:
-        nonlocal consuming
+        nonlocal consuming, records
         try:
             if consuming is not None:  # a step is under way: its list must not change under it
                 try:
@@ -54,8 +58,9 @@ async def coalesced(
             if event is None:
                 raise RuntimeError("a stream's processor ran without its event")
             events.append(event)
+            records += _records_in(event)
             arrived.set()
-            if len(events) >= most:
+            if len(events) >= most or records >= settings.batch_size:
                 full.set()
                 consumed.clear()
                 await stream.wait(consumed)
@@ -87,6 +92,7 @@ async def coalesced(
             finally:
                 taken = list(events)
                 events.clear()
+                records = 0
                 arrived.clear()
                 for event in taken:
                     await stream.ack(event)
@@ -96,6 +102,12 @@ async def coalesced(
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(add)
+
+
+def _records_in(event: Any) -> int:
+    """The records a fetched batch carries (adapters.broker.fetched_batches); any other message is one."""
+    carried = getattr(event.message, "records", None)
+    return 1 if carried is None else len(carried)
 
 
 def _queued(stream: Any) -> bool:

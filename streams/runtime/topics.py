@@ -4,6 +4,7 @@ JSON with pydantic, so no Faust codec (and never pickle) touches a payload."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
@@ -27,9 +28,26 @@ class Topics:
     scheduled: dict[int, Any]
 
 
-# How many fetched batches a batch-fed topic's queue holds before the fetcher waits: each can be a partition's
-# whole fetch (up to a MiB), so Faust's default of 4,096 queued messages would hold gigabytes.
-BATCH_QUEUE_SIZE = 32
+# How many fetched batches of each of its partitions a batch-fed topic's queue holds before Faust stops
+# handing that partition over. Each batch can be a partition's whole fetch (up to a MiB).
+BATCHES_PER_PARTITION = 4
+
+
+def batch_fed_topic(app: faust.App, *names: str, partitions: int, **options: Any) -> Any:
+    """A topic whose stream queue holds a few fetched batches per partition, not Faust's 4,096 messages: one
+    message is a partition's whole fetch here. Faust's `App.topic` takes a `maxsize` and drops it
+    (faust-streaming 0.15), so these queues had Faust's size: a worker draining the bench's backlog held its
+    whole delivery backlog in them, 75,546 records (bench/RESULTS.md, thirteenth session). Set on the topic,
+    the size reaches the clones agents iterate, whose queues are made from it.
+
+    Faust stops handing a partition over once it finds the queue at 80% of its size, and a fetch loop that
+    meets a full queue waits there, holding every other topic's records back. So the queue keeps room for one
+    more batch from each partition beyond that mark: with BATCHES_PER_PARTITION per partition to the mark, the
+    size is a fifth more."""
+    topic = app.topic(*names, partitions=partitions, **options)
+    feeding = partitions * len(names)
+    topic.maxsize = BATCHES_PER_PARTITION * feeding + feeding + 1
+    return topic
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -37,9 +55,9 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     batch_fed = names.batch_fed
 
     def topic(name: str) -> Any:
-        return app.topic(
+        make = partial(batch_fed_topic, app) if name in batch_fed else app.topic
+        return make(
             name,
-            maxsize=BATCH_QUEUE_SIZE if name in batch_fed else None,
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.partitions,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from adapters.broker.faust_transport import ReadOffsets
+from adapters.broker.faust_transport import IDLE_SECONDS, ReadOffsets
 from kernel.settings import Settings
 from streams.app import create_app
 
@@ -78,3 +83,47 @@ def test_pausing_in_fausts_books_pauses_the_fetcher_too() -> None:
 
     assert asked == [({changelog, stream}, False), ({stream}, True)]
     assert consumer._paused_partitions == {changelog}
+
+
+async def test_an_idle_worker_fetches_with_the_idle_wait_until_a_record_is_handed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An idle worker's 10 ms fetches cost the embedded broker about 0.3 of a core; once a fetch hands
+    # something over, the next request is built with the short wait again.
+    settings = Settings(_env_file=None, fetch_max_wait_ms=7, worker_idle_fetch_max_wait_ms=90)  # type: ignore[call-arg]
+    app = create_app(settings)
+    consumer = app.consumer
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=7)
+    consumer._thread._consumer = SimpleNamespace(_fetcher=fetcher)
+    now = [1000.0]
+    monkeypatch.setattr("adapters.broker.faust_transport.time.monotonic", lambda: now[0])
+    handing_over: list[dict[TP, list[Any]]] = []
+
+    async def fetched(self: Any, active_partitions: Any, timeout: float) -> dict[TP, list[Any]]:
+        return handing_over.pop(0)
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "_getmany", fetched)
+    # Each round's wait is chosen as it starts, from what earlier rounds handed over.
+    waits = []
+    for records, later in [
+        ({TOPIC: ["a record"]}, 0.5),  # nothing handed over yet: idle
+        ({}, IDLE_SECONDS - 0.6),  # 0.5 s since the record: the configured wait
+        ({}, 0.2),  # 0.5 + 0.4 s: still under IDLE_SECONDS
+        ({TOPIC: ["a record"]}, 0.0),  # 1.1 s: idle; and this round hands a record over
+        ({}, 0.0),  # so the next is short again
+    ]:
+        handing_over.append(records)
+        await consumer._getmany(None, 0.1)
+        waits.append(fetcher._fetch_max_wait_ms)
+        now[0] += later
+    assert waits == [90, 7, 7, 90, 7]
+
+
+async def test_the_idle_wait_is_never_shorter_than_the_configured_one() -> None:
+    settings = Settings(_env_file=None, fetch_max_wait_ms=500, worker_idle_fetch_max_wait_ms=100)  # type: ignore[call-arg]
+    consumer = create_app(settings).consumer
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=500)
+    consumer._thread._consumer = SimpleNamespace(_fetcher=fetcher)
+    consumer._last_handed_over = -1e9  # never
+    consumer._tune_fetch_wait()
+    assert fetcher._fetch_max_wait_ms == 500

@@ -63,6 +63,7 @@ async def _broker_hop_alone(bootstrap: str, sizes: Sizes, n: int) -> dict[str, A
         GatewayMetrics(CollectorRegistry()),
         fetch_max_wait_ms=defaults["fetch_max_wait_ms"].default,
         busy_fetch_max_wait_ms=defaults["gateway_busy_fetch_max_wait_ms"].default,
+        idle_fetch_max_wait_ms=defaults["idle_fetch_max_wait_ms"].default,
     )
     sink = _StampSink(int(n * sizes.gateway_seconds))
     reader = asyncio.create_task(feed.run(sink))

@@ -87,6 +87,7 @@ def create_app(
             metrics,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             busy_fetch_max_wait_ms=settings.gateway_busy_fetch_max_wait_ms,
+            idle_fetch_max_wait_ms=settings.idle_fetch_max_wait_ms,
         )
     source: FeedSource = feed
     sessions = Sessions(

@@ -36,11 +36,13 @@ class KafkaFeed:
         client_id: str = "herald-gateway",
         fetch_max_wait_ms: int | None = None,
         busy_fetch_max_wait_ms: int = 100,
+        idle_fetch_max_wait_ms: int = 100,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         # None: aiokafka's own default (500 ms).
         self._fetch_max_wait_ms = fetch_max_wait_ms if fetch_max_wait_ms is not None else 500
         self._busy_fetch_max_wait_ms = busy_fetch_max_wait_ms
+        self._idle_fetch_max_wait_ms = idle_fetch_max_wait_ms
         self._topic = topic
         self._metrics = metrics
         self._retry_seconds = retry_seconds
@@ -93,8 +95,10 @@ class KafkaFeed:
             live = True
             sink.positioned()
             self._become(True, f"reading {len(assignment)} partitions of {self._topic}", logging.INFO)
-            # Fewer, larger fetches while the feed is busy (see FetchPace).
-            pace = FetchPace(self._fetch_max_wait_ms, self._busy_fetch_max_wait_ms)
+            # Fewer, larger fetches while the feed is busy, and fewer empty ones while it is idle (FetchPace).
+            pace = FetchPace(
+                self._fetch_max_wait_ms, self._busy_fetch_max_wait_ms, self._idle_fetch_max_wait_ms
+            )
             fetcher = consumer._fetcher
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)

@@ -81,10 +81,10 @@ class Settings(BaseSettings):
     # (`fetch_max_wait_ms` below that): fewer and larger fetches when busy, on a broker that holds them
     # (adapters.broker.fetch_schedule.FetchPace).
     gateway_busy_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
-    # The worker's fetch wait once a second has passed with nothing to hand over (`fetch_max_wait_ms` again
-    # from the first record): an idle worker's short fetches cost the embedded broker about 0.3 of a core.
-    # The first record after a quiet second may wait up to this much longer on such a broker.
-    worker_idle_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
+    # The worker's and the gateway's fetch wait once a second has passed with nothing handed over
+    # (`fetch_max_wait_ms` again from the first record): on the embedded broker an idle deployment's short
+    # fetches cost half a core. The first record after a quiet second may wait up to this much longer there.
+    idle_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     # How often the worker fetches the retry and scheduler tiers, whose records wait seconds by design, where
     # the hot topics are fetched every round: a request's cost on the broker grows with its partitions, and
     # the tiers are most of a worker's. What a tier releases may be this much late. 0: with every fetch.

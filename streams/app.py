@@ -109,7 +109,7 @@ def create_app(settings: Settings) -> faust.App:
         canonical_url=settings.advertised_worker_url,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    app.idle_fetch_max_wait_ms = settings.worker_idle_fetch_max_wait_ms
+    app.idle_fetch_max_wait_ms = settings.idle_fetch_max_wait_ms
     if settings.table_store == "rocksdb":
         app.tables_on_disk = tables_dir(settings)
     names = TopicNames.from_settings(settings)

@@ -90,7 +90,7 @@ async def test_an_idle_worker_fetches_with_the_idle_wait_until_a_record_is_hande
 ) -> None:
     # An idle worker's 10 ms fetches cost the embedded broker about 0.3 of a core; once a fetch hands
     # something over, the next request is built with the short wait again.
-    settings = Settings(_env_file=None, fetch_max_wait_ms=7, worker_idle_fetch_max_wait_ms=90)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, fetch_max_wait_ms=7, idle_fetch_max_wait_ms=90)  # type: ignore[call-arg]
     app = create_app(settings)
     consumer = app.consumer
     fetcher = SimpleNamespace(_fetch_max_wait_ms=7)
@@ -120,7 +120,7 @@ async def test_an_idle_worker_fetches_with_the_idle_wait_until_a_record_is_hande
 
 
 async def test_the_idle_wait_is_never_shorter_than_the_configured_one() -> None:
-    settings = Settings(_env_file=None, fetch_max_wait_ms=500, worker_idle_fetch_max_wait_ms=100)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, fetch_max_wait_ms=500, idle_fetch_max_wait_ms=100)  # type: ignore[call-arg]
     consumer = create_app(settings).consumer
     fetcher = SimpleNamespace(_fetch_max_wait_ms=500)
     consumer._thread._consumer = SimpleNamespace(_fetcher=fetcher)

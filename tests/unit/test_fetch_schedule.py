@@ -141,11 +141,13 @@ def test_a_fetch_still_running_or_a_round_that_sends_keeps_its_wait() -> None:
 
 def test_a_busy_second_lengthens_the_wait_and_a_quiet_one_shortens_it_again() -> None:
     clock = Clock()
-    pace = FetchPace(10, 100, clock)
+    pace = FetchPace(10, 100, 100, clock)
     for _ in range(8):
         clock.now += 0.125
         pace.handed_over(BUSY_RECORDS_PER_SECOND // 8)
     assert pace.wait_ms == 100
+    clock.now += 0.125
+    assert pace.handed_over(10) == 100  # a hand-over while busy keeps the busy wait (the idle one is as long)
     for _ in range(8):
         clock.now += 0.125
         waited = pace.handed_over(BUSY_RECORDS_PER_SECOND // 8 - 1)
@@ -154,7 +156,7 @@ def test_a_busy_second_lengthens_the_wait_and_a_quiet_one_shortens_it_again() ->
 
 def test_the_wait_changes_only_once_a_second_has_passed() -> None:
     clock = Clock()
-    pace = FetchPace(10, 100, clock)
+    pace = FetchPace(10, 100, 100, clock)
     clock.now += 0.5
     assert pace.handed_over(50_000) == 10
     clock.now += 0.5
@@ -163,6 +165,29 @@ def test_the_wait_changes_only_once_a_second_has_passed() -> None:
 
 def test_the_busy_wait_is_never_shorter_than_the_quiet_one() -> None:
     clock = Clock()
-    pace = FetchPace(500, 100, clock)
+    pace = FetchPace(500, 100, 100, clock)
     clock.now += 1.0
     assert pace.handed_over(50_000) == 500
+
+
+def test_an_idle_second_lengthens_the_wait_and_the_first_record_ends_it() -> None:
+    # An idle gateway's 10 ms fetches cost it and the embedded broker about 0.13 of a core.
+    clock = Clock()
+    pace = FetchPace(10, 100, 250, clock)
+    clock.now += 0.5
+    assert pace.handed_over(3) == 10
+    clock.now += 0.6
+    assert pace.handed_over(0) == 10  # three records in the second just passed: not idle
+    clock.now += 1.0
+    assert pace.handed_over(0) == 250  # a second without a record
+    clock.now += 0.1
+    assert pace.handed_over(1) == 10  # at once, not at the end of the second
+    clock.now += 1.0
+    assert pace.handed_over(0) == 10  # the second held that record
+
+
+def test_the_idle_wait_is_never_shorter_than_the_quiet_one() -> None:
+    clock = Clock()
+    pace = FetchPace(500, 100, 100, clock)
+    clock.now += 1.0
+    assert pace.handed_over(0) == 500

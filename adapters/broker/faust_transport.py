@@ -189,8 +189,9 @@ class _Consumer(faust_aiokafka.Consumer):
         The idle wait once nothing was handed over for IDLE_SECONDS: the worker is idle, or every partition
         with records is held back because its agent's queue is full (Faust then leaves it out of `getmany`).
         Either way a fetch answered sooner finds nothing to hand over, and on the embedded broker an idle
-        worker's 10 ms fetches cost it about 0.3 of a core (bench/RESULTS.md, thirteenth session). The first
-        record handed over brings the configured wait back for the next request."""
+        worker's 10 ms fetches cost it and the broker 0.2-0.3 of a core together (bench/RESULTS.md,
+        thirteenth session). The first record handed over brings the configured wait back for the next
+        request."""
         fetcher = getattr(self._thread._ensure_consumer(), "_fetcher", None)
         if fetcher is None:
             return

@@ -163,11 +163,13 @@ def test_the_wait_changes_only_once_a_second_has_passed() -> None:
     assert pace.handed_over(0) == 100
 
 
-def test_the_busy_wait_is_never_shorter_than_the_quiet_one() -> None:
+def test_the_busy_and_the_idle_wait_are_never_shorter_than_the_quiet_one() -> None:
     clock = Clock()
     pace = FetchPace(500, 100, 100, clock)
     clock.now += 1.0
-    assert pace.handed_over(50_000) == 500
+    assert pace.handed_over(50_000) == 500  # busy
+    clock.now += 1.0
+    assert pace.handed_over(0) == 500  # idle
 
 
 def test_an_idle_second_lengthens_the_wait_and_the_first_record_ends_it() -> None:
@@ -184,10 +186,3 @@ def test_an_idle_second_lengthens_the_wait_and_the_first_record_ends_it() -> Non
     assert pace.handed_over(1) == 10  # at once, not at the end of the second
     clock.now += 1.0
     assert pace.handed_over(0) == 10  # the second held that record
-
-
-def test_the_idle_wait_is_never_shorter_than_the_quiet_one() -> None:
-    clock = Clock()
-    pace = FetchPace(500, 100, 100, clock)
-    clock.now += 1.0
-    assert pace.handed_over(0) == 500

@@ -42,8 +42,8 @@ def batch_fed_topic(app: faust.App, *names: str, partitions: int, **options: Any
 
     Faust stops handing a partition over once it finds the queue at 80% of its size, and a fetch loop that
     meets a full queue waits there, holding every other topic's records back. So the queue keeps room for one
-    more batch from each partition beyond that mark: with BATCHES_PER_PARTITION per partition to the mark, the
-    size is a fifth more."""
+    more batch from each partition beyond that mark: BATCHES_PER_PARTITION per partition up to the mark, one
+    more per partition past it, and one so that the last put never finds the queue full."""
     topic = app.topic(*names, partitions=partitions, **options)
     feeding = partitions * len(names)
     topic.maxsize = BATCHES_PER_PARTITION * feeding + feeding + 1

@@ -97,7 +97,7 @@ async def test_a_step_takes_fetched_batches_up_to_the_batch_size_in_records() ->
             await channel.send(value=value)
         taker = asyncio.create_task(_taken(stream, 64, lists, batch_size=10))
         try:
-            # 4 + 4 + 4 reaches 10; a batch larger than the bound goes alone, whole.
+            # 4 + 4 + 4 reaches 10; the batch that takes a step past the bound is taken whole, never split.
             assert [await _next(lists) for _ in range(3)] == [[4, 4, 4], [1, 30], [2]]
         finally:
             taker.cancel()

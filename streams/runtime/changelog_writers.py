@@ -1,7 +1,8 @@
 """Writing a run of changelog records straight into a table's Faust store, as Faust's own recovery would leave
 it: the last record of each key wins, a tombstone (no value) deletes the key, and on RocksDB the partition's
 persisted changelog offset moves in the same write batch as the values. The bulk recovery
-(streams.runtime.bulk_recovery) uses these instead of Faust's per-record path."""
+(streams.runtime.bulk_recovery) uses these instead of Faust's per-record path; `persist_offset` is the other
+direction's bookkeeping, for changelog records the worker wrote itself."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from faust.models.base import Model
 from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
 from faust.tables.table import Table as FaustTable
+from faust.types import TP
 from faust.utils import json as faust_json
 
 
@@ -115,3 +117,17 @@ def _loader(loads: Callable[..., Any], typ: Any, serializer: Any) -> Callable[[b
 
         return json_payload
     return functools.partial(loads, typ, serializer=serializer)
+
+
+def persist_offset(table: Any, tp: TP, offset: int) -> None:
+    """Note that `table`'s changelog partition `tp` is written up to `offset`, as Faust's callback on each
+    changelog record it sends does (`Collection._on_changelog_sent`): a RocksDB store keeps it, and recovers
+    only what follows on a restart. The memory store keeps nothing. A partition whose database is not open
+    (a rebalance closed it since the write) is left alone: noting it would open it again."""
+    store = table.data
+    if not isinstance(store, faust_rocksdb.Store) or tp.partition not in store._dbs:
+        return
+    if table.app.in_transaction:
+        table.app.tables.persist_offset_on_commit(store, tp, offset)
+    else:
+        store.set_persisted_offset(tp, offset)

@@ -11,19 +11,21 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import faust.streams as faust_streams
 from faust.serializers import codecs
+from faust.types import TP
 
 from adapters.broker.batch_producer import Outgoing, send_batches
 from kernel.errors import RecordTooLarge
 from kernel.topics import TopicNames
 from schemas.deadletter import DeadLetterStage
 from schemas.status import DeliveryStatus
-from streams.effects import Effects, Record, TableWrite
+from streams.effects import Effects, Record, TableName, TableWrite
 from streams.ops.metrics import WorkerMetrics
+from streams.runtime.changelog_writers import persist_offset
 from streams.runtime.deadletters import MAX_KEY_BYTES, dead_letter, original_room
 from streams.runtime.tables import Tables
 from streams.scheduling.tiers import hold
@@ -72,9 +74,8 @@ class Outbox:
         self._metrics = metrics
         self._clock = clock
         self._max_record_bytes = max_record_bytes
-        self._pending: list[Awaitable[Any]] = []
-        self._changelog: list[Callable[[], Awaitable[Any]]] = []
         self._records: list[Outgoing] = []
+        self._changelog: list[Outgoing] = []
 
     def produce(self, record: Record) -> None:
         """Take `record` for the next `flush`; RecordTooLarge, before it is taken, if it is over budget."""
@@ -103,8 +104,8 @@ class Outbox:
             return exc
         if writes:
             bind_event(event)
-            for write, value in writes:
-                self._write(message.partition, write, value)
+            for write, key, value in writes:
+                self._write(message.partition, write, key, value)
         self._records.extend(Outgoing(r.topic, r.key, r.value, r.partition, r.headers) for r in records)
         for later in effects.later:
             self._metrics.scheduled.labels(reason=later.reason).inc()
@@ -112,7 +113,7 @@ class Outbox:
             self.dead_letter(message, rejected.error, rejected.stage)
         return None
 
-    def _encode(self, effects: Effects) -> tuple[list[tuple[TableWrite, bytes | None]], list[Record]]:
+    def _encode(self, effects: Effects) -> tuple[list[tuple[TableWrite, bytes, bytes | None]], list[Record]]:
         """The effects as they will be produced (table values with the tables' codec, held records wrapped
         for the scheduler), each checked against the budget; raises RecordTooLarge for the first that is
         over it."""
@@ -121,7 +122,7 @@ class Outbox:
             value = None if write.value is None else codecs.dumps("json", write.value)
             key = codecs.dumps("json", write.key)
             self._check(len(key) + len(value or b""), f"the {write.table} table's value")
-            writes.append((write, value))
+            writes.append((write, key, value))
         now = self._clock()
         records = [
             *effects.records,
@@ -138,7 +139,7 @@ class Outbox:
                 f"{what} would be {size} bytes, over HERALD_MAX_RECORD_BYTES ({self._max_record_bytes})"
             )
 
-    def _write(self, partition: int, write: TableWrite, value: bytes | None) -> None:
+    def _write(self, partition: int, write: TableWrite, key: bytes, value: bytes | None) -> None:
         table = self._tables.by_name(write.table).faust
         if write.value is None:
             table.data.pop(write.key, None)
@@ -147,12 +148,12 @@ class Outbox:
         # Sent as the bytes measured against the budget (the table's own json codec, so recovery reads it
         # back as before); a delete is a real tombstone (no value), so compaction drops the key and recovery
         # deletes it, where the codec would write `null`, which is kept forever.
-        # Handed to the producer at `flush`, after the records taken so far: a table change must not reach the
-        # broker ahead of the records that go with it (a digest's bucket without its scheduled release would
-        # never be sent after a crash: the replay finds the bucket and schedules nothing).
-        self._changelog.append(
-            lambda: table.send_changelog(partition, write.key, value, value_serializer="raw")
-        )
+        # Produced with the batch's records at `flush`, after those taken so far: a table change must not
+        # reach the broker ahead of the records that go with it (a digest's bucket without its scheduled
+        # release would never be sent after a crash: the replay finds the bucket and schedules nothing). Not
+        # through Faust's `send_changelog`, which queues each record for a task that produces them one by one
+        # (a sixth of the worker's time delivering); `flush` notes the stores' offsets as its callback would.
+        self._changelog.append(Outgoing(self._names.changelogs[write.table], key, value, partition))
 
     def status(self, status: DeliveryStatus) -> None:
         self.produce(Record.of(self._names.status, status.recipient, status))
@@ -190,13 +191,23 @@ class Outbox:
         of it failed."""
         # Both taken before the first await: a concurrent caller's flush waits for its own records only.
         records, self._records = self._records, []
-        pending, self._pending = self._pending, []
         changelog, self._changelog = self._changelog, []
-        if records:
-            pending.extend(await self._publish(records))
-        pending.extend(send() for send in changelog)
-        if pending:
-            await asyncio.gather(*pending)
+        if not records and not changelog:
+            return
+        acknowledged = await asyncio.gather(*await self._publish([*records, *changelog]))
+        if changelog:
+            self._persisted(acknowledged)
+
+    def _persisted(self, acknowledged: Sequence[Any]) -> None:
+        """Note, once per changelog partition, the last offset a table's writes reached."""
+        tables = {topic: cast(TableName, table) for table, topic in self._names.changelogs.items()}
+        last: dict[TP, int] = {}
+        for metadata in acknowledged:
+            if metadata is not None and metadata.topic in tables:  # None: a test's producer, or acks=0
+                tp = TP(metadata.topic, metadata.partition)
+                last[tp] = max(metadata.offset, last.get(tp, -1))
+        for tp, offset in last.items():
+            persist_offset(self._tables.by_name(tables[tp.topic]).faust, tp, offset)
 
 
 class Settler:

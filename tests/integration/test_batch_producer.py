@@ -1,6 +1,7 @@
 """adapters/broker/batch_producer.py against the broker: record batches per partition land where the default
 partitioner puts each key (as the CLI's and services' producers do, so a user's state and events meet), in
-the order given, and a batch over the producer's batch size is split, not refused."""
+the order given, a batch over the producer's batch size is split, not refused, and each batch's
+acknowledgement names its last record."""
 
 from __future__ import annotations
 
@@ -34,8 +35,7 @@ async def test_records_land_on_their_keys_partitions_in_order(bootstrap_servers:
     try:
         records = [Outgoing(topic, f"user-{n % 37}".encode(), b"%d" % n) for n in range(2_000)]
         records.append(Outgoing(topic, b"pinned", b"big" * 2_000, partition=2))  # over the batch size
-        for future in await send_batches(producer, records):
-            await future
+        acknowledged = [await future for future in await send_batches(producer, records)]
     finally:
         await producer.stop()
 
@@ -50,3 +50,47 @@ async def test_records_land_on_their_keys_partitions_in_order(bootstrap_servers:
         by_key[record.key].append(int(record.value))
     assert all(values == sorted(values) for values in by_key.values())
     assert sum(len(values) for values in by_key.values()) == 2_000
+    # Each batch's acknowledgement names its last record: per partition, the last of all is the last read.
+    last_read: dict[int, int] = {}
+    for record in read:
+        last_read[record.partition] = max(record.offset, last_read.get(record.partition, -1))
+    last_acknowledged: dict[int, int] = {}
+    for acked in acknowledged:
+        last_acknowledged[acked.partition] = max(acked.offset, last_acknowledged.get(acked.partition, -1))
+    assert len(acknowledged) > PARTITIONS and last_acknowledged == last_read
+
+
+async def test_small_batches_to_a_busy_partition_join_the_queued_one_in_order(
+    bootstrap_servers: list[str],
+) -> None:
+    """Many small hand-overs at once (a dedup entry per delivery) to the same partitions, where aiokafka
+    already has a batch queued: they join it, in order, and each one's acknowledgement names its last
+    record, wherever that landed."""
+    topic = f"joins-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", max_batch_size=2048)
+    await producer.start()
+    try:
+        handed = [
+            await send_batches(
+                producer, [Outgoing(topic, b"k", b"%d-%d" % (call, n), partition=call % 2) for n in range(3)]
+            )
+            for call in range(300)
+        ]
+        acknowledged = [[await future for future in futures] for futures in handed]
+    finally:
+        await producer.stop()
+
+    read = await read_topic(bootstrap_servers, topic, until=900)
+    at = {record.value: (record.partition, record.offset) for record in read}
+    assert len(at) == 900
+    for partition in (0, 1):
+        values = [r.value for r in sorted(read, key=lambda r: r.offset) if r.partition == partition]
+        assert values == [b"%d-%d" % (call, n) for call in range(partition, 300, 2) for n in range(3)]
+    for call, metadata in enumerate(acknowledged):
+        assert (metadata[-1].partition, metadata[-1].offset) == at[b"%d-2" % call]

@@ -54,11 +54,10 @@ class FlakyProducer:
 
 
 class RecordingTable:
-    """A Faust table's surface the outbox uses: `data` and `send_changelog`."""
+    """A Faust table's surface the outbox uses: `data`."""
 
-    def __init__(self, log: list[tuple[str, Any]]) -> None:
+    def __init__(self) -> None:
         self.data: dict[str, Any] = {}
-        self.log = log
 
     def get(self, key: str) -> Any:
         return self.data.get(key)
@@ -66,24 +65,12 @@ class RecordingTable:
     def __len__(self) -> int:
         return len(self.data)
 
-    def send_changelog(
-        self, partition: int, key: str, value: Any, value_serializer: str | None = None
-    ) -> asyncio.Future[None]:
-        # A delete must reach the changelog as a tombstone: no value, not the json codec's `null`.
-        self.log.append(
-            ("changelog", (partition, key, value if value_serializer is None else (value_serializer, value)))
-        )
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
 
 def make_outbox(
-    producer: FlakyProducer, log: list[tuple[str, Any]] | None = None, max_record_bytes: int = BUDGET
+    producer: FlakyProducer, max_record_bytes: int = BUDGET
 ) -> tuple[Outbox, Tables, CollectorRegistry]:
     registry = CollectorRegistry()
-    log = log if log is not None else []
-    tables = Tables(*(StateTable(RecordingTable(log)) for _ in range(6)))  # type: ignore[arg-type]
+    tables = Tables(*(StateTable(RecordingTable()) for _ in range(6)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
     outbox = Outbox(
         publish_each(app.producer),
@@ -99,7 +86,7 @@ def make_outbox(
 def settler(producer: FlakyProducer) -> tuple[Settler, CollectorRegistry]:
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, "test")
-    tables = Tables(*(StateTable(RecordingTable([])) for _ in range(6)))  # type: ignore[arg-type]
+    tables = Tables(*(StateTable(RecordingTable()) for _ in range(6)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
     return Settler(
         lambda: Outbox(publish_each(app.producer), NAMES, tables, metrics, lambda: NOW, BUDGET), metrics
@@ -164,10 +151,9 @@ def _event(partition: int = 3) -> Any:
     return Event(partition)
 
 
-async def test_effects_are_applied_table_writes_first_to_the_inputs_partition() -> None:
+async def test_effects_are_applied_the_records_first_table_writes_on_the_inputs_partition() -> None:
     producer = FlakyProducer()
-    log: list[tuple[str, Any]] = []
-    outbox, tables, registry = make_outbox(producer, log)
+    outbox, tables, registry = make_outbox(producer)
     status = DeliveryStatus(
         notification_id="n1",
         event_id="e1",
@@ -191,14 +177,15 @@ async def test_effects_are_applied_table_writes_first_to_the_inputs_partition() 
     assert outbox.apply(_event(partition=3), effects, "route") is None
     await outbox.flush()
 
-    # As JSON bytes (the tables' codec), the size the budget was checked against; a delete as a tombstone.
-    assert log == [
-        ("changelog", (3, "ada", ("raw", b'{"channel:email":[1.0]}'))),
-        ("changelog", (3, "ada", ("raw", None))),
-    ]
     assert tables.throttles.get("ada") == {"channel:email": [1.0]}
     topics = [topic for topic, *_ in producer.taken]
-    assert topics == ["herald.deliver.email", "herald.scheduled.30s", NAMES.status, NAMES.dlq]
+    assert topics[:4] == ["herald.deliver.email", "herald.scheduled.30s", NAMES.status, NAMES.dlq]
+    # After the records, to the input's partition, as JSON bytes (the tables' codec), the size the budget
+    # was checked against; a delete as a tombstone.
+    assert producer.taken[4:] == [
+        (NAMES.changelogs["throttles"], b'"ada"', b'{"channel:email":[1.0]}', 3),
+        (NAMES.changelogs["digests"], b'"ada"', None, 3),
+    ]
     held = Scheduled.model_validate_json(producer.taken[1][2] or b"")
     assert (held.target, held.reason) == ("herald.deliver.push", "quiet_hours")
     letter = DeadLetter.model_validate_json(producer.taken[3][2] or b"")
@@ -255,8 +242,8 @@ OVER_BUDGET = {
 async def test_an_input_with_an_effect_over_the_budget_is_dead_lettered_and_nothing_else_applied(
     what: str,
 ) -> None:
-    producer, log = FlakyProducer(), []
-    outbox, tables, registry = make_outbox(producer, log, max_record_bytes=SMALLEST)
+    producer = FlakyProducer()
+    outbox, tables, registry = make_outbox(producer, max_record_bytes=SMALLEST)
     effects = _small()
     OVER_BUDGET[what](effects)
 
@@ -264,8 +251,9 @@ async def test_an_input_with_an_effect_over_the_budget_is_dead_lettered_and_noth
     await outbox.flush()
 
     assert too_large is not None and too_large.reason == "too_large"
-    assert log == [] and tables.throttles.get("ada") is None and tables.digests.get("ada") is None
-    [(topic, key, value, _)] = producer.taken  # the dead letter alone: not even the step's own
+    assert tables.throttles.get("ada") is None and tables.digests.get("ada") is None
+    # The dead letter alone: not even the step's own records, nor its table writes' changelog.
+    [(topic, key, value, _)] = producer.taken
     letter = DeadLetter.model_validate_json(value or b"")
     assert (topic, key, letter.reason, letter.stage) == (NAMES.dlq, b"ada", "too_large", "route")
     assert f"HERALD_MAX_RECORD_BYTES ({SMALLEST})" in letter.detail and letter.original == b"{raw}"
@@ -291,7 +279,7 @@ async def test_an_input_over_the_budget_does_not_stop_its_batch() -> None:
     producer = FlakyProducer()
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, "test")
-    tables = Tables(*(StateTable(RecordingTable([])) for _ in range(6)))  # type: ignore[arg-type]
+    tables = Tables(*(StateTable(RecordingTable()) for _ in range(6)))  # type: ignore[arg-type]
     app = cast(Any, SimpleNamespace(producer=producer))
     settle = Settler(
         lambda: Outbox(publish_each(app.producer), NAMES, tables, metrics, lambda: NOW, 1_000), metrics

@@ -75,11 +75,14 @@ class AiohttpTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # the SDK shi
             # By hand: aiohttp 3.14 deprecates its BasicAuth, and the helper replacing it is new there.
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
             headers = {**(headers or {}), "Authorization": f"Basic {token}"}
+        # The form encoded here, as aiohttp's FormData would (the SDK sets its content type): FormData builds
+        # a multipart writer and a field list on the way, a fifth of the SDK's cost per send.
+        body = None if data is None else urlencode(data, doseq=True).encode()
         async with self._session.request(
             method.upper(),
             uri,
             params=params,  # type: ignore[arg-type]  # the SDK's values are strings and numbers
-            data=data,
+            data=body,
             headers=headers,
             timeout=self._request_timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
             allow_redirects=allow_redirects,

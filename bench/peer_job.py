@@ -19,9 +19,9 @@ from kernel.topics import TopicNames
 from schemas.preferences import Preferences
 from schemas.users import STORED, UserProfile
 from streams.effects import Record
-from streams.routing.intake import intake
+from streams.routing.intake import take
 from streams.routing.rendering import TemplateStore, check_templates
-from streams.routing.route import RecipientState, recipient_key, route
+from streams.routing.route import RecipientState, RoutedRecord, parse_routed, route_item
 from streams.routing.rules import RuleBook
 
 
@@ -84,17 +84,19 @@ class RoutingJob:
     def outputs(self, value: bytes | None) -> list[Record]:
         settings, topics = self.settings, self.topics
         self.tally.events += 1
-        fanned = intake(value, self.rules, topics.routed, settings.max_recipients)
-        if fanned.effects.rejected:
+        # Every recipient's state is here (one process holds every partition): an event for one recipient is
+        # routed at once, as a worker holding its partition does; others through routed records.
+        taken = take(value, self.rules, topics.routed, settings.max_recipients, here=_everywhere)
+        if taken.result.effects.rejected:
             self.tally.rejected += 1
+        items: list[RoutedRecord] = [taken.here] if taken.here is not None else []
+        items.extend(parse_routed(routed.value) for routed in taken.result.effects.records)
         out: list[Record] = []
         now = datetime.now(UTC)
-        for routed in fanned.effects.records:
-            uid = recipient_key(routed.key)
-            state = self.states.get(uid)
-            result = route(
-                routed.value,
-                state,
+        for item in items:
+            result = route_item(
+                item,
+                self.states.get(item.recipient),
                 rules=self.rules,
                 templates=self.templates,
                 topics=topics,
@@ -108,6 +110,10 @@ class RoutingJob:
             out.extend(Record.of(topics.status, s.recipient, s) for s in effects.statuses)
         self.tally.records += len(out)
         return out
+
+
+def _everywhere(recipient: str) -> bool:
+    return True
 
 
 def steps_alone(events: int, users: int) -> dict[str, Any]:

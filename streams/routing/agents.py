@@ -6,21 +6,22 @@ through the worker's outbox, which produces them together."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any
 
 from schemas.deadletter import DeadLetterStage
 from streams.ops.metrics import WorkerMetrics
 from streams.routing.intake import STAGE as INTAKE_STAGE
-from streams.routing.intake import intake
+from streams.routing.intake import take
 from streams.routing.result import StepResult, Tally, reject
 from streams.routing.route import STAGE as ROUTE_STAGE
-from streams.routing.route import RecipientState, recipient_key, route
+from streams.routing.route import RecipientState, RoutedRecord, parse_routed, recipient_key, route_item
 from streams.runtime.batches import chunks, coalesced, records_of, turns
 from streams.runtime.outbox import Outbox, bind_event
 from streams.runtime.tables import Tables
 from streams.runtime.worker import Worker
+from streams.state.directory import home_partition
 
 
 def register_routing(worker: Worker) -> None:
@@ -28,10 +29,16 @@ def register_routing(worker: Worker) -> None:
     either orphans its consumer group offsets."""
     settings = worker.settings
 
+    routed = worker.topics.names.routed
+
+    def held() -> frozenset[int]:
+        # The routed partitions this worker holds now, and with them the recipients' state (co-partitioned).
+        return frozenset(tp.partition for tp in worker.app.assignor.assigned_actives() if tp.topic == routed)
+
     async def run_intake(stream: Any) -> AsyncIterator[None]:
         async for events in coalesced(stream, settings):
             for inputs in chunks(records_of(events), settings.batch_size):
-                await worker.settler.settle("intake", partial(_intake_batch, worker, inputs))
+                await worker.settler.settle("intake", partial(_intake_batch, worker, inputs, held()))
             yield None
 
     async def run_route(stream: Any) -> AsyncIterator[None]:
@@ -44,14 +51,30 @@ def register_routing(worker: Worker) -> None:
     worker.app.agent(worker.topics.routed, name="herald.route")(run_route)
 
 
-async def _intake_batch(worker: Worker, inputs: Sequence[tuple[Any, Any]], outbox: Outbox) -> None:
-    """Each (event, record) of a run: the record, and the Faust event it came in."""
+async def _intake_batch(
+    worker: Worker, inputs: Sequence[tuple[Any, Any]], held: Collection[int], outbox: Outbox
+) -> None:
+    """Each (event, record) of a run: the record, and the Faust event it came in. An event for one recipient
+    whose state is on the partition it came in on, `held` here, is routed at once (`intake.take`)."""
     routed, book, limit = worker.topics.names.routed, worker.rules.book, worker.settings.max_recipients
+    partitions = worker.settings.partitions
     tallies = []
+    # A routed record is at most about four times the event it carries (JSON numbers written out: `1e15` as
+    # `1000000000000000.0`) plus its envelope, so an event up to an eighth of the record budget cannot make
+    # one over it: routing it here lets through nothing the hop would refuse. A larger one takes the hop,
+    # where the outbox measures its routed record (too large: at intake), whatever partition it came in on.
+    roomy = worker.settings.max_record_bytes // 8
     async for event, record in turns(inputs):
-        result = intake(record.value, book, routed, limit)
-        tallies.append(_apply(outbox, event, record, result, INTAKE_STAGE))
-    worker.metrics.events_consumed.inc(len(tallies))
+        nearby = record.partition in held and len(record.value or b"") <= roomy
+        here = partial(_is_home, partitions, record.partition) if nearby else _elsewhere
+        taken = take(record.value, book, routed, limit, here=here)
+        tallies.append(_apply(outbox, event, record, taken.result, INTAKE_STAGE))
+        if taken.here is not None:
+            # As the route agent would, on this record's partition: its recipient's.
+            bind_event(event)
+            result = _route_item(worker, taken.here)
+            tallies.append(_apply(outbox, event, record, result, ROUTE_STAGE))
+    worker.metrics.events_consumed.inc(len(inputs))
     count(worker.metrics, tallies)
 
 
@@ -69,6 +92,14 @@ async def _route_batch(worker: Worker, inputs: Sequence[tuple[Any, Any]], outbox
     count(worker.metrics, tallies)
 
 
+def _is_home(partitions: int, partition: int, recipient: str) -> bool:
+    return home_partition(recipient, partitions) == partition
+
+
+def _elsewhere(recipient: str) -> bool:
+    return False
+
+
 def _apply(outbox: Outbox, event: Any, record: Any, result: StepResult, stage: DeadLetterStage) -> Tally:
     """Apply a step's effects and return what to count; or, when one of its records would be too large, the
     input's rejection (the outbox dead-lettered it and applied nothing else)."""
@@ -78,11 +109,20 @@ def _apply(outbox: Outbox, event: Any, record: Any, result: StepResult, stage: D
 
 def _route_one(worker: Worker, message: Any) -> StepResult:
     try:
-        state = read_state(worker.tables, recipient_key(message.key))
+        item = parse_routed(message.value)
+    except Exception as exc:  # whatever the cause, the input is parked rather than retried forever
+        return reject(exc, ROUTE_STAGE)
+    return _route_item(worker, item, recipient_key(message.key))
+
+
+def _route_item(worker: Worker, item: RoutedRecord, user_id: str | None = None) -> StepResult:
+    """`item` met with the state of `user_id` (the key it came under; by default its own recipient)."""
+    try:
+        state = read_state(worker.tables, item.recipient if user_id is None else user_id)
     except Exception as exc:  # a stored value this version cannot read: park the record, do not loop on it
         return reject(exc, ROUTE_STAGE)
-    return route(
-        message.value,
+    return route_item(
+        item,
         state,
         rules=worker.rules.book,
         templates=worker.templates,

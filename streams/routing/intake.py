@@ -4,6 +4,9 @@ lists its one recipient: carrying them all would make fan-out grow with the squa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 from pydantic import ValidationError
 
 from kernel.errors import InvalidEvent, TooManyRecipients
@@ -26,8 +29,28 @@ def parse_event(raw: bytes | None) -> DomainEvent:
         raise InvalidEvent(describe_validation_error(exc)) from None
 
 
+class Intake(NamedTuple):
+    result: StepResult  # the routed records to produce, or the event's rejection
+    here: RecipientEvent | None = None  # or the one recipient's event, for the route step to take at once
+
+
 def intake(raw: bytes | None, rules: RuleBook, routed_topic: str, max_recipients: int) -> StepResult:
     """A record per recipient on `routed_topic`; or the event rejected whole (stage "intake")."""
+    return take(raw, rules, routed_topic, max_recipients, here=_nowhere).result
+
+
+def take(
+    raw: bytes | None,
+    rules: RuleBook,
+    routed_topic: str,
+    max_recipients: int,
+    *,
+    here: Callable[[str], bool],
+) -> Intake:
+    """As `intake`, except that an event for one recipient whose state is `here` (on the partition this event
+    came in on, held by this worker) comes back as that recipient's event instead of a routed record: the
+    hop through the routed topic (a produce, a fetch and a parse) would only bring it back to this worker
+    and partition."""
     try:
         event = parse_event(raw)
         if len(event.recipients) > max_recipients:
@@ -36,13 +59,17 @@ def intake(raw: bytes | None, rules: RuleBook, routed_topic: str, max_recipients
             )
         # Checked before fan-out so an unroutable event is one dead letter, not one per recipient.
         rules.match(event.type, event.data)
-        records = [
-            Record.of(routed_topic, recipient, for_one(event, recipient))
-            for recipient in dict.fromkeys(event.recipients)
-        ]
+        recipients = list(dict.fromkeys(event.recipients))
+        if len(recipients) == 1 and here(recipients[0]):
+            return Intake(StepResult(Effects(), Tally()), for_one(event, recipients[0]))
+        records = [Record.of(routed_topic, recipient, for_one(event, recipient)) for recipient in recipients]
     except Exception as exc:  # whatever the cause, the input is parked rather than retried forever
-        return reject(exc, STAGE)
-    return StepResult(Effects(records=records), Tally())
+        return Intake(reject(exc, STAGE))
+    return Intake(StepResult(Effects(records=records), Tally()))
+
+
+def _nowhere(recipient: str) -> bool:
+    return False
 
 
 def for_one(event: DomainEvent, recipient: str) -> RecipientEvent:

@@ -84,6 +84,31 @@ def route(
     a channel whose template fails is rejected alone at stage `route.<channel>` while the others go."""
     try:
         item = parse_routed(raw)
+    except Exception as exc:  # whatever the cause, the input is parked rather than retried forever
+        return reject(exc, STAGE)
+    return route_item(
+        item,
+        state,
+        rules=rules,
+        templates=templates,
+        topics=topics,
+        now=now,
+        throttle_memory_seconds=throttle_memory_seconds,
+    )
+
+
+def route_item(
+    item: RoutedRecord,
+    state: RecipientState,
+    *,
+    rules: RuleBook,
+    templates: TemplateStore,
+    topics: TopicNames,
+    now: datetime,
+    throttle_memory_seconds: float,
+) -> StepResult:
+    """`route` for a record already parsed (or an event intake kept for the route step, `intake.take`)."""
+    try:
         if item.recipient != state.user_id:
             # Keyed otherwise, it sits on a partition where the recipient's state is not.
             raise InvalidEvent("a routed record must be keyed by its recipient's user id")

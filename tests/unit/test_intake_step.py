@@ -6,7 +6,7 @@ from typing import Any
 from kernel.errors import InvalidEvent, NoRule, TooManyRecipients
 from schemas.events import DomainEvent, RecipientEvent
 from streams.effects import Effects
-from streams.routing.intake import intake
+from streams.routing.intake import intake, take
 from streams.routing.rules import RuleBook
 
 ROUTED = "test.routed"
@@ -115,3 +115,26 @@ def test_more_recipients_than_allowed_is_one_dead_letter_at_intake() -> None:
     assert intake(raw(recipients=[f"u{n}" for n in range(1001)]), BOOK, ROUTED, 1000).tally.rejected == [
         "too_many_recipients"
     ]
+
+
+def test_take_keeps_an_event_for_one_recipient_whose_state_is_here() -> None:
+    asked: list[str] = []
+
+    def here(recipient: str) -> bool:
+        asked.append(recipient)
+        return recipient == "alice"
+
+    kept = take(raw(recipients=["alice", "alice"]), BOOK, ROUTED, 1000, here=here)
+    assert (
+        kept.here is not None and kept.here.recipient == "alice" and kept.here.event.recipients == ["alice"]
+    )
+    assert kept.result.effects == Effects()
+    # Elsewhere, or more than one recipient (never asked): routed records, as `intake` makes them.
+    for recipients in (["bob"], ["alice", "bob"]):
+        fanned = take(raw(recipients=recipients), BOOK, ROUTED, 1000, here=here)
+        assert fanned.here is None and [r.key for r in fanned.result.effects.records] == [
+            r.encode() for r in recipients
+        ]
+    assert asked == ["alice", "bob"]
+    # A rejected event is rejected, whatever `here` says.
+    assert take(b"nope", BOOK, ROUTED, 1000, here=here).result.effects.rejected

@@ -30,6 +30,7 @@ from streams.runtime.batches import records_of
 from streams.runtime.outbox import Outbox
 from streams.runtime.tables import StateTable, Tables
 from streams.runtime.worker import Worker
+from streams.state.directory import home_partition
 from streams.state.rules_feed import RuleSource
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -166,10 +167,83 @@ def test_intake_counts_every_event_and_each_rejection() -> None:
     outbox = RecordingOutbox(worker.tables)
     events = [routed("chat.message", 1), message(b"k", b"nope"), message(b"k", None)]
     # Intake reads domain events: the routed envelope is not one, so all three are rejected.
-    asyncio.run(_intake_batch(worker, records_of(events), cast(Outbox, outbox)))
+    asyncio.run(_intake_batch(worker, records_of(events), frozenset(), cast(Outbox, outbox)))
     assert sample(worker, "herald_events_consumed_total") == 3
     assert sample(worker, "herald_events_rejected_total", reason="invalid_event") == 3
     assert all(r.stage == "intake" for _, effects in outbox.applied for r in effects.rejected)
+
+
+def event_on(partition: int, *recipients: str, padding: int = 0) -> Any:
+    """A domain event as intake reads it, fetched from `partition` of the events topic."""
+    value = DomainEvent.model_validate(
+        {
+            "event_id": "m1",
+            "type": "message.received",
+            "occurred_at": "2026-11-24T11:00:00Z",
+            "recipients": list(recipients),
+            "data": {"sender": "Bob", "preview": "Hi", "conversation_id": "c", "note": "x" * padding},
+        },
+        strict=False,
+    ).to_json()
+    record = SimpleNamespace(topic=NAMES.events, partition=partition, offset=7, key=None, value=value)
+    return FaustEvent(message=SimpleNamespace(records=[record]))
+
+
+def run_intake(worker: Worker, events: list[Any], held: frozenset[int]) -> RecordingOutbox:
+    outbox = RecordingOutbox(worker.tables)
+    asyncio.run(_intake_batch(worker, records_of(events), held, cast(Outbox, outbox)))
+    return outbox
+
+
+ALICE_HOME = home_partition("alice", SETTINGS.partitions)
+
+
+def test_an_event_for_one_recipient_on_their_partition_held_here_is_routed_at_once() -> None:
+    worker = make_worker({"alice": {"user_id": "alice", "email": "alice@example.com"}})
+    outbox = run_intake(worker, [event_on(ALICE_HOME, "alice")], frozenset({ALICE_HOME}))
+    # Its notification and its escalation step, no routed record: the route step ran here.
+    assert [r.topic for _, effects in outbox.applied for r in effects.records] == [
+        NAMES.delivery[Channel.INAPP]
+    ]
+    assert [held.record.topic for _, effects in outbox.applied for held in effects.later] == [NAMES.routed]
+    assert sample(worker, "herald_events_consumed_total") == 1
+    assert sample(worker, "herald_notifications_routed_total", channel="inapp") == 1
+    assert sample(worker, "herald_notifications_deferred_total", channel="email", reason="escalation") == 1
+
+
+def test_an_event_goes_through_the_routed_topic_unless_its_one_recipients_state_is_here() -> None:
+    worker = make_worker({"alice": {"user_id": "alice"}, "bob": {"user_id": "bob"}})
+    elsewhere = (ALICE_HOME + 1) % SETTINGS.partitions
+    cases = [
+        (event_on(ALICE_HOME, "alice"), frozenset({elsewhere}), [b"alice"]),  # the partition is not held now
+        (
+            event_on(elsewhere, "alice"),
+            frozenset({ALICE_HOME, elsewhere}),
+            [b"alice"],
+        ),  # not alice's partition
+        (event_on(ALICE_HOME, "alice", "bob"), frozenset(range(SETTINGS.partitions)), [b"alice", b"bob"]),
+        # Large enough that its routed record might be over the budget: the hop, where the outbox measures it
+        # (the outcome of an event must not depend on the partition it came in on).
+        (
+            event_on(ALICE_HOME, "alice", padding=SETTINGS.max_record_bytes // 8),
+            frozenset({ALICE_HOME}),
+            [b"alice"],
+        ),
+    ]
+    for event, held, keys in cases:
+        outbox = run_intake(worker, [event], held)
+        records = [r for _, effects in outbox.applied for r in effects.records]
+        assert [(r.topic, r.key) for r in records] == [(NAMES.routed, key) for key in keys]
+    assert sample(worker, "herald_notifications_routed_total", channel="inapp") == 0
+
+
+def test_an_unknown_recipient_routed_at_once_is_dead_lettered_at_the_route_stage() -> None:
+    worker = make_worker({})
+    event = event_on(ALICE_HOME, "alice")
+    outbox = run_intake(worker, [event], frozenset({ALICE_HOME}))
+    [(applied_to, _), (_, effects)] = outbox.applied
+    assert applied_to is event and [r.stage for r in effects.rejected] == ["route"]
+    assert sample(worker, "herald_events_rejected_total", reason="unknown_user") == 1
 
 
 def test_read_state_reads_every_table_for_the_user() -> None:

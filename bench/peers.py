@@ -15,9 +15,9 @@ from tqdm import tqdm
 
 from adapters.broker.embedded import free_port
 from adapters.broker.topics import ensure_topics
-from bench.deployment import Deployment
+from bench.deployment import Deployment, wait_http_ok
 from bench.observe import Arrivals, steady_rate, watch_topics
-from bench.pipeline import provider_env
+from bench.pipeline import load_tables, provider_env
 from bench.sizes import Sizes
 from bench.workload import backlog, fast_producer, produce_all
 
@@ -87,6 +87,47 @@ async def route_with(peer: PeerRun, name: str, source: str, sizes: Sizes) -> dic
     return result
 
 
+async def route_with_herald(
+    bootstrap: str, tmp: Path, sizes: Sizes, rules: Path, templates: Path, source: str
+) -> dict[str, Any]:
+    """Herald's routing stage alone over the same backlog: a worker with its routing and state agents only
+    (`BENCH_ROUTING_ONLY`, bench/worker.py), its users' tables loaded as the pipeline's are. Its rate is taken
+    as the pipeline's routing figure is, and as each peer's `observed_events_per_second`: the steady 10%-90%
+    window of its in-app records arriving. The pipeline's figure is the same stage while the worker also
+    delivers on the same core."""
+    dep = Deployment(bootstrap, tmp, prefix="hpeer", partitions=sizes.partitions, run="alone")
+    await load_tables([dep], sizes.users, f"{sizes.users:,} users, routing alone")
+    env = {
+        **dep.env,
+        **provider_env(dep, rules, templates, free_port(), free_port()),
+        "HERALD_TOPIC_EVENTS": source,
+        "BENCH_ROUTING_ONLY": "1",
+    }
+    arrivals, stop = Arrivals(), asyncio.Event()
+    inapp = dep.topic("deliver.inapp")
+    await ensure_topics([bootstrap], [inapp], sizes.partitions, 1, compacted=set())
+    watcher = asyncio.create_task(watch_topics(bootstrap, [inapp], lambda r: True, arrivals, stop))
+    worker = dep.spawn("bench.worker", log_name="worker-routing-alone", env=env)
+    try:
+        with tqdm(
+            desc="herald routing alone", total=None, leave=False, bar_format="{desc}: {elapsed}"
+        ) as bar:
+            await wait_http_ok(dep.readyz, worker, timeout=900)
+            deadline = time.monotonic() + 120
+            while len(arrivals.times) < sizes.peer_events and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                bar.update(0)
+    finally:
+        dep.stop(worker)
+        stop.set()
+        await watcher
+    return {
+        "events": sizes.peer_events,
+        "inapp_records_seen": len(arrivals.times),
+        "events_per_second": steady_rate(arrivals.times),
+    }
+
+
 async def delivery_ceiling(peer: PeerRun, sizes: Sizes) -> dict[str, Any]:
     """Each channel's bare provider loop in turn against one pair of sinks; the sinks' own counts are kept
     to show every send arrived."""
@@ -145,6 +186,7 @@ async def measure_peers(
     for name in ROUTING_PEERS:
         peer = PeerRun(bootstrap, tmp, sizes, rules, templates, name)
         routing[name] = await route_with(peer, name, source.topic("events"), sizes)
+    alone_rate = await route_with_herald(bootstrap, tmp, sizes, rules, templates, source.topic("events"))
     ceiling = await delivery_ceiling(PeerRun(bootstrap, tmp, sizes, rules, templates, "ceiling"), sizes)
 
     herald_routing = pipeline.get("routing_events_per_second") if pipeline else None
@@ -165,6 +207,13 @@ async def measure_peers(
         "herald_pipeline_events_per_second": herald_pipeline,
         "herald_routing_to": {
             name: _ratio(herald_routing, r["events_per_second"]) for name, r in routing.items()
+        },
+        # Herald's routing stage alone, against each peer's rate taken the same way (the observer's window).
+        "herald_routing_alone": alone_rate,
+        "herald_routing_alone_to": {
+            name: _ratio(alone_rate["events_per_second"], r.get("observed_events_per_second"))
+            for name, r in routing.items()
+            if name in ROUTING_PEERS
         },
         "delivery_ceiling": ceiling,
         "herald_delivery_per_second": {channel: herald_delivery.get(channel) for channel in ceiling},

@@ -227,6 +227,15 @@ def peer_rows(peers: dict[str, Any], limit: float | None) -> list[tuple[str, str
             )
         )
         out.append((f"  herald / {name}", _ratio(peers["herald_routing_to"].get(name)), ""))
+    alone = peers.get("herald_routing_alone")
+    if alone is not None:
+        out.append(
+            ("herald routing alone (routing agents only)", _fmt(alone["events_per_second"], "ev/s"), "")
+        )
+        for name, ratio in peers["herald_routing_alone_to"].items():
+            observed = peers["routing"][name].get("observed_events_per_second")
+            out.append((f"  {name}, observed the same way", _fmt(observed, "ev/s"), ""))
+            out.append((f"  herald alone / {name}", _ratio(ratio), ""))
     for channel, c in peers["delivery_ceiling"].items():
         out.append(
             (

@@ -1,6 +1,7 @@
-"""Herald's worker as `herald worker` runs it, with two benchmark-only changes: `BENCH_STORE=rocksdb://` puts
-the tables in Faust's RocksDB store (rocksdict) instead of the memory store the production app fixes, and
-Faust's terminal spinner is off (see `_QuietWorker`)."""
+"""Herald's worker as `herald worker` runs it, with benchmark-only changes: `BENCH_STORE=rocksdb://` puts the
+tables in Faust's RocksDB store (rocksdict) instead of the memory store the production app fixes,
+`BENCH_ROUTING_ONLY=1` declares the routing and state agents alone (Herald's routing stage, as the peers run
+the same steps: bench.peers), and Faust's terminal spinner is off (see `_QuietWorker`)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,20 @@ class _BenchApp(streams.app.HeraldApp):
             install(self, os.environ["HERALD_TOPIC_EVENTS"], f"{os.environ['BENCH_PROBE']}.{os.getpid()}")
 
 
+def _routing_only() -> None:
+    """No delivery, scheduling or inbox agents: the worker routes and keeps the users' state, nothing else."""
+    import streams.bootstrap
+
+    def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    for name in ("register_delivery", "register_scheduling", "register_inbox"):
+        setattr(streams.bootstrap, name, nothing)
+
+
 def main() -> None:
+    if os.environ.get("BENCH_ROUTING_ONLY"):
+        _routing_only()
     streams.app.HeraldApp = _BenchApp  # type: ignore[misc]
     # BENCH_WORKER_LOG=info for the worker's own account of a run (with BENCH_KEEP_LOGS=1 to keep it).
     sys.argv = ["herald", "worker", "-l", os.environ.get("BENCH_WORKER_LOG", "warn")]  # Faust's CLI reads it

@@ -11,6 +11,8 @@ from functools import partial
 from typing import Any
 
 from schemas.deadletter import DeadLetterStage
+from schemas.events import RecipientEvent
+from streams.effects import Effects, Record
 from streams.ops.metrics import WorkerMetrics
 from streams.routing.intake import STAGE as INTAKE_STAGE
 from streams.routing.intake import take
@@ -72,8 +74,8 @@ async def _intake_batch(
         if taken.here is not None:
             # As the route agent would, on this record's partition: its recipient's.
             bind_event(event)
-            result = _route_item(worker, taken.here)
-            tallies.append(_apply(outbox, event, record, result, ROUTE_STAGE))
+            result, stage = _route_here(worker, taken.here)
+            tallies.append(_apply(outbox, event, record, result, stage))
     worker.metrics.events_consumed.inc(len(inputs))
     count(worker.metrics, tallies)
 
@@ -115,12 +117,31 @@ def _route_one(worker: Worker, message: Any) -> StepResult:
     return _route_item(worker, item, recipient_key(message.key))
 
 
-def _route_item(worker: Worker, item: RoutedRecord, user_id: str | None = None) -> StepResult:
-    """`item` met with the state of `user_id` (the key it came under; by default its own recipient)."""
+def _route_here(worker: Worker, item: RecipientEvent) -> tuple[StepResult, DeadLetterStage]:
+    """An event intake kept (`intake.take`) routed at once, and the stage its dead letters belong to. A
+    recipient with no profile yet takes the hop after all: their profile may be on its way (a sign-up
+    publishes it just before the welcome event, on another topic), and the route agent meets the routed record
+    a fetch later, as it met every event before intake kept any."""
     try:
-        state = read_state(worker.tables, item.recipient if user_id is None else user_id)
+        state = read_state(worker.tables, item.recipient)
+    except Exception as exc:  # a stored value this version cannot read: park the record, do not loop on it
+        return reject(exc, ROUTE_STAGE), ROUTE_STAGE
+    if state.profile is None:
+        hop = Record.of(worker.topics.names.routed, item.recipient, item)
+        return StepResult(Effects(records=[hop]), Tally()), INTAKE_STAGE
+    return _routed_with(worker, item, state), ROUTE_STAGE
+
+
+def _route_item(worker: Worker, item: RoutedRecord, user_id: str) -> StepResult:
+    """`item` met with the state of `user_id`, the key it came under."""
+    try:
+        state = read_state(worker.tables, user_id)
     except Exception as exc:  # a stored value this version cannot read: park the record, do not loop on it
         return reject(exc, ROUTE_STAGE)
+    return _routed_with(worker, item, state)
+
+
+def _routed_with(worker: Worker, item: RoutedRecord, state: RecipientState) -> StepResult:
     return route_item(
         item,
         state,

@@ -50,6 +50,9 @@ def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
     # arrivals to give a rate, so only its presence is checked.
     assert peers["herald_routing_events_per_second"] is not None
     assert all(ratio is not None for ratio in peers["herald_routing_to"].values())
+    # Herald's routing stage alone (a worker with only its routing agents) routed the whole backlog.
+    assert peers["herald_routing_alone"]["inapp_records_seen"] >= peers["events"]
+    assert set(peers["herald_routing_alone_to"]) == {"aiokafka", "quixstreams"}
     for channel, ceiling in peers["delivery_ceiling"].items():
         assert ceiling["notifications_per_second"] > 0, channel
         assert ceiling["received_by_sink"] >= ceiling["notifications"], channel

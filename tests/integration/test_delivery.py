@@ -13,7 +13,7 @@ from adapters.broker.embedded import free_port
 from adapters.email.sink import SmtpSink
 from schemas.deadletter import DeadLetter
 from schemas.status import DeliveryStatus
-from tests.integration.stack import Stack, produce, read_topic, wait_ready
+from tests.integration.stack import Stack, produce, read_topic, wait_for_metric, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +53,8 @@ def worker(stack_factory: Any, smtp_server: SmtpSink) -> Stack:
             [(u["user_id"].encode(), json.dumps(u).encode()) for u in users],
         )
     )
+    # Every profile applied before a test's event arrives: a race the tests are not about.
+    asyncio.run(wait_for_metric(stack, "herald_profiles_applied_total", len(users)))
     return stack
 
 

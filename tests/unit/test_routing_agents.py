@@ -237,12 +237,17 @@ def test_an_event_goes_through_the_routed_topic_unless_its_one_recipients_state_
     assert sample(worker, "herald_notifications_routed_total", channel="inapp") == 0
 
 
-def test_an_unknown_recipient_routed_at_once_is_dead_lettered_at_the_route_stage() -> None:
+def test_a_recipient_without_a_profile_yet_takes_the_hop() -> None:
+    # Their profile may be on its way (published just before the event): the route agent meets the record a
+    # fetch later, and dead-letters it there if the profile is still missing.
     worker = make_worker({})
-    event = event_on(ALICE_HOME, "alice")
-    outbox = run_intake(worker, [event], frozenset({ALICE_HOME}))
-    [(applied_to, _), (_, effects)] = outbox.applied
-    assert applied_to is event and [r.stage for r in effects.rejected] == ["route"]
+    outbox = run_intake(worker, [event_on(ALICE_HOME, "alice")], frozenset({ALICE_HOME}))
+    records = [r for _, effects in outbox.applied for r in effects.records]
+    assert [(r.topic, r.key) for r in records] == [(NAMES.routed, b"alice")]
+    assert not [r for _, effects in outbox.applied for r in effects.rejected]
+    [routed_record] = records
+    dead = run_route(worker, [message(routed_record.key, routed_record.value)])
+    assert [r.stage for _, effects in dead.applied for r in effects.rejected] == ["route"]
     assert sample(worker, "herald_events_rejected_total", reason="unknown_user") == 1
 
 

@@ -63,7 +63,7 @@ def _join_queued(
     """Add what fits of `records` to the partition's batch still queued in the producer, as its own `send`
     does; returns how many went and the last one's future. aiokafka queues one batch per partition, and
     `send_batch` waits until the sender has taken it (`wait_drain`): with many small batches to the same
-    partitions (a dedup entry per delivery), those waits took a sixth of the worker's time and a produce
+    partitions (a dedup entry per delivery), those waits took a seventh of the worker's time and a produce
     round trip each."""
     accumulator = producer._message_accumulator
     queued = accumulator._batches.get(tp)

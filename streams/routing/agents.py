@@ -18,7 +18,7 @@ from streams.routing.intake import STAGE as INTAKE_STAGE
 from streams.routing.intake import take
 from streams.routing.result import StepResult, Tally, reject
 from streams.routing.route import STAGE as ROUTE_STAGE
-from streams.routing.route import RecipientState, RoutedRecord, parse_routed, recipient_key, route_item
+from streams.routing.route import RecipientState, recipient_key, route, route_item
 from streams.runtime.batches import chunks, coalesced, records_of, turns
 from streams.runtime.outbox import Outbox, bind_event
 from streams.runtime.tables import Tables
@@ -68,8 +68,9 @@ async def _intake_batch(
     roomy = worker.settings.max_record_bytes // 8
     async for event, record in turns(inputs):
         nearby = record.partition in held and len(record.value or b"") <= roomy
-        here = partial(_is_home, partitions, record.partition) if nearby else _elsewhere
-        taken = take(record.value, book, routed, limit, here=here)
+        taken = take(
+            record.value, book, routed, limit, here=partial(_is_home, nearby, partitions, record.partition)
+        )
         tallies.append(_apply(outbox, event, record, taken.result, INTAKE_STAGE))
         if taken.here is not None:
             # As the route agent would, on this record's partition: its recipient's.
@@ -94,12 +95,8 @@ async def _route_batch(worker: Worker, inputs: Sequence[tuple[Any, Any]], outbox
     count(worker.metrics, tallies)
 
 
-def _is_home(partitions: int, partition: int, recipient: str) -> bool:
-    return home_partition(recipient, partitions) == partition
-
-
-def _elsewhere(recipient: str) -> bool:
-    return False
+def _is_home(nearby: bool, partitions: int, partition: int, recipient: str) -> bool:
+    return nearby and home_partition(recipient, partitions) == partition
 
 
 def _apply(outbox: Outbox, event: Any, record: Any, result: StepResult, stage: DeadLetterStage) -> Tally:
@@ -111,10 +108,18 @@ def _apply(outbox: Outbox, event: Any, record: Any, result: StepResult, stage: D
 
 def _route_one(worker: Worker, message: Any) -> StepResult:
     try:
-        item = parse_routed(message.value)
-    except Exception as exc:  # whatever the cause, the input is parked rather than retried forever
+        state = read_state(worker.tables, recipient_key(message.key))
+    except Exception as exc:  # a stored value this version cannot read: park the record, do not loop on it
         return reject(exc, ROUTE_STAGE)
-    return _route_item(worker, item, recipient_key(message.key))
+    return route(
+        message.value,
+        state,
+        rules=worker.rules.book,
+        templates=worker.templates,
+        topics=worker.topics.names,
+        now=worker.clock(),
+        throttle_memory_seconds=worker.settings.throttle_memory_seconds,
+    )
 
 
 def _route_here(worker: Worker, item: RecipientEvent) -> tuple[StepResult, DeadLetterStage]:
@@ -129,20 +134,7 @@ def _route_here(worker: Worker, item: RecipientEvent) -> tuple[StepResult, DeadL
     if state.profile is None:
         hop = Record.of(worker.topics.names.routed, item.recipient, item)
         return StepResult(Effects(records=[hop]), Tally()), INTAKE_STAGE
-    return _routed_with(worker, item, state), ROUTE_STAGE
-
-
-def _route_item(worker: Worker, item: RoutedRecord, user_id: str) -> StepResult:
-    """`item` met with the state of `user_id`, the key it came under."""
-    try:
-        state = read_state(worker.tables, user_id)
-    except Exception as exc:  # a stored value this version cannot read: park the record, do not loop on it
-        return reject(exc, ROUTE_STAGE)
-    return _routed_with(worker, item, state)
-
-
-def _routed_with(worker: Worker, item: RoutedRecord, state: RecipientState) -> StepResult:
-    return route_item(
+    result = route_item(
         item,
         state,
         rules=worker.rules.book,
@@ -151,6 +143,7 @@ def _routed_with(worker: Worker, item: RoutedRecord, state: RecipientState) -> S
         now=worker.clock(),
         throttle_memory_seconds=worker.settings.throttle_memory_seconds,
     )
+    return result, ROUTE_STAGE
 
 
 def read_state(tables: Tables, user_id: str) -> RecipientState:

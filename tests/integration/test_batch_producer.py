@@ -10,10 +10,10 @@ from collections import defaultdict
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
 from adapters.broker.batch_producer import Outgoing, send_batches
+from adapters.broker.topics import ensure_topics
 from tests.integration.stack import read_topic
 
 pytestmark = pytest.mark.integration
@@ -23,12 +23,7 @@ PARTITIONS = 4
 
 async def test_records_land_on_their_keys_partitions_in_order(bootstrap_servers: list[str]) -> None:
     topic = f"batches-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
-    finally:
-        await admin.close()
+    await ensure_topics(bootstrap_servers, [topic], PARTITIONS, 1)
     # A small batch size, so each partition's records need several batches.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", max_batch_size=1024)
     await producer.start()
@@ -67,12 +62,7 @@ async def test_small_batches_to_a_busy_partition_join_the_queued_one_in_order(
     already has a batch queued: they join it, in order, and each one's acknowledgement names its last
     record, wherever that landed."""
     topic = f"joins-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await ensure_topics(bootstrap_servers, [topic], 2, 1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", max_batch_size=2048)
     await producer.start()
     try:

@@ -16,6 +16,10 @@ from schemas.status import DeliveryStatus
 # The worker's tables (kernel.topics.TABLES); a write names one.
 TableName = Literal["users", "preferences", "delivered", "digests", "throttles", "inbox"]
 
+# In a stored profile or preferences value: the offset, on the user's partition of its topic, of the record
+# that last changed it (streams.state.directory.Revisions says why). Not part of the value read back.
+REVISION = "revision"
+
 
 @dataclass(frozen=True, slots=True)
 class Record:

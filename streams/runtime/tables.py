@@ -13,7 +13,7 @@ from kernel.settings import Settings
 from kernel.topics import changelog_topic_name
 from schemas.preferences import Preferences
 from schemas.users import STORED, UserProfile
-from streams.effects import TableName
+from streams.effects import REVISION, TableName
 from streams.runtime.stores import rocksdb_options
 
 V = TypeVar("V")
@@ -44,6 +44,12 @@ class StateTable(Generic[V]):
         self._parsed[key] = (stored, value)
         return value
 
+    def revision(self, key: str) -> int | None:
+        """The stored value's revision (`streams.effects.REVISION`); None if it has none."""
+        stored = self.faust.get(key)
+        revision = stored.get(REVISION) if isinstance(stored, Mapping) else None
+        return revision if isinstance(revision, int) else None
+
     def __len__(self) -> int:
         return len(self.faust)
 
@@ -57,12 +63,18 @@ class StateTable(Generic[V]):
         return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in databases())
 
 
-def _profile(stored: Any) -> UserProfile:
-    return UserProfile.model_validate(stored, strict=False, context=STORED)
+def _unrevised(stored: Any) -> Any:
+    if isinstance(stored, Mapping) and REVISION in stored:
+        return {name: value for name, value in stored.items() if name != REVISION}
+    return stored
 
 
-def _preferences(stored: Any) -> Preferences:
-    return Preferences.model_validate(stored, strict=False)
+def stored_profile(stored: Any) -> UserProfile:
+    return UserProfile.model_validate(_unrevised(stored), strict=False, context=STORED)
+
+
+def stored_preferences(stored: Any) -> Preferences:
+    return Preferences.model_validate(_unrevised(stored), strict=False)
 
 
 @dataclass(frozen=True)
@@ -107,8 +119,8 @@ def declare_table(app: faust.App, settings: Settings, name: TableName) -> Any:
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
     return Tables(
-        users=StateTable(declare_table(app, settings, "users"), _profile),
-        preferences=StateTable(declare_table(app, settings, "preferences"), _preferences),
+        users=StateTable(declare_table(app, settings, "users"), stored_profile),
+        preferences=StateTable(declare_table(app, settings, "preferences"), stored_preferences),
         delivered=StateTable(declare_table(app, settings, "delivered")),
         digests=StateTable(declare_table(app, settings, "digests")),
         throttles=StateTable(declare_table(app, settings, "throttles")),

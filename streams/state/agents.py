@@ -11,24 +11,38 @@ from schemas.deadletter import DeadLetterStage
 from streams.effects import Effects, Rejected
 from streams.runtime.batches import coalesced
 from streams.runtime.outbox import Outbox, bind_event
+from streams.runtime.tables import StateTable
 from streams.runtime.worker import Worker
-from streams.state.directory import Applied, StateChange, apply_preferences, apply_profile
+from streams.state.directory import Applied, Revisions, StateChange, apply_preferences, apply_profile
 from streams.state.history import History
 
 Step = Callable[[Worker, Any], StateChange]
 
 
+def _revisions(table: StateTable[Any], user_id: str | None, message: Any) -> Revisions:
+    stored = table.revision(user_id) if user_id is not None else None
+    return Revisions.of(message.offset, stored, message.headers)
+
+
 def _profile_step(worker: Worker, message: Any) -> StateChange:
     key = message.key
-    current = worker.tables.users.get(key.decode(errors="replace")) if key is not None else None
+    user_id = key.decode(errors="replace") if key is not None else None
+    current = worker.tables.users.get(user_id) if user_id is not None else None
     return apply_profile(
-        message.topic, key, message.value, message.partition, worker.settings.partitions, current
+        message.topic,
+        key,
+        message.value,
+        message.partition,
+        worker.settings.partitions,
+        current,
+        revisions=_revisions(worker.tables.users, user_id, message),
     )
 
 
 def _preferences_step(worker: Worker, message: Any) -> StateChange:
     key = message.key
-    current = worker.tables.preferences.get(key.decode(errors="replace")) if key is not None else None
+    user_id = key.decode(errors="replace") if key is not None else None
+    current = worker.tables.preferences.get(user_id) if user_id is not None else None
     history = History.of(
         worker.topics.names.preferences_history, message.headers, message.timestamp, worker.clock()
     )
@@ -40,6 +54,7 @@ def _preferences_step(worker: Worker, message: Any) -> StateChange:
         worker.settings.partitions,
         current,
         history=history,
+        revisions=_revisions(worker.tables.preferences, user_id, message),
     )
 
 

@@ -4,8 +4,10 @@ holds exactly the state of the recipients it routes for."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
@@ -16,7 +18,7 @@ from schemas.deadletter import DeadLetterStage
 from schemas.preferences import Preferences, PreferencesUpdate, merge
 from schemas.reasons import RejectReason
 from schemas.users import ProfileUpdate, UserProfile
-from streams.effects import Effects, Record, Rejected, TableWrite
+from streams.effects import REVISION, Effects, Record, Rejected, TableWrite
 from streams.state.history import History
 
 _partitioner = DefaultPartitioner()
@@ -26,7 +28,9 @@ class Applied(StrEnum):
     """What became of a state record; the agent counts it."""
 
     APPLIED = "applied"
-    SKIPPED = "skipped"  # an update that no longer holds (e.g. a bounce for a replaced address)
+    # An update that no longer holds: a bounce for a replaced address, or a merged record a later update
+    # has overtaken (`Revisions`).
+    SKIPPED = "skipped"
     REHOMED = "rehomed"  # on the wrong partition: forwarded to the user's own
     REJECTED = "rejected"
 
@@ -35,6 +39,53 @@ class Applied(StrEnum):
 class StateChange:
     applied: Applied
     effects: Effects = field(default_factory=Effects)
+
+
+# On a merged record the worker publishes: the offset of the partial update it follows (see `Revisions`).
+MERGED_AFTER = "herald-merged-after"
+
+
+@dataclass(frozen=True, slots=True)
+class Revisions:
+    """What orders a user's state records. The users and preferences topics are compacted, so after a partial
+    update the worker publishes the whole merged value (what compaction keeps of a user must be whole). That
+    record reaches the topic after whatever the user's services published meanwhile, and applying it then
+    would undo their later update until the next merged record (an event routed in between saw the older
+    profile). So a stored value keeps the offset of the record that last changed it (`REVISION`), a merged
+    record names the update it follows (`MERGED_AFTER`), and one an applied update has overtaken is skipped.
+    Both offsets are on the user's own partition: a record elsewhere is moved home before it is applied."""
+
+    offset: int  # this record's
+    stored: int | None = None  # the stored value's revision; None: nothing stored, or stored before them
+    merged_after: int | None = None  # on a merged record: the offset of the update it follows
+
+    @classmethod
+    def of(cls, offset: int, stored: int | None, headers: Any) -> Revisions:
+        return cls(offset, stored, merged_after(headers))
+
+    @property
+    def overtaken(self) -> bool:
+        # Without a stored revision it is applied: a store rebuilt from the topic after compaction may have
+        # kept the merged record alone, and applying a whole value that is already stored changes nothing.
+        return self.merged_after is not None and self.stored is not None and self.stored > self.merged_after
+
+    def stamp(self, value: dict[str, Any]) -> dict[str, Any]:
+        value[REVISION] = self.offset
+        return value
+
+    def merged(self) -> tuple[tuple[str, bytes], ...]:
+        return ((MERGED_AFTER, str(self.offset).encode()),)
+
+
+def merged_after(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None) -> int | None:
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    for name, value in pairs:
+        if name == MERGED_AFTER:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 def home_partition(user_id: str, partitions: int) -> int:
@@ -85,8 +136,11 @@ def apply_profile(
     partitions: int,
     current: UserProfile | None,
     stage: DeadLetterStage = DeadLetterStage.DIRECTORY,
+    *,
+    revisions: Revisions | None = None,
 ) -> StateChange:
-    """A users-topic record applied to the user's stored profile."""
+    """A users-topic record applied to the user's stored profile; with `revisions`, the stored value keeps
+    its revision and a merged record an update has overtaken is skipped."""
     try:
         moved = rehome(topic, key, value, partition, partitions)
         if moved is not None:
@@ -96,20 +150,21 @@ def apply_profile(
         if value is None:  # a tombstone: the user is deleted
             return StateChange(Applied.APPLIED, Effects(writes=[TableWrite("users", user_id, None)]))
         update = parse_update(key, value)
-        if not update.holds_for(current):
+        if not update.holds_for(current) or (revisions is not None and revisions.overtaken):
             return StateChange(Applied.SKIPPED)
         try:
             profile = update.apply_to(current)
         except ValidationError as exc:
             raise InvalidProfile(describe_validation_error(exc)) from None
+        stored = profile.model_dump(mode="json", exclude_none=True)
         effects = Effects(
-            writes=[TableWrite("users", user_id, profile.model_dump(mode="json", exclude_none=True))]
+            writes=[TableWrite("users", user_id, revisions.stamp(stored) if revisions else stored)]
         )
         if not update.is_whole:
             # The users topic is compacted: only a key's newest record survives. After a partial update the
             # whole merged profile follows it, so what compaction keeps is always complete. (Applying that
             # record again changes nothing and publishes nothing.)
-            effects.records.append(Record.of(topic, user_id, ProfileUpdate.whole(profile)))
+            effects.records.append(_merged(topic, user_id, ProfileUpdate.whole(profile), revisions))
         return StateChange(Applied.APPLIED, effects)
     except InvalidProfile as exc:
         return StateChange(Applied.REJECTED, Effects(rejected=[Rejected(exc, stage)]))
@@ -125,9 +180,10 @@ def apply_preferences(
     stage: DeadLetterStage = DeadLetterStage.PREFERENCES,
     *,
     history: History | None = None,
+    revisions: Revisions | None = None,
 ) -> StateChange:
     """A preferences-topic record merged into the user's stored preferences; with `history`, also recorded
-    there (every source's changes come through here)."""
+    there (every source's changes come through here); with `revisions`, as for profiles."""
     try:
         moved = rehome(topic, key, value, partition, partitions)
         if moved is not None:
@@ -140,18 +196,30 @@ def apply_preferences(
                 effects.records += history.records(user_id, None, changed=current is not None)
             return StateChange(Applied.APPLIED, effects)
         update = parse_preferences(key, value)
+        if revisions is not None and revisions.overtaken:
+            return StateChange(Applied.SKIPPED)
         try:
             merged = merge(current, update)
         except ValidationError as exc:  # before ValueError, which it is: its str() repeats the input values
             raise InvalidPreferences(describe_validation_error(exc)) from None
         except ValueError as exc:
             raise InvalidPreferences(str(exc)) from None
-        effects = Effects(writes=[TableWrite("preferences", user_id, merged.model_dump(mode="json"))])
+        stored = merged.model_dump(mode="json")
+        effects = Effects(
+            writes=[TableWrite("preferences", user_id, revisions.stamp(stored) if revisions else stored)]
+        )
         if not update.is_whole:
             # As for profiles: what compaction keeps of a user must be whole.
-            effects.records.append(Record.of(topic, user_id, PreferencesUpdate.whole(merged)))
+            effects.records.append(_merged(topic, user_id, PreferencesUpdate.whole(merged), revisions))
         if history is not None:
             effects.records += history.records(user_id, update, changed=merged != current)
         return StateChange(Applied.APPLIED, effects)
     except (InvalidProfile, InvalidPreferences) as exc:
         return StateChange(Applied.REJECTED, Effects(rejected=[Rejected(exc, stage)]))
+
+
+def _merged(
+    topic: str, user_id: str, whole: ProfileUpdate | PreferencesUpdate, revisions: Revisions | None
+) -> Record:
+    record = Record.of(topic, user_id, whole)
+    return replace(record, headers=revisions.merged()) if revisions else record

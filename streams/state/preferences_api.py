@@ -14,6 +14,7 @@ from schemas.preferences import Preferences
 from streams.ops.internal import OwnerRoutes
 from streams.routing.offered import offered
 from streams.routing.rules import RuleBook
+from streams.runtime.tables import stored_preferences
 
 PATH = "/internal/preferences"
 
@@ -38,10 +39,6 @@ class PreferencesApi:
 
     def snapshot(self, request: PreferencesRequest) -> bytes:
         stored = self._read(request.user_id)
-        preferences = (
-            Preferences(user_id=request.user_id)
-            if stored is None
-            else Preferences.model_validate(stored, strict=False)
-        )
+        preferences = Preferences(user_id=request.user_id) if stored is None else stored_preferences(stored)
         snapshot = PreferencesSnapshot(categories=offered(self._rules().rules), preferences=preferences)
         return snapshot.model_dump_json().encode()

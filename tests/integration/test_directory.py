@@ -12,7 +12,8 @@ from aiokafka import AIOKafkaProducer
 
 from adapters.broker.embedded import free_port
 from schemas.deadletter import DeadLetter
-from streams.state.directory import home_partition
+from schemas.users import ProfileUpdate
+from streams.state.directory import MERGED_AFTER, home_partition
 from tests.integration.stack import Stack, produce, read_topic, wait_for_metric, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -49,13 +50,28 @@ async def inapp_for(stack: Stack, user: str, count: int) -> list[dict[str, Any]]
 
 
 async def test_partial_update_merges(worker: Stack) -> None:
-    await produce(
-        worker.bootstrap, worker.topic("users"), [(b"zoe", b'{"user_id": "zoe", "display_name": "Zoe"}')]
-    )
-    await produce(
-        worker.bootstrap, worker.topic("users"), [(b"zoe", b'{"user_id": "zoe", "locale": "fr-CA"}')]
-    )
-    await wait_for_metric(worker, "herald_profiles_applied_total", 2)
+    producer = AIOKafkaProducer(bootstrap_servers=worker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for update in (
+            b'{"user_id": "zoe", "display_name": "Zoe"}',
+            b'{"user_id": "zoe", "locale": "fr-CA"}',
+        ):
+            sent = await producer.send_and_wait(worker.topic("users"), update, key=b"zoe")
+    finally:
+        await producer.stop()
+    # The worker publishes the whole merged profile after the second update, naming it (the first one's
+    # merged record may land after the second update and is then skipped, never applied over it).
+    after = (MERGED_AFTER, str(sent.offset).encode())
+    merged = None
+    for _ in range(30):
+        records = await read_topic(worker.bootstrap, worker.topic("users"), until=100_000, timeout=1)
+        merged = next((r for r in records if r.key == b"zoe" and after in list(r.headers)), None)
+        if merged:
+            break
+    assert merged is not None
+    whole = ProfileUpdate.model_validate_json(merged.value)
+    assert whole.is_whole and (whole.display_name, whole.locale) == ("Zoe", "fr-CA")
     await produce(worker.bootstrap, worker.topic("events"), [(b"zoe", shipped("z-1", "zoe"))])
     [notification] = await inapp_for(worker, "zoe", 1)
     assert notification["title"] == "Votre commande z-1 est expédiée"  # the locale from the second update

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from schemas.preference_center import PreferencesRequest, PreferencesSnapshot
+from streams.effects import REVISION
 from streams.routing.offered import offered
 from streams.routing.rules import RuleBook
 from streams.state.preferences_api import PreferencesApi
@@ -74,6 +75,7 @@ def test_the_snapshot_holds_the_offer_and_the_stored_preferences_or_the_defaults
         "channels": {"sms": False},
         "categories": {},
         "quiet_hours": {},
+        REVISION: 41,  # as the directory stores it: not part of the preferences
     }
     answer = api({"alice": stored})
     alice = PreferencesSnapshot.model_validate_json(answer.snapshot(PreferencesRequest(user_id="alice")))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from tqdm import tqdm
 
 from adapters.broker.embedded import free_port
@@ -55,6 +56,12 @@ class PeerRun:
             raise RuntimeError(f"{label} failed:\n{self.dep.log(log_name)[-3000:]}")
         result: dict[str, Any] = orjson.loads(self.out.read_bytes())
         return result
+
+
+def _cpu_per_event(result: dict[str, Any]) -> float | None:
+    """Microseconds of the process's CPU time per event, if it recorded its CPU time."""
+    cpu = result.get("cpu_seconds")
+    return None if cpu is None or not result.get("events") else cpu / result["events"] * 1e6
 
 
 def _process_rate(result: dict[str, Any]) -> float:
@@ -113,10 +120,15 @@ async def route_with_herald(
             desc="herald routing alone", total=None, leave=False, bar_format="{desc}: {elapsed}"
         ) as bar:
             await wait_http_ok(dep.readyz, worker, timeout=900)
+            # From ready (its tables recovered) until its last in-app record was seen, as the peers count
+            # theirs from their first batch to their last flush.
+            process = psutil.Process(worker.pid)
+            cpu = sum(process.cpu_times()[:2])
             deadline = time.monotonic() + 120
             while len(arrivals.times) < sizes.peer_events and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
                 bar.update(0)
+            cpu = sum(process.cpu_times()[:2]) - cpu
     finally:
         dep.stop(worker)
         stop.set()
@@ -125,6 +137,7 @@ async def route_with_herald(
         "events": sizes.peer_events,
         "inapp_records_seen": len(arrivals.times),
         "events_per_second": steady_rate(arrivals.times),
+        "cpu_seconds": cpu,
     }
 
 
@@ -212,6 +225,14 @@ async def measure_peers(
         "herald_routing_alone": alone_rate,
         "herald_routing_alone_to": {
             name: _ratio(alone_rate["events_per_second"], r.get("observed_events_per_second"))
+            for name, r in routing.items()
+            if name in ROUTING_PEERS
+        },
+        # The same by CPU time per event (each process's own, over its run), which the shared machine's
+        # stalls move less than a rate: a peer's microseconds per event over Herald's (above 1: Herald
+        # uses less).
+        "herald_routing_alone_cpu_to": {
+            name: _ratio(_cpu_per_event(r), _cpu_per_event(alone_rate))
             for name, r in routing.items()
             if name in ROUTING_PEERS
         },

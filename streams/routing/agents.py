@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any
 
+from schemas.channels import Channel
 from schemas.deadletter import DeadLetterStage
 from schemas.events import RecipientEvent
 from streams.effects import Effects, Record
@@ -158,21 +159,26 @@ def read_state(tables: Tables, user_id: str) -> RecipientState:
 
 
 def count(metrics: WorkerMetrics, tallies: Iterable[Tally]) -> None:
-    """Add a batch's tallies to the metrics: one increment per label set, not per record."""
-    rejected: Counter[str] = Counter()
-    routed: Counter[str] = Counter()
-    deferred: Counter[tuple[str, str]] = Counter()
-    skipped: Counter[tuple[str, str]] = Counter()
+    """Add a batch's tallies to the metrics: one increment per label set, not per record. (The tallies'
+    entries are gathered and counted once: a `Counter.update` per tally was a tenth of routing an event.)"""
+    rejected: list[Any] = []
+    routed: list[Channel] = []
+    deferred: list[tuple[Channel, Any]] = []
+    skipped: list[tuple[Channel, Any]] = []
     for tally in tallies:
-        rejected.update(tally.rejected)
-        routed.update(channel.value for channel in tally.routed)
-        deferred.update((channel.value, reason) for channel, reason in tally.deferred)
-        skipped.update((channel.value, reason) for channel, reason in tally.skipped)
-    for reason, n in rejected.items():
+        if tally.rejected:
+            rejected += tally.rejected
+        if tally.routed:
+            routed += tally.routed
+        if tally.deferred:
+            deferred += tally.deferred
+        if tally.skipped:
+            skipped += tally.skipped
+    for reason, n in Counter(rejected).items():
         metrics.events_rejected.labels(reason=reason).inc(n)
-    for channel, n in routed.items():
-        metrics.notifications_routed.labels(channel=channel).inc(n)
-    for (channel, reason), n in deferred.items():
-        metrics.notifications_deferred.labels(channel=channel, reason=reason).inc(n)
-    for (channel, reason), n in skipped.items():
-        metrics.notifications_skipped.labels(channel=channel, reason=reason).inc(n)
+    for channel, n in Counter(routed).items():
+        metrics.notifications_routed.labels(channel=channel.value).inc(n)
+    for (channel, reason), n in Counter(deferred).items():
+        metrics.notifications_deferred.labels(channel=channel.value, reason=reason).inc(n)
+    for (channel, reason), n in Counter(skipped).items():
+        metrics.notifications_skipped.labels(channel=channel.value, reason=reason).inc(n)

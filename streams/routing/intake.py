@@ -74,4 +74,6 @@ def _nowhere(recipient: str) -> bool:
 
 def for_one(event: DomainEvent, recipient: str) -> RecipientEvent:
     """The event as `recipient`'s routed record: its recipient list reduced to them."""
-    return RecipientEvent(event=event.model_copy(update={"recipients": [recipient]}), recipient=recipient)
+    # Models are frozen: an event already listing only them is shared, not copied.
+    mine = event if event.recipients == [recipient] else event.model_copy(update={"recipients": [recipient]})
+    return RecipientEvent(event=mine, recipient=recipient)

@@ -75,6 +75,7 @@ class TemplateStore:
         self._root = root
         self._names: dict[tuple[str, Channel, str, str], str | None] = {}
         self._compiled: dict[str, tuple[jinja2.Template, dict[str, Any]]] = {}
+        self._plans: dict[tuple[str, Channel, str], tuple[tuple[str, str, str], ...]] = {}
         # Two environments, each escaping or not, rather than one whose `autoescape` is a function of the
         # template name: Jinja calls that function on every render.
         self._plain = self._environment(root, autoescape=False)
@@ -129,20 +130,31 @@ class TemplateStore:
         """Required parts with no default-locale file: checked at start-up so a typo fails early."""
         return [p for p in REQUIRED_PARTS[channel] if self._source_name(template, channel, p, "") is None]
 
+    def _parts(self, template: str, channel: Channel, locale: str) -> tuple[tuple[str, str, str], ...]:
+        """(part, template file, control characters kept) of each part there is: found once per template,
+        channel and locale, not on every render."""
+        key = (template, channel, locale)
+        parts = self._plans.get(key)
+        if parts is None:
+            found = []
+            for part in REQUIRED_PARTS[channel] + OPTIONAL_PARTS[channel]:
+                name = self._source_name(template, channel, part, locale)
+                if name is None:
+                    if part in REQUIRED_PARTS[channel]:
+                        raise TemplateFailure(f"template {template!r} has no {channel.value}/{part}.j2")
+                    continue
+                keep = SMS_KEPT_CONTROLS if channel is Channel.SMS else KEPT_CONTROLS.get(part, "")
+                found.append((part, name, keep))
+            parts = self._plans[key] = tuple(found)
+        return parts
+
     def render(
         self, template: str, channel: Channel, locale: str, context: Mapping[str, Any]
     ) -> RenderedParts:
         rendered: dict[str, str] = {}
-        for part in REQUIRED_PARTS[channel] + OPTIONAL_PARTS[channel]:
-            name = self._source_name(template, channel, part, locale)
-            if name is None:
-                if part in REQUIRED_PARTS[channel]:
-                    raise TemplateFailure(f"template {template!r} has no {channel.value}/{part}.j2")
-                continue
+        for part, name, keep in self._parts(template, channel, locale):
             try:
-                text = self._render(name, context)
-                keep = SMS_KEPT_CONTROLS if channel is Channel.SMS else KEPT_CONTROLS.get(part, "")
-                rendered[part] = strip_controls(text, keep=keep).strip()
+                rendered[part] = strip_controls(self._render(name, context), keep=keep).strip()
             except jinja2.exceptions.SecurityError as exc:
                 raise TemplateFailure(f"{name}: refused by the sandbox: {exc}") from exc
             except jinja2.UndefinedError as exc:

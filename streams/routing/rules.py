@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from kernel.errors import NoRule
 from schemas.rules import Condition, Operator, Rule, RuleSet
 
 _MISSING = object()
+# Event types whose matching rules are kept (RuleBook._by_type); past this the cache starts again.
+_TYPES_CACHED = 4096
 
 
 def _specificity(rule: Rule) -> tuple[int, int, int]:
@@ -41,8 +44,7 @@ def pick(data: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
     `["order.id", "url"]` → {"order": {"id": …}, "url": …}."""
     picked: dict[str, Any] = {}
     made = {id(picked)}  # the dicts built here, as opposed to values taken from `data`
-    # Parents first: a field picked whole already holds the fields below it.
-    for path in sorted({p.removeprefix("data.") for p in paths}, key=lambda p: p.count(".")):
+    for path in _parents_first(tuple(paths)):
         value = lookup(data, path)
         if value is _MISSING:
             continue
@@ -58,6 +60,13 @@ def pick(data: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
         else:
             into[name] = value
     return picked
+
+
+@functools.lru_cache(maxsize=1024)
+def _parents_first(paths: tuple[str, ...]) -> tuple[str, ...]:
+    # Parents first: a field picked whole already holds the fields below it. (Cached: a rule's paths are
+    # the same for each of its notifications.)
+    return tuple(sorted({p.removeprefix("data.") for p in paths}, key=lambda p: p.count(".")))
 
 
 def holds(condition: Condition, data: Mapping[str, Any]) -> bool:
@@ -92,6 +101,8 @@ def holds(condition: Condition, data: Mapping[str, Any]) -> bool:
 @dataclass(frozen=True)
 class RuleBook:
     rules: tuple[Rule, ...]
+    # event type → the rules whose pattern matches it (`_by_type`)
+    _types: dict[str, tuple[Rule, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # sorted() is stable: among rules of equal specificity the file's order decides.
@@ -100,10 +111,22 @@ class RuleBook:
 
     def match(self, event_type: str, data: Mapping[str, Any] | None = None) -> Rule:
         """The most specific rule for the event whose conditions hold; raises NoRule when none does."""
-        for rule in self.rules:
-            if fnmatch.fnmatchcase(event_type, rule.match) and all(holds(c, data or {}) for c in rule.when):
+        for rule in self._by_type(event_type):
+            if not rule.when or all(holds(c, data or {}) for c in rule.when):
                 return rule
         raise NoRule(f"no routing rule matches event type {event_type!r}")
+
+    def _by_type(self, event_type: str) -> tuple[Rule, ...]:
+        """The rules whose pattern matches the type, in order: matched once per type, not per event (a
+        pattern match per rule, twice per event, grew with the rules file)."""
+        cache = self._types
+        found = cache.get(event_type)
+        if found is None:
+            if len(cache) >= _TYPES_CACHED:  # event types come from producers: keep the cache bounded
+                cache.clear()
+            found = tuple(r for r in self.rules if fnmatch.fnmatchcase(event_type, r.match))
+            cache[event_type] = found
+        return found
 
     def to_ruleset(self) -> RuleSet:
         return RuleSet(rules=list(self.rules))

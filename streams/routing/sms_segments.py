@@ -35,32 +35,40 @@ class SmsSegments:
     segments: int
 
 
+# Either table: a text of these characters alone goes as GSM-7.
+_GSM7: frozenset[str] = GSM7_BASIC | GSM7_EXTENSION
+
+
 def encoding_of(text: str) -> SmsEncoding:
-    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):
-        return SmsEncoding.GSM7
-    return SmsEncoding.UCS2
+    return SmsEncoding.GSM7 if _GSM7.issuperset(text) else SmsEncoding.UCS2
+
+
+def _units(text: str, encoding: SmsEncoding) -> int:
+    if encoding is SmsEncoding.GSM7:
+        return len(text) + sum(text.count(ch) for ch in GSM7_EXTENSION.intersection(text))
+    # UTF-16 code units: a character outside the Basic Multilingual Plane (most emoji) is a surrogate pair.
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _unit_sizes(text: str, encoding: SmsEncoding) -> list[int]:
     """The size of each character in units; a character is never split between two parts."""
     if encoding is SmsEncoding.GSM7:
         return [2 if ch in GSM7_EXTENSION else 1 for ch in text]
-    # Outside the Basic Multilingual Plane (most emoji) a character is a surrogate pair: two code units.
     return [2 if ord(ch) > 0xFFFF else 1 for ch in text]
 
 
 def count_segments(text: str) -> SmsSegments:
     """The encoding, the length in its units, and the number of parts the text is sent as. An empty text is
-    one (empty) part: it still costs a message."""
+    one (empty) part: it still costs a message. (Counted per character only past one part's length: a
+    routed SMS counts its text, and most fit in one.)"""
     encoding = encoding_of(text)
-    sizes = _unit_sizes(text, encoding)
-    units = sum(sizes)
+    units = _units(text, encoding)
     single, part = (GSM7_SINGLE, GSM7_PART) if encoding is SmsEncoding.GSM7 else (UCS2_SINGLE, UCS2_PART)
     if units <= single:
         return SmsSegments(encoding, units, 1)
     # Fill parts greedily: an escape pair or a surrogate pair that does not fit moves whole to the next part.
     segments, used = 1, 0
-    for size in sizes:
+    for size in _unit_sizes(text, encoding):
         if used + size > part:
             segments += 1
             used = 0

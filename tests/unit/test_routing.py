@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernel.errors import NoRule
 from schemas.channels import Channel
-from streams.routing.rules import RuleBook
+from schemas.rules import Rule
+from streams.routing.rules import RuleBook, holds
 
 RULES = """
 rules:
@@ -99,3 +104,43 @@ def test_fallback_must_name_routed_channels() -> None:
 def test_ruleset_round_trips_as_json() -> None:
     book = RuleBook.from_yaml(CONDITIONAL)
     assert RuleBook.from_json(book.to_ruleset().to_json()) == book
+
+
+def _first_match(book: RuleBook, event_type: str, data: dict[str, object]) -> Rule | None:
+    # The definition the book's per-type cache must keep: the first rule, most specific first, whose
+    # pattern matches and whose conditions hold.
+    for rule in book.rules:
+        if fnmatch.fnmatchcase(event_type, rule.match) and all(holds(c, data) for c in rule.when):
+            return rule
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="order.shipdcaeluzx*", max_size=16),
+            st.fixed_dictionaries({"total": st.integers(0, 200), "country": st.sampled_from(["FR", "US"])}),
+        ),
+        max_size=30,
+    )
+)
+def test_the_rule_for_each_type_is_the_first_that_matches_as_types_repeat(
+    events: list[tuple[str, dict[str, object]]],
+) -> None:
+    book = RuleBook.from_yaml(RULES.replace("rules:\n", "rules:\n" + CONDITIONAL.split("rules:\n")[1]))
+    for event_type, data in events * 2:  # each type met again, answered from the cache
+        expected = _first_match(book, event_type, data)
+        if expected is None:
+            with pytest.raises(NoRule):
+                book.match(event_type, data)
+        else:
+            assert book.match(event_type, data) is expected
+
+
+def test_the_rules_kept_per_type_are_bounded() -> None:
+    book = RuleBook.from_yaml(RULES)
+    for n in range(10_000):
+        book.match(f"user.{n}")
+    assert 0 < len(book._types) <= 4096
+    assert book.match("order.shipped").channels.keys() == {Channel.EMAIL}

@@ -95,3 +95,22 @@ def test_any_text_gets_an_encoding_and_at_least_as_many_parts_as_its_units_need(
         assert math.ceil(result.units / part) <= result.segments <= math.ceil(result.units / (part - 1))
     if result.encoding is UCS2:
         assert result.units == len(text.encode("utf-16-le")) // 2
+
+
+_MIXED = st.text(
+    alphabet=st.sampled_from([*sorted(GSM7_BASIC | GSM7_EXTENSION), "é", "\u2019", "😀", "\ud800", "中"]),
+    max_size=400,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MIXED)
+def test_the_units_are_each_characters_size_summed(text: str) -> None:
+    # What the counter computes without a per-character loop, against the definition: GSM-7 counts an
+    # extension character as two septets, UCS-2 a character outside the BMP as two code units.
+    result = count_segments(text)
+    if result.encoding is GSM7:
+        expected = sum(2 if ch in GSM7_EXTENSION else 1 for ch in text)
+    else:
+        expected = sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+    assert result.units == expected

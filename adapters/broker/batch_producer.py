@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata, TopicPartition
 
 
@@ -22,6 +23,40 @@ class Outgoing(NamedTuple):
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+class _Partitions:
+    """The partition each record goes to, as the producer's `_partition` decides it, without what that costs
+    per record: two lists of the topic's partitions built from the metadata, and the partitioner's hash (pure
+    Python murmur2) of a key already hashed (a recipient's notifications on several channels' topics share
+    their key and partition count). Both together were most of a routing batch's hand-over."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._lists: dict[str, tuple[list[int], list[int]]] = {}
+        # A topic's partitions are 0..n-1, so the default partitioner's choice for a key depends on the key
+        # and their count alone; another partitioner may choose otherwise (at random, say) and is asked each
+        # time.
+        default = type(producer._partitioner) is DefaultPartitioner
+        self._by_key: dict[tuple[bytes, int], int] | None = {} if default else None
+
+    def __call__(self, record: Outgoing) -> int:
+        if record.partition is not None or record.key is None:
+            return int(self._producer._partition(record.topic, record.partition, None, None, None, None))
+        lists = self._lists.get(record.topic)
+        if lists is None:
+            metadata = self._producer._metadata
+            every = list(metadata.partitions_for_topic(record.topic))
+            available = list(metadata.available_partitions_for_topic(record.topic))
+            lists = self._lists[record.topic] = (every, available)
+        every, available = lists
+        if self._by_key is None:
+            return int(self._producer._partitioner(record.key, every, available))
+        memo = (record.key, len(every))
+        partition = self._by_key.get(memo)
+        if partition is None:
+            partition = self._by_key[memo] = int(self._producer._partitioner(record.key, every, available))
+        return partition
+
+
 async def send_batches(producer: AIOKafkaProducer, records: Iterable[Outgoing]) -> list[asyncio.Future[Any]]:
     """Hand `records` to `producer` as record batches; the futures resolve when each batch is acknowledged, to
     the metadata of the batch's last record (aiokafka's own batch future gives its first offset: a caller
@@ -30,11 +65,12 @@ async def send_batches(producer: AIOKafkaProducer, records: Iterable[Outgoing]) 
     size budget is the only limit."""
     by_partition: dict[tuple[str, int], list[Outgoing]] = {}
     known: set[str] = set()
+    choose = _Partitions(producer)
     for record in records:
         if record.topic not in known:
             await producer.client._wait_on_metadata(record.topic)
             known.add(record.topic)
-        partition = producer._partition(record.topic, record.partition, None, None, record.key, record.value)
+        partition = choose(record)
         by_partition.setdefault((record.topic, partition), []).append(record)
     futures: list[asyncio.Future[Any]] = []
     for (topic, partition), outgoing in by_partition.items():

@@ -4,6 +4,7 @@ holds exactly the state of the recipients it routes for."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -88,8 +89,10 @@ def merged_after(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | No
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def home_partition(user_id: str, partitions: int) -> int:
-    """Where Kafka's default (murmur2) partitioner puts this user: where Herald keys the user's events."""
+    """Where Kafka's default (murmur2) partitioner puts this user: where Herald keys the user's events.
+    (Remembered for the most recent users: intake asks it of every event, and murmur2 is pure Python.)"""
     every = list(range(partitions))
     return int(_partitioner(user_id.encode(), every, every))
 

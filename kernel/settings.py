@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     smtp_connections: int = Field(default=4, ge=1, le=100)
+    # Messages sent over one connection before it is closed and a fresh one opened: some servers and relays
+    # cap them, and a message past the cap is refused (and retried later).
+    smtp_messages_per_connection: int = Field(default=25, ge=1, le=100_000)
+    # The name Herald gives in EHLO; receiving servers check it against the sending address's reverse DNS.
+    # Unset: this host's fully qualified name, looked up once (aiosmtplib would look it up per connection).
+    smtp_local_hostname: str | None = Field(default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)$")
     email_from: str = "Herald <herald@localhost>"
 
     # --- providers ----------------------------------------------------------------------------------------

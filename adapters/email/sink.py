@@ -22,6 +22,7 @@ class _Handler:
         assert isinstance(message, EmailMessage)
         self._sink.calls += 1
         self._sink.peers.add(tuple(session.peer))
+        self._sink.greetings.add(session.host_name)
         refusal = self._sink.next_refusal()
         if refusal is not None:
             return refusal
@@ -48,7 +49,12 @@ class SmtpSink:
         # SMTPUTF8 offered by default, as Postfix and the large providers do: internationalized addresses go
         # through.
         self._controller = Controller(
-            _Handler(self), hostname=host, port=port or _free_port(host), enable_SMTPUTF8=smtputf8
+            _Handler(self),
+            hostname=host,
+            port=port or _free_port(host),
+            # Named, so aiosmtpd does not look this host up for each connection.
+            server_hostname="sink.herald.test",
+            enable_SMTPUTF8=smtputf8,
         )
         self._lock = threading.Lock()
         self._messages: list[tuple[EmailMessage, list[str]]] = []
@@ -58,6 +64,7 @@ class SmtpSink:
         self.calls = 0  # messages offered, accepted or not
         self.peers: set[tuple[Any, ...]] = set()  # the client ends of the connections messages came over
         self.quits = 0  # sessions the client ended with QUIT
+        self.greetings: set[str] = set()  # the names clients gave in EHLO (or HELO)
 
     def refuse_next(self, count: int, reply: str) -> None:
         """Answer the next `count` messages with `reply` (e.g. "451 Try later"), then accept again."""

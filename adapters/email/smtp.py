@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from schemas.reasons import DeliveryReason
 # Reused only while younger than this since their last message: servers may drop an idle client after as
 # little as a minute (RFC 5321 asks for five), and a dropped one costs a failed send and a reconnect.
 MAX_IDLE_SECONDS = 30.0
-# Many servers cap the messages per connection (Postfix: 100 by default for some limits, Exchange: 30 or so).
+# Some servers and relays cap the messages per connection; the default of HERALD_SMTP_MESSAGES_PER_CONNECTION.
 MAX_MESSAGES_PER_CONNECTION = 25
 # Bodies as quoted-printable UTF-8: readable where they are ASCII, and no line over SMTP's 998 octets.
 _BODY_CHARSET = Charset("utf-8")
@@ -76,15 +77,16 @@ class _Stale(Exception):
 
 
 class _Connection:
-    def __init__(self, client: aiosmtplib.SMTP) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, limit: int) -> None:
         self.client = client
         self.sent = 0
+        self.limit = limit
         self.last_used = time.monotonic()
 
     def reusable(self) -> bool:
         return (
             self.client.is_connected
-            and self.sent < MAX_MESSAGES_PER_CONNECTION
+            and self.sent < self.limit
             and time.monotonic() - self.last_used < MAX_IDLE_SECONDS
         )
 
@@ -108,6 +110,8 @@ class SmtpEmailSender:
         timeout: float = 10.0,
         tls_context: ssl.SSLContext | None = None,
         connections: int = 4,
+        messages_per_connection: int = MAX_MESSAGES_PER_CONNECTION,
+        local_hostname: str | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -120,6 +124,8 @@ class SmtpEmailSender:
         self._timeout = timeout
         self._tls_context = tls_context
         self._slots = asyncio.Semaphore(connections)
+        self._per_connection = messages_per_connection
+        self._local_hostname = local_hostname
         self._idle: list[_Connection] = []
         self._closed = False
 
@@ -138,6 +144,8 @@ class SmtpEmailSender:
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             timeout=settings.smtp_timeout_seconds,
             connections=settings.smtp_connections,
+            messages_per_connection=settings.smtp_messages_per_connection,
+            local_hostname=settings.smtp_local_hostname,
         )
 
     def _compose(self, message: EmailNotification) -> _Mail:
@@ -193,8 +201,13 @@ class SmtpEmailSender:
         return mail
 
     async def _connect(self) -> _Connection:
+        if self._local_hostname is None:
+            # Once: getfqdn may ask DNS (a reverse lookup), which aiosmtplib would do for every connection.
+            fqdn = await asyncio.get_running_loop().run_in_executor(None, socket.getfqdn)
+            self._local_hostname = fqdn or "localhost"
         client = aiosmtplib.SMTP(
             hostname=self._host,
+            local_hostname=self._local_hostname,
             port=self._port,
             username=self._username,
             password=self._password,
@@ -204,7 +217,7 @@ class SmtpEmailSender:
             tls_context=self._tls_context,
         )
         await client.connect()
-        return _Connection(client)
+        return _Connection(client, self._per_connection)
 
     @contextlib.asynccontextmanager
     async def _connection(self, *, fresh: bool = False) -> AsyncIterator[tuple[_Connection, bool]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -149,6 +150,40 @@ async def test_connections_are_kept_open_and_reused(sink: SmtpSink) -> None:
     await asyncio.gather(*(sender.send(email(notification_id=f"ntf_par{n}")) for n in range(12)))
     assert len(sink.messages) == 17
     assert len(sink.peers) <= 3
+
+
+async def test_a_connection_carries_at_most_its_messages_then_a_fresh_one_is_opened(sink: SmtpSink) -> None:
+    sender = SmtpEmailSender(
+        *sink.address, tls=SmtpTls.NONE, sender="h@example.com", connections=1, messages_per_connection=2
+    )
+    for n in range(5):
+        await sender.send(email(notification_id=f"ntf_{n}"))
+    await sender.aclose()
+    assert len(sink.messages) == 5 and len(sink.peers) == 3  # 2 + 2 + 1
+
+
+async def test_the_ehlo_name_is_the_one_configured_or_this_hosts_looked_up_once(
+    sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = SmtpEmailSender(
+        *sink.address, tls=SmtpTls.NONE, sender="h@example.com", local_hostname="mx.example"
+    )
+    await named.send(email())
+    assert sink.greetings == {"mx.example"}
+
+    lookups: list[int] = []
+
+    def getfqdn(name: str = "") -> str:
+        lookups.append(1)
+        return "host.example"
+
+    monkeypatch.setattr(socket, "getfqdn", getfqdn)
+    looked_up = SmtpEmailSender(
+        *sink.address, tls=SmtpTls.NONE, sender="h@example.com", connections=1, messages_per_connection=1
+    )
+    for n in range(3):  # a connection each
+        await looked_up.send(email(notification_id=f"ntf_{n}"))
+    assert sink.greetings == {"mx.example", "host.example"} and len(lookups) == 1
 
 
 async def test_a_connection_the_server_closed_is_replaced_without_failing_the_message() -> None:

@@ -26,6 +26,8 @@ def test_external_broker_with_several_hosts(monkeypatch: pytest.MonkeyPatch) -> 
         ("HERALD_SMTP_TLS", "sometimes"),
         ("HERALD_PARTITIONS", "0"),
         ("HERALD_JWT_ALGORITHM", "none"),
+        ("HERALD_SMTP_LOCAL_HOSTNAME", "mx.example\r\nRCPT TO:<x@y>"),  # nothing after the name in EHLO
+        ("HERALD_SMTP_MESSAGES_PER_CONNECTION", "0"),
     ],
 )
 def test_bad_setting_names_itself(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

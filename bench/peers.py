@@ -59,9 +59,11 @@ class PeerRun:
 
 
 def _cpu_per_event(result: dict[str, Any]) -> float | None:
-    """Microseconds of the process's CPU time per event, if it recorded its CPU time."""
+    """Microseconds of the process's CPU time per event; None if it recorded none, or none that could be
+    told from nothing (Herald's worker is read from /proc, in 10 ms ticks: a tiny backlog may be routed within
+    one, or before the worker reports ready)."""
     cpu = result.get("cpu_seconds")
-    return None if cpu is None or not result.get("events") else cpu / result["events"] * 1e6
+    return None if not cpu or not result.get("events") else cpu / result["events"] * 1e6
 
 
 def _process_rate(result: dict[str, Any]) -> float:

@@ -238,7 +238,8 @@ def peer_rows(peers: dict[str, Any], limit: float | None) -> list[tuple[str, str
             out.append((f"  herald alone / {name}", _ratio(ratio), ""))
         cpu = alone.get("cpu_seconds")
         if cpu is not None:
-            out.append(("herald routing alone, CPU per event", _fmt(cpu / alone["events"] * 1e6, "µs"), ""))
+            per_event = cpu / alone["events"] * 1e6 if cpu else None  # none seen: a backlog too small
+            out.append(("herald routing alone, CPU per event", _fmt(per_event, "µs"), ""))
             for name, ratio in peers.get("herald_routing_alone_cpu_to", {}).items():
                 peer = peers["routing"][name]
                 used = peer.get("cpu_seconds")

@@ -53,10 +53,15 @@ def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
     # Herald's routing stage alone (a worker with only its routing agents) routed the whole backlog.
     assert peers["herald_routing_alone"]["inapp_records_seen"] >= peers["events"]
     assert set(peers["herald_routing_alone_to"]) == {"aiokafka", "quixstreams"}
-    # CPU per event, each process's own: every side spent some.
-    assert peers["herald_routing_alone"]["cpu_seconds"] > 0
+    # CPU per event, each process's own. The peers time theirs in-process; Herald's worker is read from /proc
+    # in 10 ms ticks, and this tiny backlog may be routed within one: then there is no ratio, never a zero.
     assert all(peers["routing"][name]["cpu_seconds"] > 0 for name in ("aiokafka", "quixstreams"))
-    assert all(ratio > 0 for ratio in peers["herald_routing_alone_cpu_to"].values())
+    herald_cpu = peers["herald_routing_alone"]["cpu_seconds"]
+    assert herald_cpu >= 0
+    ratios = peers["herald_routing_alone_cpu_to"]
+    assert set(ratios) == {"aiokafka", "quixstreams"}
+    assert all((ratio is None) == (herald_cpu == 0) for ratio in ratios.values())
+    assert all(ratio is None or ratio > 0 for ratio in ratios.values())
     for channel, ceiling in peers["delivery_ceiling"].items():
         assert ceiling["notifications_per_second"] > 0, channel
         assert ceiling["received_by_sink"] >= ceiling["notifications"], channel

@@ -32,7 +32,15 @@ class StateTable(Generic[V]):
         self._parsed: dict[str, tuple[Any, V]] = {}
 
     def get(self, key: str) -> V | None:
+        return self._value(key, self.faust.get(key))
+
+    def revised(self, key: str) -> tuple[V | None, int | None]:
+        """The value and its revision (`streams.effects.REVISION`; None if it has none), from one read."""
         stored = self.faust.get(key)
+        revision = stored.get(REVISION) if isinstance(stored, Mapping) else None
+        return self._value(key, stored), revision if isinstance(revision, int) else None
+
+    def _value(self, key: str, stored: Any) -> V | None:
         if stored is None or self._parse is None:
             return stored  # type: ignore[no-any-return]  # stored as is: plain JSON values
         cached = self._parsed.get(key)
@@ -43,12 +51,6 @@ class StateTable(Generic[V]):
             self._parsed.clear()
         self._parsed[key] = (stored, value)
         return value
-
-    def revision(self, key: str) -> int | None:
-        """The stored value's revision (`streams.effects.REVISION`); None if it has none."""
-        stored = self.faust.get(key)
-        revision = stored.get(REVISION) if isinstance(stored, Mapping) else None
-        return revision if isinstance(revision, int) else None
 
     def __len__(self) -> int:
         return len(self.faust)

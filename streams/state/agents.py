@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from schemas.deadletter import DeadLetterStage
 from streams.effects import Effects, Rejected
@@ -17,44 +17,48 @@ from streams.state.directory import Applied, Revisions, StateChange, apply_prefe
 from streams.state.history import History
 
 Step = Callable[[Worker, Any], StateChange]
+V = TypeVar("V")
 
 
-def _revisions(table: StateTable[Any], user_id: str | None, message: Any) -> Revisions:
-    stored = table.revision(user_id) if user_id is not None else None
-    return Revisions.of(message.offset, stored, message.headers)
+class _Stored(NamedTuple, Generic[V]):
+    current: V | None  # the user's stored value
+    revisions: Revisions  # where the record stands against it
+
+
+def _stored(table: StateTable[V], message: Any) -> _Stored[V]:
+    if message.key is None:
+        return _Stored(None, Revisions.of(message.offset, None, message.headers))
+    current, revision = table.revised(message.key.decode(errors="replace"))
+    return _Stored(current, Revisions.of(message.offset, revision, message.headers))
 
 
 def _profile_step(worker: Worker, message: Any) -> StateChange:
-    key = message.key
-    user_id = key.decode(errors="replace") if key is not None else None
-    current = worker.tables.users.get(user_id) if user_id is not None else None
+    stored = _stored(worker.tables.users, message)
     return apply_profile(
         message.topic,
-        key,
+        message.key,
         message.value,
         message.partition,
         worker.settings.partitions,
-        current,
-        revisions=_revisions(worker.tables.users, user_id, message),
+        stored.current,
+        revisions=stored.revisions,
     )
 
 
 def _preferences_step(worker: Worker, message: Any) -> StateChange:
-    key = message.key
-    user_id = key.decode(errors="replace") if key is not None else None
-    current = worker.tables.preferences.get(user_id) if user_id is not None else None
+    stored = _stored(worker.tables.preferences, message)
     history = History.of(
         worker.topics.names.preferences_history, message.headers, message.timestamp, worker.clock()
     )
     return apply_preferences(
         message.topic,
-        key,
+        message.key,
         message.value,
         message.partition,
         worker.settings.partitions,
-        current,
+        stored.current,
         history=history,
-        revisions=_revisions(worker.tables.preferences, user_id, message),
+        revisions=stored.revisions,
     )
 
 

@@ -109,8 +109,8 @@ Apply = Callable[[bytes | None, Any, Revisions], StateChange]
 def replay(log: Log, table: StateTable[Any], stored: dict[str, Any], step: Apply) -> list[Any]:
     seen = []
     for offset, (value, headers) in enumerate(log):
-        revisions = Revisions.of(offset, table.revision("ada"), headers)
-        change = step(value, table.get("ada"), revisions)
+        current, revision = table.revised("ada")
+        change = step(value, current, Revisions.of(offset, revision, headers))
         for write in change.effects.writes:
             stored["ada"] = write.value
         seen.append(table.get("ada"))
@@ -135,7 +135,7 @@ def test_a_merged_profile_an_update_overtook_is_skipped_so_the_profile_never_goe
     p2 = json.dumps({"user_id": "ada", "locale": "fr-CA"}).encode()
     first = step(p1, None, Revisions(0))
     stored["ada"] = first.effects.writes[0].value
-    second = step(p2, table.get("ada"), Revisions(1, table.revision("ada")))
+    second = step(p2, table.get("ada"), Revisions(1, table.revised("ada")[1]))
     assert merged(first)[1] == ((MERGED_AFTER, b"0"),) and merged(second)[1] == ((MERGED_AFTER, b"1"),)
 
     stored.clear()
@@ -176,8 +176,8 @@ def test_a_merged_record_is_applied_where_nothing_newer_is_stored() -> None:
 def test_a_stored_revision_is_not_part_of_the_value_read_back() -> None:
     stored = {"ada": {**profile().model_dump(mode="json"), REVISION: 12}}
     table = StateTable(stored, stored_profile)
-    assert table.get("ada") == profile() and table.revision("ada") == 12
-    assert StateTable({"ada": profile().model_dump(mode="json")}, stored_profile).revision("ada") is None
+    assert table.revised("ada") == (profile(), 12) and table.get("ada") == profile()
+    assert StateTable({"ada": profile().model_dump(mode="json")}, stored_profile).revised("ada")[1] is None
 
 
 def test_merged_preferences_an_update_overtook_are_skipped_and_leave_no_history() -> None:
@@ -193,7 +193,7 @@ def test_merged_preferences_an_update_overtook_are_skipped_and_leave_no_history(
     p2 = json.dumps({"user_id": "ada", "channels": {"email": True}}).encode()
     first = step(p1, None, Revisions(0))
     stored["ada"] = first.effects.writes[0].value
-    second = step(p2, table.get("ada"), Revisions(1, table.revision("ada")))
+    second = step(p2, table.get("ada"), Revisions(1, table.revised("ada")[1]))
     stored.clear()
     log = [(p1, ()), (p2, ()), merged(first), merged(second)]
     seen = replay(log, table, stored, step)
@@ -213,6 +213,6 @@ def test_merged_preferences_an_update_overtook_are_skipped_and_leave_no_history(
         PARTITIONS,
         table.get("ada"),
         history=history,
-        revisions=Revisions.of(4, table.revision("ada"), headers),
+        revisions=Revisions.of(4, table.revised("ada")[1], headers),
     )
     assert overtaken.applied is Applied.SKIPPED and not overtaken.effects

@@ -116,3 +116,48 @@ def steady_rate(times: list[float], low: float = 0.1, high: float = 0.9) -> floa
     first, last = int(len(ordered) * low), int(len(ordered) * high) - 1
     span = ordered[last] - ordered[first]
     return (last - first) / span if span > 0 else 0.0
+
+
+class CoresUsed:
+    """Where the machine's cores went over a window: CPU seconds of this process (`harness`), of each
+    process it started, named by `roles` (pid → role) or else by what it runs (`broker` for the embedded
+    broker, the module name for a `python -m`), and of the machine as a whole, with the hypervisor's steal."""
+
+    def __init__(self, roles: dict[int, str]) -> None:
+        self._roles = roles
+        self._start = time.monotonic()
+        self._before = self._by_role()
+        self._machine = psutil.cpu_times()
+
+    def _role(self, process: psutil.Process) -> str:
+        if process.pid in self._roles:
+            return self._roles[process.pid]
+        argv = process.cmdline()
+        if argv and "tansu" in argv[0]:
+            return "broker"
+        return argv[argv.index("-m") + 1] if "-m" in argv[:-1] else "other"
+
+    def _by_role(self) -> dict[tuple[int, str], float]:
+        me = psutil.Process()
+        seen: dict[tuple[int, str], float] = {(me.pid, "harness"): sum(me.cpu_times()[:2])}
+        for child in me.children(recursive=True):
+            try:
+                seen[(child.pid, self._role(child))] = sum(child.cpu_times()[:2])
+            except psutil.Error:  # gone since the listing
+                continue
+        return seen
+
+    def cores(self) -> dict[str, float]:
+        """Cores used per role since the start (a process gone by now counts nothing), `machine` (every
+        process; all cores busy reads as their count) and `steal` (time the hypervisor gave to others)."""
+        seconds = max(1e-9, time.monotonic() - self._start)
+        used: dict[str, float] = {}
+        for (pid, role), cpu in self._by_role().items():
+            used[role] = used.get(role, 0.0) + (cpu - self._before.get((pid, role), 0.0)) / seconds
+        after, before = psutil.cpu_times(), self._machine
+        idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
+        total = sum(after) - sum(before) - (getattr(after, "guest", 0.0) - getattr(before, "guest", 0.0))
+        cpus = psutil.cpu_count() or 1
+        used["machine"] = max(0.0, (total - idle) / max(1e-9, total)) * cpus
+        used["steal"] = (getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)) / seconds
+        return {role: round(value, 3) for role, value in sorted(used.items())}

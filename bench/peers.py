@@ -244,6 +244,11 @@ async def measure_peers(
             channel: _ratio(herald_delivery.get(channel), r["notifications_per_second"])
             for channel, r in ceiling.items()
         },
+        # What the provider calls alone cost a process for one event (a send on each ceiling channel): the
+        # part of a worker's CPU per event that is the SDKs', not Herald's.
+        "sdk_cpu_us_per_event": sum(r["cpu_us_per_notification"] for r in ceiling.values())
+        if ceiling
+        else None,
         "ceiling_events_per_second": None if slowest is None else slowest[1]["notifications_per_second"],
         "ceiling_bound_by": None if slowest is None else slowest[0],
         "herald_pipeline_to_ceiling": None

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from adapters.broker.embedded import free_port
 from adapters.broker.topics import ensure_topics
 from bench.deployment import Deployment, wait_http_ok
-from bench.observe import Arrivals, RssSampler, latency_summary, steady_rate, watch_topics
+from bench.observe import Arrivals, CoresUsed, RssSampler, latency_summary, steady_rate, watch_topics
 from bench.sizes import Sizes
 from bench.workload import (
     CHANNELS,
@@ -128,14 +128,20 @@ async def run_passthrough(dep: Deployment, client: str, source: str, events: int
 class HeraldUnderTest:
     """A worker and its provider sinks for one run of a deployment."""
 
-    def __init__(self, dep: Deployment, rules: Path, templates: Path, *, store: str | None = None) -> None:
+    def __init__(
+        self, dep: Deployment, rules: Path, templates: Path, *, store: str | None = None, workers: int = 1
+    ) -> None:
         self.dep = dep
         self.smtp_port, self.http_port = free_port(), free_port()
         self.sinks_out = dep.tmp / f"sinks-{dep.prefix}-{dep.run}.json"
         self.env = {**dep.env, **provider_env(dep, rules, templates, self.smtp_port, self.http_port)}
         if store:
             self.env["BENCH_STORE"] = store
+        self.workers = workers
         self.worker: subprocess.Popen[bytes] | None = None
+        # Workers past the first (`workers`): the same app id, so they share the partitions through the
+        # consumer group, each with its own port and data directory, as docs/OPERATIONS.md runs one per core.
+        self.others: list[subprocess.Popen[bytes]] = []
         self.sinks: subprocess.Popen[bytes] | None = None
         self.rss: RssSampler | None = None
         self.ready_seconds = 0.0
@@ -150,17 +156,33 @@ class HeraldUnderTest:
         )
         self.worker = self.dep.spawn("bench.worker", log_name=f"worker-{self.dep.run}", env=self.env)
         self.rss = RssSampler(self.worker.pid).start()
-        try:
-            self.ready_seconds = await wait_http_ok(self.dep.readyz, self.worker, timeout=900)
-        except Exception as exc:
-            raise RuntimeError(f"{exc}\n{self.dep.log(f'worker-{self.dep.run}')[-3000:]}") from None
+        ready = [(self.dep.readyz, self.worker, f"worker-{self.dep.run}")]
+        for n in range(1, self.workers):
+            port, name = free_port(), f"worker-{self.dep.run}-{n}"
+            env = {
+                **self.env,
+                "HERALD_WORKER_PORT": str(port),
+                "HERALD_DATA_DIR": f"{self.env['HERALD_DATA_DIR']}-{n}",
+            }
+            self.others.append(self.dep.spawn("bench.worker", log_name=name, env=env))
+            ready.append((f"http://127.0.0.1:{port}/readyz", self.others[-1], name))
+        for url, process, name in ready:
+            try:
+                self.ready_seconds = max(self.ready_seconds, await wait_http_ok(url, process, timeout=900))
+            except Exception as exc:
+                raise RuntimeError(f"{exc}\n{self.dep.log(name)[-3000:]}") from None
+
+    @property
+    def processes(self) -> list[psutil.Process]:
+        """Every worker process of this deployment, for their CPU time."""
+        return [psutil.Process(p.pid) for p in ([self.worker] if self.worker else []) + self.others]
 
     def stop(self) -> dict[str, Any]:
         """Stops both; returns what the sinks saw."""
         if self.rss is not None:
             self.rss.stop()
-        if self.worker is not None:
-            self.dep.stop(self.worker)
+        for process in [*self.others, *([self.worker] if self.worker else [])]:
+            self.dep.stop(process)
         if self.sinks is not None:
             self.dep.stop(self.sinks)
         if self.sinks_out.exists():
@@ -242,7 +264,8 @@ async def measure_pipeline(
         limits[client] = await run_passthrough(dep, client, dep.topic("events"), sizes.events)
     best = max(limits.values(), key=lambda r: float(r["events_per_second"]))
 
-    herald = HeraldUnderTest(dep, rules, templates)
+    # BENCH_WORKERS runs that many pipeline workers (one per core, docs/OPERATIONS.md); 1 by default.
+    herald = HeraldUnderTest(dep, rules, templates, workers=int(os.environ.get("BENCH_WORKERS", "1")))
     waiting = HeraldUnderTest(lat, rules, templates)
     arrivals = Arrivals()
     by_channel = ChannelArrivals(dep.topic("deliver.inapp"))
@@ -250,6 +273,7 @@ async def measure_pipeline(
     expected = sizes.events * FANOUT
     profiler = None
     idle_cpu = worker_cpu = float("nan")
+    cores: dict[str, float] = {}
     try:
         try:
             with tqdm(
@@ -263,9 +287,12 @@ async def measure_pipeline(
             assert waiting.worker is not None
             idle = psutil.Process(waiting.worker.pid)
             idle_before = sum(idle.cpu_times()[:2])
-            assert herald.worker is not None
-            busy = psutil.Process(herald.worker.pid)
-            busy_before = sum(busy.cpu_times()[:2])
+            busy = herald.processes
+            busy_before = sum(sum(p.cpu_times()[:2]) for p in busy)
+            roles = {p.pid: "workers" for p in busy}
+            roles[idle.pid] = "latency worker (idle)"
+            roles.update({p.pid: "sinks" for p in (herald.sinks, waiting.sinks) if p is not None})
+            machine = CoresUsed(roles)
             watcher = asyncio.create_task(
                 watch_topics(
                     bootstrap,
@@ -285,7 +312,8 @@ async def measure_pipeline(
                         assert herald.worker is not None
                         profiler = start_profiler(herald.worker.pid, 20, tmp / "worker-profile.txt")
             idle_cpu = sum(idle.cpu_times()[:2]) - idle_before
-            worker_cpu = sum(busy.cpu_times()[:2]) - busy_before
+            worker_cpu = sum(sum(p.cpu_times()[:2]) for p in busy) - busy_before
+            cores = machine.cores()
             ended = time.time()
             stop.set()
             await watcher
@@ -316,6 +344,7 @@ async def measure_pipeline(
             "users": sizes.users,
             "table_load_seconds": load_seconds,
             "worker_ready_seconds": herald.ready_seconds,
+            "workers": herald.workers,
             "notifications_completed": len(arrivals.times),
             "notifications_expected": expected,
             "events_per_second": events_per_second,
@@ -328,11 +357,14 @@ async def measure_pipeline(
             "worker_peak_rss_bytes": herald.rss.peak if herald.rss else 0,
             "drained": len(arrivals.times) >= expected,
             "latency_worker_idle_cpu_seconds": idle_cpu,
-            # The worker's own CPU (all its threads) over the window, per notification delivered in it (as
+            # The workers' own CPU (all their threads), over the window, per notification delivered in it (as
             # counted above): Herald's work per notification, whatever the sinks and the broker could take.
             "worker_cpu_seconds": worker_cpu,
             "worker_cpu_us_per_notification": worker_cpu / max(1, sum(delivered.values())) * 1e6,
             "window_seconds": window,
+            # Cores each part used from the workers' readiness to the end of the window (their sum is the
+            # machine's, within what the kernel counts apart): whether the cores were what bound the run.
+            "cores_used": cores,
             # Per channel, the same steady window: in-app records are the router's output (one per event,
             # so this is Herald's routing rate, while the same worker delivers), email and SMS deliveries.
             "by_channel_per_second": by_channel.rates(),

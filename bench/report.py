@@ -42,7 +42,12 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         p = result["pipeline"]
         out.append(
             (
-                f"herald pipeline ({p['users']:,} users)",
+                f"herald pipeline ({p['users']:,} users, "
+                + (
+                    "whole backlog delivered)"
+                    if p.get("drained")
+                    else "cut off before the backlog was delivered)"
+                ),
                 _fmt(p["events_per_second"], "ev/s"),
                 f"{p['ratio_to_limit']:.3f}",
             )
@@ -58,9 +63,17 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             counts = " / ".join(f"{channel} {n:,}" for channel, n in p["delivered_in_window"].items())
             out.append((f"  delivered in the {p['window_seconds']:.0f} s window", counts, ""))
         if "worker_cpu_us_per_notification" in p:
+            workers = p.get("workers", 1)
             out.append(
-                ("  worker CPU per notification", _fmt(p["worker_cpu_us_per_notification"], "µs"), "-")
+                (
+                    "  worker CPU per notification" + (f" ({workers} workers)" if workers > 1 else ""),
+                    _fmt(p["worker_cpu_us_per_notification"], "µs"),
+                    "-",
+                )
             )
+        if p.get("cores_used"):
+            used = ", ".join(f"{role} {n:.2f}" for role, n in p["cores_used"].items())
+            out.append(("  cores used in the window", used, ""))
     if "peers" in result:
         out += peer_rows(result["peers"], limit)
     if "latency" in result:
@@ -254,11 +267,16 @@ def peer_rows(peers: dict[str, Any], limit: float | None) -> list[tuple[str, str
                 "",
             )
         )
+        out.append((f"  bare SDK CPU per send ({channel})", _fmt(c.get("cpu_us_per_notification"), "µs"), ""))
         herald_rate = peers["herald_delivery_per_second"].get(channel)
         delivered = "-" if herald_rate is None else _fmt(herald_rate, "ntf/s")
         out.append((f"  herald {channel} delivered (pipeline)", delivered, ""))
         ratio = _ratio(peers["herald_delivery_to_ceiling"].get(channel))
         out.append((f"  herald / ceiling ({channel})", ratio, ""))
+    if peers.get("sdk_cpu_us_per_event") is not None:
+        out.append(
+            ("  bare SDK CPU per event (one send per channel)", _fmt(peers["sdk_cpu_us_per_event"], "µs"), "")
+        )
     if peers.get("ceiling_bound_by") is not None:
         out.append(
             (

@@ -4,6 +4,7 @@ write a result file with non-zero rates (no timing assertions: CI machines vary)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,12 @@ def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
     assert 0 < pipeline["ratio_to_limit"]
     assert result["latency"]["provider"]["count"] > 0
     assert {"p50_ms", "p95_ms", "p99_ms", "max_ms"} <= result["latency"]["provider"].keys()
+    # Where the cores went over the window: each part's share, and the machine's, never above its cores.
+    cores = pipeline["cores_used"]
+    assert {"workers", "sinks", "broker", "harness", "machine", "steal"} <= cores.keys()
+    assert cores["workers"] > 0 and cores["broker"] > 0
+    assert all(used >= 0 for used in cores.values())
+    assert cores["machine"] <= (os.cpu_count() or 1) + 0.01
     assert (tmp_path / "result.png").stat().st_size > 0
     assert "herald pipeline" in completed.stdout
 
@@ -66,4 +73,8 @@ def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
         assert ceiling["notifications_per_second"] > 0, channel
         assert ceiling["received_by_sink"] >= ceiling["notifications"], channel
         assert peers["herald_delivery_to_ceiling"][channel] is not None, channel
+        assert ceiling["cpu_us_per_notification"] > 0, channel
+    assert peers["sdk_cpu_us_per_event"] == sum(
+        ceiling["cpu_us_per_notification"] for ceiling in peers["delivery_ceiling"].values()
+    )
     assert "routing peer: quixstreams" in completed.stdout

@@ -36,7 +36,7 @@ FULL = Sizes(
     name="full",
     partitions=8,
     events=40_000,
-    # Long enough to deliver the whole backlog on every channel (90-116 s in the sixteenth session): the
+    # Long enough to deliver the whole backlog on every channel (90-141 s in the sixteenth session): the
     # figure is then the time an event takes through all three, not how the first minute was shared out.
     pipeline_seconds=180.0,
     users=100_000,

@@ -201,7 +201,9 @@ async def measure_peers(
     for name in ROUTING_PEERS:
         peer = PeerRun(bootstrap, tmp, sizes, rules, templates, name)
         routing[name] = await route_with(peer, name, source.topic("events"), sizes)
+        routing[name]["cpu_us_per_event"] = _cpu_per_event(routing[name])
     alone_rate = await route_with_herald(bootstrap, tmp, sizes, rules, templates, source.topic("events"))
+    alone_rate["cpu_us_per_event"] = _cpu_per_event(alone_rate)
     ceiling = await delivery_ceiling(PeerRun(bootstrap, tmp, sizes, rules, templates, "ceiling"), sizes)
 
     herald_routing = pipeline.get("routing_events_per_second") if pipeline else None
@@ -234,7 +236,7 @@ async def measure_peers(
         # stalls move less than a rate: a peer's microseconds per event over Herald's (above 1: Herald
         # uses less).
         "herald_routing_alone_cpu_to": {
-            name: _ratio(_cpu_per_event(r), _cpu_per_event(alone_rate))
+            name: _ratio(r["cpu_us_per_event"], alone_rate["cpu_us_per_event"])
             for name, r in routing.items()
             if name in ROUTING_PEERS
         },

@@ -249,14 +249,10 @@ def peer_rows(peers: dict[str, Any], limit: float | None) -> list[tuple[str, str
             observed = peers["routing"][name].get("observed_events_per_second")
             out.append((f"  {name}, observed the same way", _fmt(observed, "ev/s"), ""))
             out.append((f"  herald alone / {name}", _ratio(ratio), ""))
-        cpu = alone.get("cpu_seconds")
-        if cpu is not None:
-            per_event = cpu / alone["events"] * 1e6 if cpu else None  # none seen: a backlog too small
-            out.append(("herald routing alone, CPU per event", _fmt(per_event, "µs"), ""))
+        if "cpu_us_per_event" in alone:  # None: none seen, a backlog too small (bench.peers)
+            out.append(("herald routing alone, CPU per event", _fmt(alone["cpu_us_per_event"], "µs"), ""))
             for name, ratio in peers.get("herald_routing_alone_cpu_to", {}).items():
-                peer = peers["routing"][name]
-                used = peer.get("cpu_seconds")
-                per_event = used / peer["events"] * 1e6 if used is not None and peer.get("events") else None
+                per_event = peers["routing"][name].get("cpu_us_per_event")
                 out.append((f"  {name}, CPU per event", _fmt(per_event, "µs"), ""))
                 out.append((f"  {name} / herald alone, CPU per event", _ratio(ratio), ""))
     for channel, c in peers["delivery_ceiling"].items():

@@ -68,6 +68,8 @@ def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
     ratios = peers["herald_routing_alone_cpu_to"]
     assert set(ratios) == {"aiokafka", "quixstreams"}
     assert all((ratio is None) == (herald_cpu == 0) for ratio in ratios.values())
+    assert (peers["herald_routing_alone"]["cpu_us_per_event"] is None) == (herald_cpu == 0)
+    assert all(peers["routing"][name]["cpu_us_per_event"] > 0 for name in ("aiokafka", "quixstreams"))
     assert all(ratio is None or ratio > 0 for ratio in ratios.values())
     for channel, ceiling in peers["delivery_ceiling"].items():
         assert ceiling["notifications_per_second"] > 0, channel

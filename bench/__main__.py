@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     if sizes is not FULL:
         print(f"bench: {sizes.name} sizes — scaled down, not comparable with the targets", file=sys.stderr)
     result = asyncio.run(run(sizes, phases, args.out, profile=args.profile))
-    if "latency" in result:
-        result["latency"]["cdf_ms"] = _thin(result["latency"]["cdf_ms"])
+    for key in ("latency", "latency_quarter"):
+        if key in result:
+            result[key]["cdf_ms"] = _thin(result[key]["cdf_ms"])
     for g in [*result.get("gateway", []), result.get("inapp", {})]:
         if "cdf_ms" in g:
             g["cdf_ms"] = _thin(g["cdf_ms"])

@@ -1,4 +1,5 @@
-"""Watching a run from outside: records arriving on topics, a process's resident memory, percentiles."""
+"""Watching a run from outside: records arriving on topics, a process's resident memory, where the cores went,
+percentiles."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 from aiokafka import AIOKafkaConsumer
@@ -161,3 +163,31 @@ class CoresUsed:
         used["machine"] = max(0.0, (total - idle) / max(1e-9, total)) * cpus
         used["steal"] = (getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)) / seconds
         return {role: round(value, 3) for role, value in sorted(used.items())}
+
+
+class MainThreadTime:
+    """Of each second of a window, how long a process's main thread ran and how long it was ready to run but
+    waited for a core (Linux's /proc/<pid>/task/<pid>/schedstat): a thread that waits while the machine has
+    an idle core is short of its own work's time, not of cores. None where the kernel does not keep it."""
+
+    def __init__(self, pid: int) -> None:
+        self._path = Path(f"/proc/{pid}/task/{pid}/schedstat")
+        self._start = time.monotonic()
+        self._before = self._read()
+
+    def _read(self) -> tuple[float, float] | None:
+        try:
+            ran, waited, _slices = self._path.read_text().split()
+        except (OSError, ValueError):
+            return None
+        return int(ran) / 1e9, int(waited) / 1e9
+
+    def shares(self) -> dict[str, float] | None:
+        after, before = self._read(), self._before
+        if after is None or before is None:
+            return None
+        seconds = max(1e-9, time.monotonic() - self._start)
+        return {
+            "ran": round((after[0] - before[0]) / seconds, 3),
+            "waited_for_a_core": round((after[1] - before[1]) / seconds, 3),
+        }

@@ -251,6 +251,14 @@ async def measure_peers(
         "sdk_cpu_us_per_event": sum(r["cpu_us_per_notification"] for r in ceiling.values())
         if ceiling
         else None,
+        # The pipeline worker's CPU per notification over the plain aiokafka loop's per routed event, both of
+        # this run. The machine's speed moves both alike (over five runs their correlation was 0.94 while the
+        # pipeline's batches were the same: bench/RESULTS.md, seventeenth session), so this ratio compares
+        # runs on a fast and a slow machine where the pipeline's events/s does not.
+        "herald_notification_cpu_to_aiokafka_event_cpu": _ratio(
+            pipeline.get("worker_cpu_us_per_notification") if pipeline else None,
+            routing["aiokafka"]["cpu_us_per_event"],
+        ),
         "ceiling_events_per_second": None if slowest is None else slowest[1]["notifications_per_second"],
         "ceiling_bound_by": None if slowest is None else slowest[0],
         "herald_pipeline_to_ceiling": None

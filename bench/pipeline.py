@@ -22,7 +22,15 @@ from tqdm import tqdm
 from adapters.broker.embedded import free_port
 from adapters.broker.topics import ensure_topics
 from bench.deployment import Deployment, wait_http_ok
-from bench.observe import Arrivals, CoresUsed, RssSampler, latency_summary, steady_rate, watch_topics
+from bench.observe import (
+    Arrivals,
+    CoresUsed,
+    MainThreadTime,
+    RssSampler,
+    latency_summary,
+    steady_rate,
+    watch_topics,
+)
 from bench.sizes import Sizes
 from bench.workload import (
     CHANNELS,
@@ -378,20 +386,52 @@ async def measure_pipeline(
             "client": best["client"],
             "events_per_second": best["events_per_second"],
         }
-        # BENCH_LATENCY_RATE fixes the rate, to compare latency between runs of different throughput.
+        # BENCH_LATENCY_RATE fixes the rate, to compare latency between runs of different throughput. Then at
+        # half that again: how far below the drained rate live traffic must stay to meet the latency targets.
         rate = float(os.environ.get("BENCH_LATENCY_RATE", "0")) or max(1.0, events_per_second / 2)
-        latency = await measure_latency(waiting, sizes, rate)
+        latency, quarter = await measure_latency(waiting, sizes, [rate, max(1.0, rate / 2)])
     finally:
         waiting.stop()
-    latency["worker_ready_seconds"] = waiting.ready_seconds
-    latency["ratio_to_limit_offered"] = latency["offered_events_per_second"] / float(
-        best["events_per_second"]
-    )
-    return {"limit": limit, "pipeline": pipeline, "latency": latency}
+    for run in (latency, quarter):
+        run["worker_ready_seconds"] = waiting.ready_seconds
+        run["ratio_to_limit_offered"] = run["offered_events_per_second"] / float(best["events_per_second"])
+    return {"limit": limit, "pipeline": pipeline, "latency": latency, "latency_quarter": quarter}
 
 
-async def measure_latency(herald: HeraldUnderTest, sizes: Sizes, rate: float) -> dict[str, Any]:
-    """End-to-end latency at `rate` events/s through `herald`, started and idle; stops it at the end."""
+async def measure_latency(
+    herald: HeraldUnderTest, sizes: Sizes, rates: Sequence[float]
+) -> list[dict[str, Any]]:
+    """End-to-end latency at each of `rates` events/s in turn, through `herald`, started and idle; stops it at
+    the end. Each run's events have ids of their own (a repeated id is a duplicate), and its email and SMS
+    arrivals are told apart by the send time stamped in them."""
+    runs: list[dict[str, Any]] = []
+    try:
+        for n, rate in enumerate(rates):
+            runs.append(await _offer(herald, sizes, rate, f"{herald.dep.run}-{n}"))
+    finally:
+        seen = herald.stop()
+    for run in runs:
+        began, ended = run.pop("sent_between")
+        rows = {
+            channel: [(r - s) for _, s, r in seen["rows"][channel] if began <= s <= ended]
+            for channel in ("email", "sms")
+        }
+        providers = rows["email"] + rows["sms"]
+        run["provider"] = latency_summary(providers)
+        run["by_channel"] = {
+            "email": latency_summary(rows["email"]),
+            "sms": latency_summary(rows["sms"]),
+            "inapp_topic": latency_summary(run.pop("inapp")),
+        }
+        run["cdf_ms"] = sorted(x * 1000 for x in providers)
+    return runs
+
+
+async def _offer(herald: HeraldUnderTest, sizes: Sizes, rate: float, run: str) -> dict[str, Any]:
+    """Offer `rate` events/s for the run's length; wait for their in-app records and the stragglers. Also
+    what the workers used meanwhile: at a low rate a step carries few records, and its fixed costs (produce
+    requests, fetch rounds, agent wake-ups) are shared by few notifications (bench/RESULTS.md, seventeenth
+    session)."""
     dep = herald.dep
     inapp: list[float] = []
     arrivals = Arrivals()
@@ -399,19 +439,28 @@ async def measure_latency(herald: HeraldUnderTest, sizes: Sizes, rate: float) ->
 
     def on_inapp(record: Any) -> None:
         stamp = parse_stamp(orjson.loads(record.value).get("body", ""))
-        if stamp is not None:
+        # The topic is read from its start: an earlier run's records are not this run's.
+        if stamp is not None and stamp[1] >= began_wall:
             inapp.append(time.time() - stamp[1])
 
     def is_inapp(record: Any) -> bool:
         return True
 
     total = int(rate * sizes.latency_seconds)
+    began_wall = time.time()
+    watcher = asyncio.create_task(
+        watch_topics(dep.bootstrap, [dep.topic("deliver.inapp")], is_inapp, arrivals, stop, on_inapp)
+    )
     try:
-        watcher = asyncio.create_task(
-            watch_topics(dep.bootstrap, [dep.topic("deliver.inapp")], is_inapp, arrivals, stop, on_inapp)
-        )
         producer = fast_producer(dep.bootstrap)
         producer_topic = dep.topic("events")
+        workers = herald.processes
+        cpu_before = sum(sum(p.cpu_times()[:2]) for p in workers)
+        assert herald.worker is not None
+        main_thread = MainThreadTime(herald.worker.pid)
+        roles = {p.pid: "workers" for p in workers}
+        roles.update({p.pid: "sinks" for p in (herald.sinks,) if p is not None})
+        machine = CoresUsed(roles)
         began = time.monotonic()
         sent = 0
         with tqdm(total=total, desc=f"latency @ {rate:,.0f} ev/s", unit="ev", leave=False) as bar:
@@ -420,7 +469,7 @@ async def measure_latency(herald: HeraldUnderTest, sizes: Sizes, rate: float) ->
                 while sent < due:
                     recipient = user_id(sent % max(1, sizes.users))
                     producer.produce(
-                        producer_topic, event(sent, recipient, time.time(), dep.run), recipient.encode()
+                        producer_topic, event(sent, recipient, time.time(), run), recipient.encode()
                     )
                     sent += 1
                 producer.poll(0)
@@ -428,24 +477,25 @@ async def measure_latency(herald: HeraldUnderTest, sizes: Sizes, rate: float) ->
                 await asyncio.sleep(0.005)
         producer.flush(30)
         offered_seconds = time.monotonic() - began
+        worker_cpu = sum(sum(p.cpu_times()[:2]) for p in workers) - cpu_before
+        threads, cores = main_thread.shares(), machine.cores()
+        ended_wall = time.time()
         deadline = time.monotonic() + 20
         while len(inapp) < total and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a counter
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.0)  # let the email and SMS stragglers arrive
+    finally:
         stop.set()
         await watcher
-    finally:
-        seen = herald.stop()
-    rows = seen["rows"]
-    providers = [received - sent_at for channel in ("email", "sms") for _, sent_at, received in rows[channel]]
     return {
         "offered_events_per_second": total / offered_seconds,
         "events": total,
-        "provider": latency_summary(providers),
-        "by_channel": {
-            "email": latency_summary([r - s for _, s, r in rows["email"]]),
-            "sms": latency_summary([r - s for _, s, r in rows["sms"]]),
-            "inapp_topic": latency_summary(inapp),
-        },
-        "cdf_ms": sorted(x * 1000 for x in providers),
+        "sent_between": (began_wall, ended_wall),
+        "inapp": inapp,
+        # While the events were offered: the workers' cores, their CPU per notification offered, the main
+        # thread's time run and waited for a core, and every part's cores.
+        "worker_cores": worker_cpu / offered_seconds,
+        "worker_cpu_us_per_notification": worker_cpu / max(1, total * FANOUT) * 1e6,
+        "worker_main_thread": threads,
+        "cores_used": cores,
     }

@@ -76,13 +76,9 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             out.append(("  cores used in the window", used, ""))
     if "peers" in result:
         out += peer_rows(result["peers"], limit)
-    if "latency" in result:
-        lat = result["latency"]
-        ratio = f"{lat['ratio_to_limit_offered']:.3f}"
-        out.append(("latency load (half sustained)", _fmt(lat["offered_events_per_second"], "ev/s"), ratio))
-        for q in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
-            out.append((f"  event→provider {q[:-3]}", _fmt(lat["provider"][q], "ms"), ""))
-        out.append(("  event→in-app topic p99", _fmt(lat["by_channel"]["inapp_topic"]["p99_ms"], "ms"), ""))
+    for key, load in (("latency", "half sustained"), ("latency_quarter", "a quarter")):
+        if key in result:
+            out += latency_rows(result[key], load)
     for m in result.get("memory", []):
         label = f"worker peak RSS, {m['users']:,} users, {m['store']}"
         value = _fmt(m["peak_rss_bytes"], "MB") if m.get("ok") else f"failed: {m.get('error', '')[:40]}"
@@ -273,6 +269,14 @@ def peer_rows(peers: dict[str, Any], limit: float | None) -> list[tuple[str, str
         out.append(
             ("  bare SDK CPU per event (one send per channel)", _fmt(peers["sdk_cpu_us_per_event"], "µs"), "")
         )
+    if peers.get("herald_notification_cpu_to_aiokafka_event_cpu") is not None:
+        out.append(
+            (
+                "herald CPU per notification / aiokafka loop's per event",
+                _ratio(peers["herald_notification_cpu_to_aiokafka_event_cpu"]),
+                "",
+            )
+        )
     if peers.get("ceiling_bound_by") is not None:
         out.append(
             (
@@ -426,10 +430,34 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def latency_rows(lat: dict[str, Any], load: str) -> list[tuple[str, str, str]]:
+    """One latency run (bench.pipeline.measure_latency): percentiles and what the worker used meanwhile."""
+    ratio = f"{lat['ratio_to_limit_offered']:.3f}"
+    out = [(f"latency load ({load})", _fmt(lat["offered_events_per_second"], "ev/s"), ratio)]
+    for q in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+        out.append((f"  event→provider {q[:-3]}", _fmt(lat["provider"][q], "ms"), ""))
+    out.append(("  event→in-app topic p99", _fmt(lat["by_channel"]["inapp_topic"]["p99_ms"], "ms"), ""))
+    if "worker_cores" in lat:
+        used = f"{lat['worker_cores']:.2f} cores, {lat['worker_cpu_us_per_notification']:,.0f} µs/ntf"
+        out.append(("  worker CPU while offered", used, ""))
+    if lat.get("worker_main_thread"):
+        main = lat["worker_main_thread"]
+        out.append(
+            (
+                "  worker main thread ran / waited",
+                f"{main['ran']:.2f} / {main['waited_for_a_core']:.2f} s/s",
+                "",
+            )
+        )
+    return out
+
+
 def _cdfs(result: dict[str, Any]) -> list[tuple[str, list[float]]]:
     out = []
     if "latency" in result:
         out.append(("event→provider (half load)", result["latency"]["cdf_ms"]))
+    if "latency_quarter" in result:
+        out.append(("event→provider (quarter load)", result["latency_quarter"]["cdf_ms"]))
     for g in result.get("gateway", []):
         out.append((f"feed→client, {g['connections']:,} conns", g.get("cdf_ms", [])))
     if result.get("inapp"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from starlette.routing import BaseRoute
 
 from adapters import garbage_collector
@@ -184,6 +184,9 @@ def create_worker(settings: Settings, *, registry: CollectorRegistry | None = No
     preferences_api = build_preferences_api(settings, worker)
 
     garbage_collector.Pauses().install(registry)
+    # The process's CPU, memory and open files (`process_*`), as the gateway exports them from Prometheus's
+    # default registry: a worker whose CPU nears a full core is queueing (docs/OPERATIONS.md, scaling).
+    ProcessCollector(registry=registry)
 
     async def freeze_state(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Once the tables are read back (after each rebalance): what is alive now is the worker's lasting

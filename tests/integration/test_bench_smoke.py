@@ -35,8 +35,18 @@ def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
     assert pipeline["notifications_per_second"] > 0
     assert pipeline["notifications_completed"] > 0
     assert 0 < pipeline["ratio_to_limit"]
-    assert result["latency"]["provider"]["count"] > 0
-    assert {"p50_ms", "p95_ms", "p99_ms", "max_ms"} <= result["latency"]["provider"].keys()
+    # Two latency runs, at half the drained rate and at a quarter, each with what the worker used meanwhile,
+    # and each counting only its own events.
+    half, quarter = result["latency"], result["latency_quarter"]
+    assert quarter["offered_events_per_second"] < half["offered_events_per_second"]
+    for run in (half, quarter):
+        # One email and one SMS per event, none of the other run's (a straggler may come after the wait).
+        assert 0 < run["provider"]["count"] <= 2 * run["events"]
+        assert 0 < run["by_channel"]["inapp_topic"]["count"] <= run["events"]
+        assert {"p50_ms", "p95_ms", "p99_ms", "max_ms"} <= run["provider"].keys()
+        assert run["worker_cores"] > 0 and run["worker_cpu_us_per_notification"] > 0
+        assert run["worker_main_thread"]["ran"] > 0 and run["worker_main_thread"]["waited_for_a_core"] >= 0
+        assert run["cores_used"]["workers"] > 0
     # Where the cores went over the window: each part's share, and the machine's, never above its cores.
     cores = pipeline["cores_used"]
     assert {"workers", "sinks", "broker", "harness", "machine", "steal"} <= cores.keys()
@@ -76,6 +86,10 @@ def test_pipeline_measurement_writes_rates(tmp_path: Path) -> None:
         assert ceiling["received_by_sink"] >= ceiling["notifications"], channel
         assert peers["herald_delivery_to_ceiling"][channel] is not None, channel
         assert ceiling["cpu_us_per_notification"] > 0, channel
+    # The pipeline's CPU per notification against a fixed program's per event, both of this run.
+    assert peers["herald_notification_cpu_to_aiokafka_event_cpu"] == pytest.approx(
+        pipeline["worker_cpu_us_per_notification"] / peers["routing"]["aiokafka"]["cpu_us_per_event"]
+    )
     assert peers["sdk_cpu_us_per_event"] == sum(
         ceiling["cpu_us_per_notification"] for ceiling in peers["delivery_ceiling"].values()
     )

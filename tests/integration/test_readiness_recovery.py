@@ -111,3 +111,6 @@ async def test_readyz_says_recovering_with_records_left_then_ready(stack_factory
     assert (gc_collections(after, "2") or 0) >= 1, [
         line for line in after.splitlines() if "herald_gc" in line
     ]
+    # The process's own figures, as the gateway's default registry has them (docs/METRICS.md).
+    assert any(line.startswith("process_cpu_seconds_total ") for line in after.splitlines())
+    assert any(line.startswith("process_resident_memory_bytes ") for line in after.splitlines())

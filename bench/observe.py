@@ -167,8 +167,9 @@ class CoresUsed:
 
 class MainThreadTime:
     """Of each second of a window, how long a process's main thread ran and how long it was ready to run but
-    waited for a core (Linux's /proc/<pid>/task/<pid>/schedstat): a thread that waits while the machine has
-    an idle core is short of its own work's time, not of cores. None where the kernel does not keep it."""
+    waited for a core (Linux's /proc/<pid>/task/<pid>/schedstat). Their sum near 1 is a thread that always
+    had work, bound by its CPU; the wait is what a core of its own would have given it. None where the
+    kernel does not keep them."""
 
     def __init__(self, pid: int) -> None:
         self._path = Path(f"/proc/{pid}/task/{pid}/schedstat")

@@ -149,13 +149,18 @@ class CoresUsed:
                 continue
         return seen
 
-    def cores(self) -> dict[str, float]:
-        """Cores used per role since the start (a process gone by now counts nothing), `machine` (every
-        process; all cores busy reads as their count) and `steal` (time the hypervisor gave to others)."""
-        seconds = max(1e-9, time.monotonic() - self._start)
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds per role since the start (a process gone by now counts nothing)."""
         used: dict[str, float] = {}
         for (pid, role), cpu in self._by_role().items():
-            used[role] = used.get(role, 0.0) + (cpu - self._before.get((pid, role), 0.0)) / seconds
+            used[role] = used.get(role, 0.0) + cpu - self._before.get((pid, role), 0.0)
+        return used
+
+    def cores(self) -> dict[str, float]:
+        """Cores used per role since the start (`cpu_seconds` over the time since), `machine` (every
+        process; all cores busy reads as their count) and `steal` (time the hypervisor gave to others)."""
+        seconds = max(1e-9, time.monotonic() - self._start)
+        used = {role: cpu / seconds for role, cpu in self.cpu_seconds().items()}
         after, before = psutil.cpu_times(), self._machine
         idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
         total = sum(after) - sum(before) - (getattr(after, "guest", 0.0) - getattr(before, "guest", 0.0))

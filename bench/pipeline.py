@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import orjson
-import psutil
 from tqdm import tqdm
 
 from adapters.broker.embedded import free_port
@@ -183,9 +182,11 @@ class HeraldUnderTest:
         self.ready_seconds = time.monotonic() - spawned  # until the last worker is ready
 
     @property
-    def processes(self) -> list[psutil.Process]:
-        """Every worker process of this deployment, for their CPU time."""
-        return [psutil.Process(p.pid) for p in ([self.worker] if self.worker else []) + self.others]
+    def roles(self) -> dict[int, str]:
+        """Its processes by role (`workers`, `sinks`), as bench.observe.CoresUsed counts them."""
+        workers = ([self.worker] if self.worker else []) + self.others
+        sinks = [self.sinks] if self.sinks else []
+        return {p.pid: "workers" for p in workers} | {p.pid: "sinks" for p in sinks}
 
     def stop(self) -> dict[str, Any]:
         """Stops both; returns what the sinks saw."""
@@ -295,13 +296,7 @@ async def measure_pipeline(
                     bar.update(0)
                 starting.result()
             assert waiting.worker is not None
-            idle = psutil.Process(waiting.worker.pid)
-            idle_before = sum(idle.cpu_times()[:2])
-            busy = herald.processes
-            busy_before = sum(sum(p.cpu_times()[:2]) for p in busy)
-            roles = {p.pid: "workers" for p in busy}
-            roles[idle.pid] = "latency worker (idle)"
-            roles.update({p.pid: "sinks" for p in (herald.sinks, waiting.sinks) if p is not None})
+            roles = {**waiting.roles, **herald.roles, waiting.worker.pid: "latency worker (idle)"}
             machine = CoresUsed(roles)
             watcher = asyncio.create_task(
                 watch_topics(
@@ -321,8 +316,8 @@ async def measure_pipeline(
                     if profile and profiler is None and len(arrivals.times) > expected * 0.05:
                         assert herald.worker is not None
                         profiler = start_profiler(herald.worker.pid, 20, tmp / "worker-profile.txt")
-            idle_cpu = sum(idle.cpu_times()[:2]) - idle_before
-            worker_cpu = sum(sum(p.cpu_times()[:2]) for p in busy) - busy_before
+            cpu = machine.cpu_seconds()
+            idle_cpu, worker_cpu = cpu["latency worker (idle)"], cpu["workers"]
             cores = machine.cores()
             ended = time.time()
             stop.set()
@@ -454,13 +449,9 @@ async def _offer(herald: HeraldUnderTest, sizes: Sizes, rate: float, run: str) -
     try:
         producer = fast_producer(dep.bootstrap)
         producer_topic = dep.topic("events")
-        workers = herald.processes
-        cpu_before = sum(sum(p.cpu_times()[:2]) for p in workers)
         assert herald.worker is not None
         main_thread = MainThreadTime(herald.worker.pid)
-        roles = {p.pid: "workers" for p in workers}
-        roles.update({p.pid: "sinks" for p in (herald.sinks,) if p is not None})
-        machine = CoresUsed(roles)
+        machine = CoresUsed(herald.roles)
         began = time.monotonic()
         sent = 0
         with tqdm(total=total, desc=f"latency @ {rate:,.0f} ev/s", unit="ev", leave=False) as bar:
@@ -477,7 +468,7 @@ async def _offer(herald: HeraldUnderTest, sizes: Sizes, rate: float, run: str) -
                 await asyncio.sleep(0.005)
         producer.flush(30)
         offered_seconds = time.monotonic() - began
-        worker_cpu = sum(sum(p.cpu_times()[:2]) for p in workers) - cpu_before
+        worker_cpu = machine.cpu_seconds()["workers"]
         threads, cores = main_thread.shares(), machine.cores()
         ended_wall = time.time()
         deadline = time.monotonic() + 20
@@ -492,9 +483,8 @@ async def _offer(herald: HeraldUnderTest, sizes: Sizes, rate: float, run: str) -
         "events": total,
         "sent_between": (began_wall, ended_wall),
         "inapp": inapp,
-        # While the events were offered: the workers' cores, their CPU per notification offered, the main
-        # thread's time run and waited for a core, and every part's cores.
-        "worker_cores": worker_cpu / offered_seconds,
+        # While the events were offered: the workers' CPU per notification offered, the main thread's time
+        # run and waited for a core, and every part's cores (the workers' among them).
         "worker_cpu_us_per_notification": worker_cpu / max(1, total * FANOUT) * 1e6,
         "worker_main_thread": threads,
         "cores_used": cores,

@@ -437,8 +437,9 @@ def latency_rows(lat: dict[str, Any], load: str) -> list[tuple[str, str, str]]:
     for q in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
         out.append((f"  event→provider {q[:-3]}", _fmt(lat["provider"][q], "ms"), ""))
     out.append(("  event→in-app topic p99", _fmt(lat["by_channel"]["inapp_topic"]["p99_ms"], "ms"), ""))
-    if "worker_cores" in lat:
-        used = f"{lat['worker_cores']:.2f} cores, {lat['worker_cpu_us_per_notification']:,.0f} µs/ntf"
+    if "worker_cpu_us_per_notification" in lat:
+        cores = lat["cores_used"]["workers"]
+        used = f"{cores:.2f} cores, {lat['worker_cpu_us_per_notification']:,.0f} µs/ntf"
         out.append(("  worker CPU while offered", used, ""))
     if lat.get("worker_main_thread"):
         main = lat["worker_main_thread"]
